@@ -1,0 +1,369 @@
+//! `hosts.toml`: the fleet. Strict (unknown keys are errors), versioned, and every refusal
+//! names the file, line and column.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::location::{from_toml, LocatedError};
+use crate::serial;
+
+/// The hosts.toml format version this build reads.
+pub const HOSTS_VERSION: u32 = 1;
+/// The profile used when neither the host nor `[defaults]` names one.
+pub const DEFAULT_PROFILE: &str = "uefi-ext4";
+
+/// What the installer does when the machine's serial matches no host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "policy", content = "host")]
+pub enum UnknownSerial {
+    /// Show a menu of hosts on the console.
+    Ask,
+    /// Stop without touching any disk.
+    Refuse,
+    /// Install this host.
+    Host(String),
+}
+
+/// What the installer does once the install succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterInstall {
+    Reboot,
+    Poweroff,
+    Shell,
+}
+
+/// Where a host's NixOS system comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemSource {
+    /// A toplevel already in the local store.
+    StorePath(nixstore::StorePath),
+    /// A flake reference `REF#NAME`, built as `REF#nixosConfigurations.NAME.config.system.build.toplevel`.
+    Flake(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    pub profile: String,
+    pub on_unknown_serial: UnknownSerial,
+    pub after_install: AfterInstall,
+    pub confirm_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    /// Normalised serials (see [`serial::normalise`]).
+    pub serials: Vec<String>,
+    pub system: SystemSource,
+    /// The profile name or path, as written (resolved by the caller).
+    pub profile: String,
+    pub disk: Option<String>,
+    /// Resolved against the directory of hosts.toml.
+    pub extra_files: Option<PathBuf>,
+    /// Where the host is defined, for later messages.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    pub file: PathBuf,
+    pub defaults: Defaults,
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FleetFile {
+    version: Spanned<u32>,
+    #[serde(default)]
+    defaults: DefaultsFile,
+    #[serde(default)]
+    host: Vec<Spanned<HostFile>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DefaultsFile {
+    profile: Option<String>,
+    on_unknown_serial: Option<Spanned<String>>,
+    after_install: Option<AfterInstall>,
+    confirm_seconds: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HostFile {
+    name: Spanned<String>,
+    #[serde(default)]
+    serials: Vec<Spanned<String>>,
+    system: Option<Spanned<String>>,
+    flake: Option<Spanned<String>>,
+    profile: Option<String>,
+    disk: Option<Spanned<String>>,
+    extra_files: Option<String>,
+}
+
+impl Fleet {
+    /// Parses and validates hosts.toml. `file` is its path (for messages and to resolve
+    /// relative paths such as `extra-files`).
+    pub fn parse(file: &Path, text: &str) -> Result<Fleet, LocatedError> {
+        let raw: FleetFile = toml::from_str(text).map_err(|e| from_toml(file, text, &e))?;
+        let at = |span: Range<usize>, msg: String| LocatedError::at(file, text, span, msg);
+        if *raw.version.get_ref() != HOSTS_VERSION {
+            return Err(at(
+                raw.version.span(),
+                format!(
+                    "hosts.toml version {} is not supported; this mkinstaller reads version {HOSTS_VERSION}",
+                    raw.version.get_ref()
+                ),
+            ));
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        let default_profile = raw
+            .defaults
+            .profile
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROFILE.into());
+
+        let mut hosts = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut serials: HashMap<String, (String, usize)> = HashMap::new();
+        for h in &raw.host {
+            let span = h.span();
+            let h = h.get_ref();
+            let name = h.name.get_ref().clone();
+            check_host_name(&name).map_err(|e| at(h.name.span(), e))?;
+            let line = crate::location::line_col(text, span.start).0;
+            if let Some(first) = names.insert(name.clone(), line) {
+                return Err(at(
+                    h.name.span(),
+                    format!("host {name:?} is defined twice (first on line {first})"),
+                ));
+            }
+            let mut host_serials = Vec::new();
+            for s in &h.serials {
+                let normal = serial::normalise(s.get_ref());
+                if let Some(why) = serial::junk_reason(&normal) {
+                    return Err(at(
+                        s.span(),
+                        format!(
+                            "host {name:?}: {why}; it cannot identify a machine, so it is refused"
+                        ),
+                    ));
+                }
+                let key = serial::key(&normal);
+                let this_line = crate::location::line_col(text, s.span().start).0;
+                if let Some((other, other_line)) = serials.insert(key, (name.clone(), this_line)) {
+                    return Err(at(
+                        s.span(),
+                        format!("serial {normal:?} is given to both {other:?} (line {other_line}) and {name:?}; a serial must name one host"),
+                    ));
+                }
+                host_serials.push(normal);
+            }
+            let system =
+                match (&h.system, &h.flake) {
+                    (Some(s), None) => SystemSource::StorePath(
+                        nixstore::StorePath::parse(s.get_ref())
+                            .map_err(|e| at(s.span(), format!("host {name:?}: {e}")))?,
+                    ),
+                    (None, Some(f)) => {
+                        if !f.get_ref().contains('#') {
+                            return Err(at(
+                                f.span(),
+                                format!(
+                                    "host {name:?}: flake {:?} must be REF#NAME, e.g. \".#{name}\"",
+                                    f.get_ref()
+                                ),
+                            ));
+                        }
+                        SystemSource::Flake(f.get_ref().clone())
+                    }
+                    (Some(s), Some(_)) => {
+                        return Err(at(
+                            s.span(),
+                            format!("host {name:?} has both system and flake; give one"),
+                        ))
+                    }
+                    (None, None) => return Err(at(
+                        span,
+                        format!(
+                            "host {name:?} needs system = \"/nix/store/…\" or flake = \".#{name}\""
+                        ),
+                    )),
+                };
+            if let Some(d) = &h.disk {
+                if !d.get_ref().starts_with("/dev/") {
+                    return Err(at(d.span(), format!("host {name:?}: disk {:?} must be a path under /dev, e.g. /dev/disk/by-id/…", d.get_ref())));
+                }
+            }
+            hosts.push(Host {
+                name,
+                serials: host_serials,
+                system,
+                profile: h.profile.clone().unwrap_or_else(|| default_profile.clone()),
+                disk: h.disk.as_ref().map(|d| d.get_ref().clone()),
+                extra_files: h.extra_files.as_ref().map(|e| base.join(e)),
+                line,
+            });
+        }
+        if hosts.is_empty() {
+            return Err(LocatedError::whole(file, "no [[host]] is defined"));
+        }
+        let on_unknown_serial = match &raw.defaults.on_unknown_serial {
+            None => UnknownSerial::Ask,
+            Some(p) => match p.get_ref().as_str() {
+                "ask" => UnknownSerial::Ask,
+                "refuse" => UnknownSerial::Refuse,
+                other => match other.strip_prefix("host:") {
+                    Some(h) if names.contains_key(h) => UnknownSerial::Host(h.to_string()),
+                    Some(h) => {
+                        return Err(at(
+                            p.span(),
+                            format!("on-unknown-serial names host {h:?}, which is not defined"),
+                        ))
+                    }
+                    None => {
+                        return Err(at(
+                            p.span(),
+                            format!("on-unknown-serial {other:?} must be ask, refuse or host:NAME"),
+                        ))
+                    }
+                },
+            },
+        };
+        Ok(Fleet {
+            file: file.to_path_buf(),
+            defaults: Defaults {
+                profile: default_profile,
+                on_unknown_serial,
+                after_install: raw.defaults.after_install.unwrap_or(AfterInstall::Reboot),
+                confirm_seconds: raw.defaults.confirm_seconds.unwrap_or(10),
+            },
+            hosts,
+        })
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// Host names become file names on the stick and host names on the network: keep them to
+/// letters, digits, `-`, `_` and `.`, at most 63 characters.
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!("host name {name:?} must be 1 to 63 characters"));
+    }
+    if name.starts_with(['.', '-'])
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!("host name {name:?} may hold only letters, digits, -, _ and . (and not start with . or -)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"version = 1
+
+[defaults]
+profile = "uefi-ext4"
+on-unknown-serial = "host:dev-2"
+after-install = "poweroff"
+confirm-seconds = 5
+
+[[host]]
+name = "dev-1"
+serials = ["PF3ABC12", " PF3ABC13 "]
+system = "/nix/store/dbv3hzd4a1yasfn0ld098wdrg2bzvd8l-nixos-system-dev-1"
+extra-files = "secrets/dev-1"
+
+[[host]]
+name = "dev-2"
+serials = ["XY-0002"]
+flake = ".#dev-2"
+profile = "uefi-btrfs"
+disk = "/dev/disk/by-id/nvme-foo"
+"#;
+
+    fn parse(text: &str) -> Result<Fleet, LocatedError> {
+        Fleet::parse(Path::new("/etc/fleet/hosts.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_fleet() {
+        let f = parse(GOOD).unwrap();
+        assert_eq!(f.hosts.len(), 2);
+        assert_eq!(f.hosts[0].serials, ["PF3ABC12", "PF3ABC13"]);
+        assert_eq!(
+            f.hosts[0].extra_files.as_deref(),
+            Some(Path::new("/etc/fleet/secrets/dev-1"))
+        );
+        assert_eq!(f.hosts[1].system, SystemSource::Flake(".#dev-2".into()));
+        assert_eq!(f.hosts[1].profile, "uefi-btrfs");
+        assert_eq!(
+            f.defaults.on_unknown_serial,
+            UnknownSerial::Host("dev-2".into())
+        );
+        assert_eq!(f.defaults.after_install, AfterInstall::Poweroff);
+    }
+
+    fn refused(text: &str, line: usize, needle: &str) {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.line, line, "{e}");
+        assert!(e.message.contains(needle), "{e}");
+        assert!(e.to_string().starts_with("/etc/fleet/hosts.toml:"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_the_line() {
+        refused(&GOOD.replace("[defaults]", "[defaults"), 3, "");
+        refused(
+            &GOOD.replace("confirm-seconds = 5", "confirm-second = 5"),
+            7,
+            "confirm-second",
+        );
+        refused(
+            &GOOD.replace("XY-0002", "To Be Filled By O.E.M."),
+            17,
+            "placeholder",
+        );
+        refused(
+            &GOOD.replace("XY-0002", "  default STRING"),
+            17,
+            "placeholder",
+        );
+        refused(
+            &GOOD.replace("XY-0002", "pf3abc12"),
+            17,
+            "both \"dev-1\" (line 11)",
+        );
+        refused(
+            &GOOD.replace("name = \"dev-2\"", "name = \"dev-1\""),
+            16,
+            "defined twice",
+        );
+        refused(
+            &GOOD.replace("/nix/store/dbv3", "/nix/store/dbv"),
+            12,
+            "not a valid Nix store path",
+        );
+        refused(&GOOD.replace("host:dev-2", "host:dev-3"), 5, "not defined");
+        refused(
+            &GOOD.replace("version = 1", "version = 2"),
+            1,
+            "not supported",
+        );
+        refused(&GOOD.replace("flake = \".#dev-2\"", ""), 15, "needs system");
+    }
+}

@@ -1,0 +1,35 @@
+//! Every profile shipped in installer-profiles/ parses and has the layout its name promises.
+
+use std::path::Path;
+
+use manifest::profile::{Format, Profile};
+use manifest::size::PartSize;
+
+fn load(name: &str) -> Profile {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../installer-profiles")
+        .join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    Profile::parse(name, &file, &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn shipped_profiles() {
+    let ext4 = load("uefi-ext4");
+    assert_eq!(ext4.partitions.len(), 2);
+    assert_eq!(ext4.partitions[1].format, Format::Ext4);
+    assert_eq!(ext4.partitions[1].size, PartSize::Rest);
+
+    let swap = load("uefi-ext4-swap");
+    assert!(swap
+        .partitions
+        .iter()
+        .any(|p| p.format == Format::Swap && p.size == PartSize::Bytes(8 << 30)));
+
+    let btrfs = load("uefi-btrfs");
+    let root = &btrfs.partitions[1];
+    assert_eq!(root.format, Format::Btrfs);
+    let mounts: Vec<&str> = root.subvolumes.iter().map(|s| s.mount.as_str()).collect();
+    assert_eq!(mounts, ["/", "/nix", "/home"]);
+    assert_eq!(btrfs.store_partition().unwrap().label, "nixos");
+}

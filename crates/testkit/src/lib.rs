@@ -1,0 +1,156 @@
+//! Helpers the integration tests share. They drive real tools (Nix, losetup, mount, fusefat)
+//! and panic with the tool's own words when one fails, so a red test says why.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs a Nix command with the options every daemonless, offline call needs.
+pub fn nix_cmd(program: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(program);
+    if program == "nix" {
+        cmd.args(["--extra-experimental-features", "nix-command flakes"]);
+    }
+    cmd.args(args).args(["--option", "substituters", ""]);
+    cmd.output().unwrap_or_else(|e| {
+        panic!("running {program}: {e}; the tests need Debian's nix-bin (tests/setup installs it)")
+    })
+}
+
+/// Like [`nix_cmd`]; fails the test with Nix's stderr unless the command succeeded.
+pub fn nix_ok(program: &str, args: &[&str]) -> String {
+    let out = nix_cmd(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command and returns its stdout; fails the test with its stderr otherwise.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loop device over an image file, with partition nodes; detached on drop.
+pub struct Loop {
+    pub device: String,
+}
+
+impl Loop {
+    pub fn attach(image: &Path, read_only: bool) -> Loop {
+        let mut args = vec!["-f", "-P", "--show"];
+        if read_only {
+            args.push("-r");
+        }
+        let img = image.to_str().unwrap();
+        args.push(img);
+        let device = run("losetup", &args).trim().to_string();
+        // Wait for the partition nodes the kernel creates asynchronously.
+        for _ in 0..50 {
+            if Path::new(&format!("{device}p1")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Loop { device }
+    }
+
+    pub fn partition(&self, n: u32) -> String {
+        format!("{}p{n}", self.device)
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+/// A FAT file system mounted read-only; unmounted on drop. This machine's kernel may lack
+/// vfat (the CI sandbox's does), so FUSE's fusefat stands in when the kernel refuses.
+pub struct FatMount {
+    pub dir: tempfile::TempDir,
+    fuse: bool,
+}
+
+impl FatMount {
+    pub fn new(device: &str) -> FatMount {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().to_str().unwrap();
+        let kernel = Command::new("mount")
+            .args(["-t", "vfat", "-o", "ro", device, mnt])
+            .output()
+            .unwrap();
+        if kernel.status.success() {
+            return FatMount { dir, fuse: false };
+        }
+        let out = Command::new("fusefat")
+            .args(["-o", "ro", device, mnt])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the kernel has no vfat and fusefat is missing ({e}); tests/setup installs it"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "fusefat {device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        FatMount { dir, fuse: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for FatMount {
+    fn drop(&mut self) {
+        let mnt = self.dir.path();
+        let _ = if self.fuse {
+            Command::new("fusermount").arg("-u").arg(mnt).status()
+        } else {
+            Command::new("umount").arg(mnt).status()
+        };
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

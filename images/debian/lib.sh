@@ -51,9 +51,10 @@ declare -gA DEB_FILE=() DEB_TREE=() DEB_VERSION=() DEB_SHA256=()
 fetch_debs() {
   local uris line name file hash pkg tree tmp
   local -a want=()
-  mkdir -p "$DEB_CACHE/debs" "$DEB_CACHE/trees"
-  # One apt call tells the file names and hashes of the candidates without downloading.
-  uris=$(cd "$DEB_CACHE/debs" && apt-get download --print-uris "$@" 2>&1) ||
+  mkdir -p "$DEB_CACHE/debs" "$DEB_CACHE/trees" "$DEB_CACHE/empty"
+  # One apt call tells the file names and hashes of the candidates without downloading. It
+  # runs in an empty directory: apt leaves out the files it finds in the current one.
+  uris=$(cd "$DEB_CACHE/empty" && apt-get download --print-uris "$@" 2>&1) ||
     die "apt-get download --print-uris $*: $uris"
   while read -r line; do
     # 'URI' FILE SIZE SHA256:HEX

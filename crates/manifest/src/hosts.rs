@@ -166,37 +166,38 @@ impl Fleet {
                 }
                 host_serials.push(normal);
             }
-            let system =
-                match (&h.system, &h.flake) {
-                    (Some(s), None) => SystemSource::StorePath(
-                        nixstore::StorePath::parse(s.get_ref())
-                            .map_err(|e| at(s.span(), format!("host {name:?}: {e}")))?,
-                    ),
-                    (None, Some(f)) => {
-                        if !f.get_ref().contains('#') {
-                            return Err(at(
-                                f.span(),
-                                format!(
-                                    "host {name:?}: flake {:?} must be REF#NAME, e.g. \".#{name}\"",
-                                    f.get_ref()
-                                ),
-                            ));
-                        }
-                        SystemSource::Flake(f.get_ref().clone())
-                    }
-                    (Some(s), Some(_)) => {
+            let system = match (&h.system, &h.flake) {
+                (Some(s), None) => SystemSource::StorePath(
+                    nixstore::StorePath::parse(s.get_ref())
+                        .map_err(|e| at(s.span(), format!("host {name:?}: {e}")))?,
+                ),
+                (None, Some(f)) => {
+                    if !f.get_ref().contains('#') {
                         return Err(at(
-                            s.span(),
-                            format!("host {name:?} has both system and flake; give one"),
-                        ))
+                            f.span(),
+                            format!(
+                                "host {name:?}: flake {:?} must be REF#NAME, e.g. \".#{name}\"",
+                                f.get_ref()
+                            ),
+                        ));
                     }
-                    (None, None) => return Err(at(
+                    SystemSource::Flake(f.get_ref().clone())
+                }
+                (Some(s), Some(_)) => {
+                    return Err(at(
+                        s.span(),
+                        format!("host {name:?} has both system and flake; give one"),
+                    ))
+                }
+                (None, None) => {
+                    return Err(at(
                         span,
                         format!(
                             "host {name:?} needs system = \"/nix/store/…\" or flake = \".#{name}\""
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             if let Some(d) = &h.disk {
                 if !d.get_ref().starts_with("/dev/") {
                     return Err(at(d.span(), format!("host {name:?}: disk {:?} must be a path under /dev, e.g. /dev/disk/by-id/…", d.get_ref())));

@@ -165,23 +165,18 @@ fn fat_sectors_for(clusters: u64) -> u64 {
     ((clusters + 2) * 4).div_ceil(SECTOR)
 }
 
-/// Geometry for a volume of exactly `total_bytes` (rounded down to sectors).
+/// Geometry for a volume of exactly `total_bytes` (rounded down to sectors). The cluster count
+/// is what every reader derives from the geometry, so the FAT is sized for an upper bound of
+/// it and the count taken from what remains.
 fn geometry_for_size(total_bytes: u64, spc: u64) -> Geometry {
     let total_sectors = total_bytes / SECTOR;
-    // The FAT must cover the clusters that remain after the FAT itself: converge from above.
-    let mut clusters = total_sectors.saturating_sub(RESERVED_SECTORS) / spc;
-    loop {
-        let fat = fat_sectors_for(clusters);
-        let fit = total_sectors.saturating_sub(RESERVED_SECTORS + FATS * fat) / spc;
-        if fit >= clusters {
-            return Geometry {
-                total_sectors,
-                sectors_per_cluster: spc,
-                fat_sectors: fat,
-                clusters,
-            };
-        }
-        clusters = fit;
+    let fat = fat_sectors_for(total_sectors.saturating_sub(RESERVED_SECTORS) / spc);
+    let clusters = total_sectors.saturating_sub(RESERVED_SECTORS + FATS * fat) / spc;
+    Geometry {
+        total_sectors,
+        sectors_per_cluster: spc,
+        fat_sectors: fat,
+        clusters,
     }
 }
 

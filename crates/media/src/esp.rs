@@ -1,0 +1,91 @@
+//! The ESP of an installer stick: systemd-boot as the removable-media boot loader, a loader
+//! entry, and the installer environment's kernel and initrd.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::fat32::{Source, Tree};
+
+/// An installer environment directory, as images/debian/build and the flake produce it.
+#[derive(Debug, Clone)]
+pub struct InstallerEnv {
+    pub dir: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub efi: PathBuf,
+    pub cmdline: String,
+}
+
+fn sized(path: &Path) -> Result<Source, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Source::File {
+        path: path.to_path_buf(),
+        size: meta.len(),
+    })
+}
+
+impl InstallerEnv {
+    /// Loads `dir`, which must hold `kernel`, `initrd`, `cmdline` and `systemd-bootx64.efi`.
+    pub fn load(dir: &Path) -> Result<InstallerEnv, String> {
+        let need = |name: &str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "the installer environment {} has no {name}; build one with images/debian/build or point --installer at a directory with kernel, initrd, cmdline and systemd-bootx64.efi",
+                    dir.display()
+                ))
+            }
+        };
+        let cmdline_file = need("cmdline")?;
+        Ok(InstallerEnv {
+            dir: dir.to_path_buf(),
+            kernel: need("kernel")?,
+            initrd: need("initrd")?,
+            efi: need("systemd-bootx64.efi")?,
+            cmdline: fs::read_to_string(&cmdline_file)
+                .map_err(|e| format!("{}: {e}", cmdline_file.display()))?
+                .trim()
+                .to_string(),
+        })
+    }
+}
+
+/// The ESP tree. `payload_partuuid` goes on the kernel command line, so the installer reads
+/// the payload of the stick it booted from even when several sticks are plugged in.
+pub fn esp_tree(env: &InstallerEnv, title: &str, payload_partuuid: &str) -> Result<Tree, String> {
+    let mut tree = Tree::new();
+    tree.add_file("EFI/BOOT/BOOTX64.EFI", sized(&env.efi)?);
+    tree.add_file("autoinstall/kernel", sized(&env.kernel)?);
+    tree.add_file("autoinstall/initrd", sized(&env.initrd)?);
+    // Boot at once; holding a key at power-on shows the menu with the rescue shell.
+    tree.add_file(
+        "loader/loader.conf",
+        Source::Bytes(
+            b"timeout 0\ndefault autoinstall.conf\nconsole-mode keep\neditor no\n".to_vec(),
+        ),
+    );
+    let options = format!(
+        "{} autoinstall.payload=PARTUUID={payload_partuuid}",
+        env.cmdline
+    );
+    let entry = |t: &str, extra: &str| {
+        format!("title {t}\nlinux /autoinstall/kernel\ninitrd /autoinstall/initrd\noptions {options}{extra}\n")
+    };
+    tree.add_file(
+        "loader/entries/autoinstall.conf",
+        Source::Bytes(entry(title, "").into_bytes()),
+    );
+    tree.add_file(
+        "loader/entries/rescue-shell.conf",
+        Source::Bytes(
+            entry(
+                "Installer rescue shell (installs nothing)",
+                " autoinstall.shell=1",
+            )
+            .into_bytes(),
+        ),
+    );
+    Ok(tree)
+}

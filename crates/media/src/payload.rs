@@ -1,0 +1,109 @@
+//! The payload tree: a standard Nix binary cache (`nix-cache-info`, `<hash>.narinfo`,
+//! `nar/<filehash>.nar.zst`) with the autoinstall manifest, reports folder and extra files
+//! beside it. Every store path appears once, however many hosts share it.
+
+use std::path::PathBuf;
+
+use manifest::media::{Manifest, MANIFEST_PATH, REPORTS_DIR};
+use nixstore::closure::PathInfo;
+use nixstore::keys::SecretKey;
+use nixstore::narinfo::NarInfo;
+use nixstore::store_path::STORE_DIR;
+
+use crate::fat32::{Source, Tree};
+use crate::narcache::CachedNar;
+
+/// A store path with its compressed NAR.
+pub struct PayloadPath {
+    pub info: PathInfo,
+    pub nar: CachedNar,
+}
+
+/// A host file copied to the payload.
+pub struct PayloadFile {
+    pub payload_path: String,
+    pub source: PathBuf,
+    pub size: u64,
+}
+
+pub const NIX_CACHE_INFO: &str = "nix-cache-info";
+
+/// The narinfo of a cached path, signed when a key is given.
+pub fn narinfo(p: &PayloadPath, key: Option<&SecretKey>) -> NarInfo {
+    let mut info = NarInfo {
+        store_path: p.info.path.clone(),
+        url: nar_url(&p.nar),
+        compression: "zstd".into(),
+        file_hash: Some(p.nar.file_hash),
+        file_size: Some(p.nar.file_size),
+        nar_hash: p.info.nar_hash,
+        nar_size: p.info.nar_size,
+        references: p.info.references.clone(),
+        deriver: p.info.deriver.clone(),
+        sigs: Vec::new(),
+        ca: None,
+    };
+    if let Some(k) = key {
+        info.sigs.push(k.sign(&info.fingerprint()));
+    }
+    info
+}
+
+pub fn nar_url(nar: &CachedNar) -> String {
+    format!(
+        "nar/{}.nar.zst",
+        nar.file_hash.to_nix32().trim_start_matches("sha256:")
+    )
+}
+
+/// The whole payload tree.
+pub fn payload_tree(
+    manifest: &Manifest,
+    paths: &[PayloadPath],
+    files: &[PayloadFile],
+    key: Option<&SecretKey>,
+) -> Tree {
+    let mut tree = Tree::new();
+    // Priority 30 ranks ahead of cache.nixos.org (40) when a mounted stick serves as a
+    // substituter.
+    tree.add_file(
+        NIX_CACHE_INFO,
+        Source::Bytes(
+            format!("StoreDir: {STORE_DIR}\nWantMassQuery: 1\nPriority: 30\n").into_bytes(),
+        ),
+    );
+    for p in paths {
+        let info = narinfo(p, key);
+        tree.add_file(
+            &info.file_name(),
+            Source::Bytes(info.to_text().into_bytes()),
+        );
+        tree.add_file(
+            &info.url,
+            Source::File {
+                path: p.nar.file.clone(),
+                size: p.nar.file_size,
+            },
+        );
+    }
+    for f in files {
+        tree.add_file(
+            &f.payload_path,
+            Source::File {
+                path: f.source.clone(),
+                size: f.size,
+            },
+        );
+    }
+    // Nix creates these when it opens a file:// cache and fails on a read-only medium
+    // (a write-protected stick, an ISO) if they are missing.
+    for dir in ["nar", "realisations", "log", "debuginfo"] {
+        tree.add_dir(dir);
+    }
+    tree.add_file(
+        MANIFEST_PATH,
+        Source::Bytes(manifest.to_json().into_bytes()),
+    );
+    tree.add_dir(REPORTS_DIR);
+    tree
+}

@@ -1,0 +1,468 @@
+//! Reading installer media back: partitions found by type GUID, FAT read with the fatfs
+//! crate (an implementation independent of our writer), and a `Payload` view shared by images,
+//! partition devices and plain directories. `verify` re-checks every hash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use manifest::media::{Manifest, MANIFEST_PATH};
+use nixstore::hash::HashingReader;
+use nixstore::narinfo::NarInfo;
+use nixstore::StorePath;
+
+use crate::usb::{ESP_TYPE_GUID, PAYLOAD_TYPE_GUID};
+
+/// A window onto part of a file or block device, as fatfs wants its storage.
+pub struct Slice {
+    file: File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Slice {
+    pub fn new(file: File, start: u64, len: u64) -> Slice {
+        Slice {
+            file,
+            start,
+            len,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for Slice {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        let n = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Slice {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        let n = self.file.write_at(&buf[..n], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for Slice {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => p as i64,
+            SeekFrom::End(d) => self.len as i64 + d,
+            SeekFrom::Current(d) => self.pos as i64 + d,
+        };
+        if pos < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the partition",
+            ));
+        }
+        self.pos = pos as u64;
+        Ok(self.pos)
+    }
+}
+
+/// Where a partition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub start: u64,
+    pub len: u64,
+}
+
+/// An installer image (or stick) opened for reading.
+pub struct Image {
+    pub path: PathBuf,
+    pub disk_bytes: u64,
+    pub esp: Extent,
+    pub payload: Extent,
+}
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+impl Image {
+    /// Opens an image file or device and finds its ESP and payload partitions.
+    pub fn open(path: &Path) -> io::Result<Image> {
+        let mut file =
+            File::open(path).map_err(|e| other(format!("opening {}: {e}", path.display())))?;
+        let disk_bytes = file.seek(SeekFrom::End(0))?;
+        file.seek(SeekFrom::Start(0))?;
+        let disk = gpt::GptConfig::new()
+            .writable(false)
+            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+            .open_from_device(file)
+            .map_err(|e| {
+                other(format!(
+                    "{}: no valid GPT partition table ({e}); is this an installer image?",
+                    path.display()
+                ))
+            })?;
+        let find = |guid: &str, what: &str| {
+            disk.partitions()
+                .values()
+                .find(|p| p.part_type_guid.guid.to_string().eq_ignore_ascii_case(guid))
+                .map(|p| Extent {
+                    start: p.first_lba * 512,
+                    len: (p.last_lba + 1 - p.first_lba) * 512,
+                })
+                .ok_or_else(|| {
+                    other(format!(
+                        "{}: no {what} partition (type {guid}); is this an installer image?",
+                        path.display()
+                    ))
+                })
+        };
+        Ok(Image {
+            path: path.to_path_buf(),
+            disk_bytes,
+            esp: find(ESP_TYPE_GUID, "EFI system")?,
+            payload: find(PAYLOAD_TYPE_GUID, "payload")?,
+        })
+    }
+
+    /// The FAT file system of one of the image's partitions.
+    pub fn fat(&self, extent: Extent) -> io::Result<FatPayload> {
+        FatPayload::open(&self.path, extent)
+    }
+}
+
+/// Read access to a payload tree, wherever it lives.
+pub trait Payload {
+    /// Opens a file by its `/`-separated path in the tree.
+    fn open(&self, path: &str) -> io::Result<Box<dyn Read + '_>>;
+    /// Names of the entries of a directory of the tree (`""` for the top).
+    fn list(&self, dir: &str) -> io::Result<Vec<String>>;
+    /// Where it is, for messages.
+    fn describe(&self) -> String;
+
+    fn read_all(&self, path: &str) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.open(path)?
+            .read_to_end(&mut v)
+            .map_err(|e| other(format!("reading {path} in {}: {e}", self.describe())))?;
+        Ok(v)
+    }
+
+    fn manifest(&self) -> io::Result<Manifest> {
+        let text = self.read_all(MANIFEST_PATH)?;
+        let text = String::from_utf8(text)
+            .map_err(|_| other(format!("{}: {MANIFEST_PATH} is not UTF-8", self.describe())))?;
+        Manifest::parse(&text)
+            .map_err(|e| other(format!("{}: {MANIFEST_PATH}: {e}", self.describe())))
+    }
+
+    fn narinfo(&self, path: &StorePath) -> io::Result<NarInfo> {
+        let name = format!("{}.narinfo", path.hash_part());
+        let text = self.read_all(&name)?;
+        let text = String::from_utf8(text)
+            .map_err(|_| other(format!("{}: {name} is not UTF-8", self.describe())))?;
+        let info = NarInfo::parse(&text)
+            .map_err(|e| other(format!("{}: {name}: {e}", self.describe())))?;
+        if info.store_path != *path {
+            return Err(other(format!(
+                "{}: {name} describes {}, not {path}",
+                self.describe(),
+                info.store_path
+            )));
+        }
+        Ok(info)
+    }
+}
+
+/// A payload on a FAT partition of an image or device, read with fatfs.
+pub struct FatPayload {
+    fs: fatfs::FileSystem<Slice>,
+    what: String,
+}
+
+impl FatPayload {
+    pub fn open(path: &Path, extent: Extent) -> io::Result<FatPayload> {
+        let file =
+            File::open(path).map_err(|e| other(format!("opening {}: {e}", path.display())))?;
+        let fs = fatfs::FileSystem::new(
+            Slice::new(file, extent.start, extent.len),
+            fatfs::FsOptions::new(),
+        )
+        .map_err(|e| {
+            other(format!(
+                "{}: the partition at byte {} is not a FAT file system: {e}",
+                path.display(),
+                extent.start
+            ))
+        })?;
+        Ok(FatPayload {
+            fs,
+            what: path.display().to_string(),
+        })
+    }
+
+    pub fn fs(&self) -> &fatfs::FileSystem<Slice> {
+        &self.fs
+    }
+}
+
+impl Payload for FatPayload {
+    fn open(&self, path: &str) -> io::Result<Box<dyn Read + '_>> {
+        let f = self
+            .fs
+            .root_dir()
+            .open_file(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {path}: {e}", self.what)))?;
+        Ok(Box::new(f))
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        let root = self.fs.root_dir();
+        let d = if dir.is_empty() {
+            root
+        } else {
+            root.open_dir(dir)?
+        };
+        Ok(d.iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n != "." && n != "..")
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        self.what.clone()
+    }
+}
+
+/// A payload tree in a directory (a `--format cache` output or a mounted stick).
+pub struct DirPayload(pub PathBuf);
+
+impl Payload for DirPayload {
+    fn open(&self, path: &str) -> io::Result<Box<dyn Read + '_>> {
+        let p = self.0.join(path);
+        let f = File::open(&p)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)))
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        std::fs::read_dir(self.0.join(dir))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+/// Per-host and whole-payload figures for `inspect`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub format_version: u32,
+    pub generator: String,
+    pub mode: String,
+    pub on_unknown_serial: manifest::UnknownSerial,
+    pub after_install: manifest::AfterInstall,
+    pub hosts: Vec<HostSummary>,
+    /// Distinct store paths on the payload.
+    pub paths: usize,
+    /// NAR bytes of all distinct paths (what the union of the closures takes installed).
+    pub nar_bytes: u64,
+    /// Compressed bytes of all distinct NARs (what the payload carries).
+    pub compressed_bytes: u64,
+    /// NAR bytes of paths in more than one host's closure: stored once, used by several.
+    pub shared_nar_bytes: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostSummary {
+    pub name: String,
+    pub serials: Vec<String>,
+    pub toplevel: String,
+    pub profile: String,
+    pub closure_paths: usize,
+    pub closure_nar_bytes: u64,
+    pub closure_compressed_bytes: u64,
+    /// NAR bytes of paths no other host uses.
+    pub unique_nar_bytes: u64,
+}
+
+/// Reads the manifest and every narinfo it needs.
+pub fn summarise(p: &dyn Payload) -> io::Result<Summary> {
+    let m = p.manifest()?;
+    let mut infos: BTreeMap<String, NarInfo> = BTreeMap::new();
+    let mut users: BTreeMap<String, usize> = BTreeMap::new();
+    for h in &m.hosts {
+        for path in &h.closure {
+            *users.entry(path.clone()).or_default() += 1;
+            if !infos.contains_key(path) {
+                let sp = StorePath::parse(path)
+                    .map_err(|e| other(format!("{}: manifest: {e}", p.describe())))?;
+                infos.insert(path.clone(), p.narinfo(&sp)?);
+            }
+        }
+    }
+    let hosts = m
+        .hosts
+        .iter()
+        .map(|h| HostSummary {
+            name: h.name.clone(),
+            serials: h.serials.clone(),
+            toplevel: h.toplevel.clone(),
+            profile: h.layout.name.clone(),
+            closure_paths: h.closure.len(),
+            closure_nar_bytes: h.closure.iter().map(|c| infos[c].nar_size).sum(),
+            closure_compressed_bytes: h
+                .closure
+                .iter()
+                .map(|c| infos[c].file_size.unwrap_or(0))
+                .sum(),
+            unique_nar_bytes: h
+                .closure
+                .iter()
+                .filter(|c| users[*c] == 1)
+                .map(|c| infos[c].nar_size)
+                .sum(),
+        })
+        .collect();
+    Ok(Summary {
+        format_version: m.version,
+        generator: m.generator.clone(),
+        mode: format!("{:?}", m.mode).to_lowercase(),
+        on_unknown_serial: m.on_unknown_serial.clone(),
+        after_install: m.after_install,
+        hosts,
+        paths: infos.len(),
+        nar_bytes: infos.values().map(|i| i.nar_size).sum(),
+        compressed_bytes: infos.values().map(|i| i.file_size.unwrap_or(0)).sum(),
+        shared_nar_bytes: infos
+            .iter()
+            .filter(|(k, _)| users[*k] > 1)
+            .map(|(_, i)| i.nar_size)
+            .sum(),
+    })
+}
+
+/// What `verify` found.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Verification {
+    pub paths: usize,
+    pub compressed_bytes: u64,
+    pub nar_bytes: u64,
+    pub problems: Vec<String>,
+}
+
+/// Re-checks every hash on the payload: each closure path has a narinfo for itself, whose
+/// references lie in the closure, whose compressed file matches FileHash and FileSize, and
+/// whose decompressed NAR matches NarHash and NarSize. `progress` hears compressed bytes.
+pub fn verify(p: &dyn Payload, progress: &mut dyn FnMut(u64)) -> io::Result<Verification> {
+    let m = p.manifest()?;
+    let mut v = Verification::default();
+    let mut all: BTreeSet<String> = BTreeSet::new();
+    for h in &m.hosts {
+        let closure: BTreeSet<&String> = h.closure.iter().collect();
+        if !closure.contains(&h.toplevel) {
+            v.problems.push(format!(
+                "host {}: its closure does not contain its toplevel {}",
+                h.name, h.toplevel
+            ));
+        }
+        for path in &h.closure {
+            all.insert(path.clone());
+        }
+        for path in &h.closure {
+            let Ok(sp) = StorePath::parse(path) else {
+                v.problems
+                    .push(format!("host {}: {path:?} is not a store path", h.name));
+                continue;
+            };
+            match p.narinfo(&sp) {
+                Ok(info) => {
+                    for r in &info.references {
+                        if !closure.contains(&r.to_string()) {
+                            v.problems.push(format!(
+                                "host {}: {path} refers to {r}, which is not in the closure",
+                                h.name
+                            ));
+                        }
+                    }
+                }
+                Err(e) => v.problems.push(format!("{path}: {e}")),
+            }
+        }
+    }
+    for path in &all {
+        let Ok(sp) = StorePath::parse(path) else {
+            continue;
+        };
+        let Ok(info) = p.narinfo(&sp) else { continue };
+        v.paths += 1;
+        match check_nar(p, &info, progress) {
+            Ok((c, n)) => {
+                v.compressed_bytes += c;
+                v.nar_bytes += n;
+            }
+            Err(e) => v.problems.push(format!("{path}: {e}")),
+        }
+    }
+    Ok(v)
+}
+
+fn check_nar(
+    p: &dyn Payload,
+    info: &NarInfo,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, u64), String> {
+    if info.compression != "zstd" {
+        return Err(format!("compression {:?} is not zstd", info.compression));
+    }
+    let file = p.open(&info.url).map_err(|e| e.to_string())?;
+    let mut file_hashing = HashingReader::new(ProgressRead {
+        inner: file,
+        progress,
+    });
+    let mut decoder =
+        zstd::stream::read::Decoder::new(&mut file_hashing).map_err(|e| e.to_string())?;
+    let mut nar_hashing = HashingReader::new(&mut decoder);
+    io::copy(&mut nar_hashing, &mut io::sink())
+        .map_err(|e| format!("{}: cannot be decompressed: {e}", info.url))?;
+    let (_, nar_hash, nar_size) = nar_hashing.finish();
+    drop(decoder);
+    io::copy(&mut file_hashing, &mut io::sink()).map_err(|e| e.to_string())?;
+    let (_, file_hash, file_size) = file_hashing.finish();
+    if Some(file_hash) != info.file_hash || Some(file_size) != info.file_size {
+        return Err(format!(
+            "{}: FileHash/FileSize mismatch (found {file_hash}, {file_size} bytes)",
+            info.url
+        ));
+    }
+    if nar_hash != info.nar_hash || nar_size != info.nar_size {
+        return Err(format!(
+            "NAR hash mismatch: found {nar_hash} ({nar_size} bytes), narinfo says {} ({} bytes)",
+            info.nar_hash, info.nar_size
+        ));
+    }
+    Ok((file_size, nar_size))
+}
+
+struct ProgressRead<'a, R> {
+    inner: R,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for ProgressRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}

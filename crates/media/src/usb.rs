@@ -1,0 +1,187 @@
+//! USB images: a GPT disk (protective MBR, primary and backup tables) with an ESP and a
+//! payload partition, each a FAT32 volume written by [`crate::fat32`].
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+use gpt::partition_types::{OperatingSystem, Type};
+use uuid::Uuid;
+
+use crate::fat32::{self, Geometry, Tree, VolumeOptions};
+
+/// The payload partition's type GUID: ours, so the installer finds the payload on any disk.
+pub const PAYLOAD_TYPE_GUID: &str = "ED140608-3A53-493D-9175-A012CF428C95";
+/// The payload partition's GPT name.
+pub const PAYLOAD_PART_NAME: &str = "autoinstall-payload";
+/// The payload file system's label.
+pub const PAYLOAD_FS_LABEL: &str = "AIPAYLOAD";
+/// The ESP's GPT name and file system label.
+pub const ESP_PART_NAME: &str = "autoinstall-boot";
+pub const ESP_FS_LABEL: &str = "AIBOOT";
+pub const ESP_TYPE_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+const SECTOR: u64 = 512;
+const MIB: u64 = 1 << 20;
+/// Room left on the payload for the reports installers write back.
+pub const REPORT_ROOM: u64 = 16 * MIB;
+
+/// Where everything goes on the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub disk_bytes: u64,
+    pub esp_start: u64,
+    pub esp: Geometry,
+    pub payload_start: u64,
+    pub payload: Geometry,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("the image needs {needed} bytes ({}), but --size gives {given} ({}); use at least --size {}M", human(*.needed), human(*.given), .needed.div_ceil(MIB))]
+    TooSmall { needed: u64, given: u64 },
+}
+
+fn human(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / MIB as f64)
+}
+
+fn round_mib(b: u64) -> u64 {
+    b.div_ceil(MIB) * MIB
+}
+
+/// Plans the disk: 1 MiB for the protective MBR and primary GPT, the ESP, the payload, and
+/// 1 MiB for the backup GPT. With `size`, the payload grows to fill the disk.
+pub fn plan(esp: &Tree, payload: &Tree, size: Option<u64>) -> Result<Layout, LayoutError> {
+    let esp_geo = fat32::min_geometry(esp, 2 * MIB);
+    let esp_bytes = round_mib(esp_geo.bytes());
+    let esp_geo = fat32::geometry_for(esp, esp_bytes).expect("a rounded-up volume still fits");
+    let payload_min = round_mib(fat32::min_geometry(payload, REPORT_ROOM).bytes());
+    let needed = MIB + esp_bytes + payload_min + MIB;
+    let disk_bytes = match size {
+        Some(s) if s < needed => return Err(LayoutError::TooSmall { needed, given: s }),
+        Some(s) => s / SECTOR * SECTOR,
+        None => needed,
+    };
+    let payload_bytes = (disk_bytes - MIB - esp_bytes - MIB) / MIB * MIB;
+    let payload_geo =
+        fat32::geometry_for(payload, payload_bytes).expect("the payload fits the planned size");
+    Ok(Layout {
+        disk_bytes,
+        esp_start: MIB,
+        esp: esp_geo,
+        payload_start: MIB + esp_bytes,
+        payload: payload_geo,
+    })
+}
+
+/// Identifiers of one image.
+pub struct Ids {
+    pub disk: Uuid,
+    pub esp: Uuid,
+    pub payload: Uuid,
+    pub esp_volume: u32,
+    pub payload_volume: u32,
+    pub timestamp: u64,
+}
+
+/// Writes the image to `out` (a regular file, sized here, or a block device of at least
+/// `layout.disk_bytes`). The partition table is written last and the old one wiped first, so
+/// an interrupted write never leaves a stick that looks bootable.
+pub fn write(
+    out: &mut File,
+    layout: &Layout,
+    esp: &Tree,
+    payload: &Tree,
+    ids: &Ids,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
+    let is_file = out.metadata()?.is_file();
+    if is_file {
+        out.set_len(0)?;
+        out.set_len(layout.disk_bytes)?;
+    } else {
+        let zeros = vec![0u8; MIB as usize];
+        out.write_all_at(&zeros, 0)?;
+        out.write_all_at(&zeros, layout.disk_bytes - MIB)?;
+    }
+    let esp_opts = VolumeOptions {
+        label: ESP_FS_LABEL.into(),
+        volume_id: ids.esp_volume,
+        hidden_sectors: (layout.esp_start / SECTOR) as u32,
+        timestamp: ids.timestamp,
+    };
+    fat32::write(out, layout.esp_start, &layout.esp, esp, &esp_opts, progress)?;
+    let payload_opts = VolumeOptions {
+        label: PAYLOAD_FS_LABEL.into(),
+        volume_id: ids.payload_volume,
+        hidden_sectors: (layout.payload_start / SECTOR) as u32,
+        timestamp: ids.timestamp,
+    };
+    fat32::write(
+        out,
+        layout.payload_start,
+        &layout.payload,
+        payload,
+        &payload_opts,
+        progress,
+    )?;
+    write_gpt(out, layout, ids)?;
+    out.sync_all()
+}
+
+fn part_type(guid: &str) -> Type {
+    Type {
+        guid: Uuid::parse_str(guid).expect("a constant GUID"),
+        os: OperatingSystem::None,
+    }
+}
+
+fn write_gpt(out: &mut File, layout: &Layout, ids: &Ids) -> io::Result<()> {
+    let to_io = |e: gpt::GptError| io::Error::other(format!("writing the partition table: {e}"));
+    out.seek(SeekFrom::Start(0))?;
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .change_partition_count(true)
+        .create_from_device(&mut *out, Some(ids.disk))
+        .map_err(to_io)?;
+    let part =
+        |ty: &str, guid: Uuid, start: u64, geo: &Geometry, name: &str| gpt::partition::Partition {
+            part_type_guid: part_type(ty),
+            part_guid: guid,
+            first_lba: start / SECTOR,
+            last_lba: (start + round_mib(geo.bytes())) / SECTOR - 1,
+            flags: 0,
+            name: name.to_string(),
+        };
+    let mut parts = BTreeMap::new();
+    parts.insert(
+        1,
+        part(
+            ESP_TYPE_GUID,
+            ids.esp,
+            layout.esp_start,
+            &layout.esp,
+            ESP_PART_NAME,
+        ),
+    );
+    parts.insert(
+        2,
+        part(
+            PAYLOAD_TYPE_GUID,
+            ids.payload,
+            layout.payload_start,
+            &layout.payload,
+            PAYLOAD_PART_NAME,
+        ),
+    );
+    disk.update_partitions(parts).map_err(to_io)?;
+    disk.write().map_err(to_io)?;
+    // gpt leaves the protective MBR to us: one partition of type 0xEE over the whole disk.
+    let sectors = (layout.disk_bytes / SECTOR - 1).min(u32::MAX as u64) as u32;
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(sectors);
+    out.write_all_at(&mbr.to_bytes(), 0)?;
+    out.flush()
+}

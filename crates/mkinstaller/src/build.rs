@@ -1,0 +1,523 @@
+//! `mkinstaller` building an image: fleet → closures → compressed NARs → manifest → image.
+//! Everything that can be refused is checked before the output is opened, and a regular file
+//! is written under a temporary name and renamed at the end, so a failed run writes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use manifest::hosts::{AfterInstall, Defaults, Fleet, Host, SystemSource, UnknownSerial};
+use manifest::media::{
+    ExtraFile, HostEntry, Manifest, Mode, EXTRA_FILES_DIR, FORMAT_NAME, FORMAT_VERSION,
+};
+use manifest::size::human;
+use media::esp::{esp_tree, InstallerEnv};
+use media::narcache::{CachedNar, NarCache};
+use media::payload::{payload_tree, PayloadFile, PayloadPath};
+use media::{ids, usb};
+use nixstore::closure::{self, PathInfo};
+use nixstore::StorePath;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::ui::Ui;
+use crate::{output, profiles};
+
+/// A failed build, as a sentence.
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Error(s)
+    }
+}
+
+/// What the image is built from.
+pub enum Source {
+    /// A fleet file; with `host`, a per-host stick that installs that host whatever the serial.
+    Mass { file: PathBuf, host: Option<String> },
+    /// One toplevel, installed whatever the serial.
+    System {
+        path: String,
+        name: Option<String>,
+        profile: Option<String>,
+    },
+}
+
+pub struct BuildOptions {
+    pub source: Source,
+    pub output: PathBuf,
+    pub size: Option<u64>,
+    pub installer: PathBuf,
+    pub cache_dir: PathBuf,
+    pub profiles_dir: Option<PathBuf>,
+    pub level: i32,
+    pub threads: usize,
+}
+
+/// The end-of-run figures (`--json` prints them).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub output: PathBuf,
+    pub hosts: usize,
+    pub paths: usize,
+    pub nar_bytes: u64,
+    pub compressed_bytes: u64,
+    pub paths_compressed: usize,
+    pub paths_from_cache: usize,
+    pub image_bytes: u64,
+    pub seconds: f64,
+}
+
+/// The fleet as planned: hosts with their systems realised and profiles resolved.
+struct Planned {
+    mode: Mode,
+    defaults: Defaults,
+    hosts: Vec<(Host, StorePath, manifest::Profile)>,
+}
+
+fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
+    let (fleet, mode, base_dir) = match &opts.source {
+        Source::Mass { file, host } => {
+            let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut fleet = Fleet::parse(file, &text).map_err(|e| e.to_string())?;
+            let mode = match host {
+                Some(name) => {
+                    let h = fleet.host(name).cloned().ok_or_else(|| {
+                        let names: Vec<&str> =
+                            fleet.hosts.iter().map(|h| h.name.as_str()).collect();
+                        format!(
+                            "{}: there is no host {name:?} (hosts: {})",
+                            file.display(),
+                            names.join(", ")
+                        )
+                    })?;
+                    fleet.hosts = vec![h];
+                    Mode::Single
+                }
+                None => Mode::Mass,
+            };
+            let base = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            (fleet, mode, base)
+        }
+        Source::System {
+            path,
+            name,
+            profile,
+        } => {
+            let sp = StorePath::parse(path).map_err(|e| format!("--system: {e}"))?;
+            let name = match name {
+                Some(n) => n.clone(),
+                None => host_name_of(&sp),
+            };
+            manifest::hosts::check_host_name(&name).map_err(|e| format!("--name: {e}"))?;
+            let profile = profile
+                .clone()
+                .unwrap_or_else(|| manifest::hosts::DEFAULT_PROFILE.to_string());
+            let fleet = Fleet {
+                file: PathBuf::from("--system"),
+                defaults: Defaults {
+                    profile: profile.clone(),
+                    on_unknown_serial: UnknownSerial::Ask,
+                    after_install: AfterInstall::Reboot,
+                    confirm_seconds: 10,
+                },
+                hosts: vec![Host {
+                    name,
+                    serials: Vec::new(),
+                    system: SystemSource::StorePath(sp),
+                    profile,
+                    disk: None,
+                    extra_files: None,
+                    line: 0,
+                }],
+            };
+            (
+                fleet,
+                Mode::Single,
+                std::env::current_dir().unwrap_or_default(),
+            )
+        }
+    };
+    let mut hosts = Vec::new();
+    for h in fleet.hosts {
+        let profile = profiles::resolve(&h.profile, &base_dir, opts.profiles_dir.as_deref())
+            .map_err(|e| format!("host {:?}: {e}", h.name))?;
+        let toplevel = match &h.system {
+            SystemSource::StorePath(p) => p.clone(),
+            SystemSource::Flake(f) => {
+                ui.say(&format!("building {f} for host {}", h.name));
+                build_flake(f, &base_dir).map_err(|e| format!("host {:?}: {e}", h.name))?
+            }
+        };
+        if let Some(dir) = &h.extra_files {
+            if !dir.is_dir() {
+                return Err(format!(
+                    "host {:?}: extra-files {} is not a directory",
+                    h.name,
+                    dir.display()
+                )
+                .into());
+            }
+        }
+        hosts.push((h, toplevel, profile));
+    }
+    Ok(Planned {
+        mode,
+        defaults: fleet.defaults,
+        hosts,
+    })
+}
+
+/// `nixos-system-dev-365-25.05.20250101.abcdef` → `dev-365`: NixOS appends one version
+/// component, and host names may themselves end in `-<digits>`, so only the last goes.
+fn host_name_of(p: &StorePath) -> String {
+    let name = p.name().strip_prefix("nixos-system-").unwrap_or(p.name());
+    match name.rsplit_once('-') {
+        Some((host, version))
+            if !host.is_empty() && version.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
+            host.to_string()
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// Builds `REF#NAME` as `REF#nixosConfigurations.NAME.config.system.build.toplevel`.
+fn build_flake(flake: &str, dir: &Path) -> Result<StorePath, String> {
+    let (reference, name) = flake
+        .split_once('#')
+        .ok_or_else(|| format!("flake {flake:?} must be REF#NAME"))?;
+    let attr = format!("{reference}#nixosConfigurations.{name}.config.system.build.toplevel");
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "build",
+            "--no-link",
+            "--json",
+            &attr,
+        ])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("running nix build {attr}: {e} (is Nix installed?)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nix build {attr} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("nix build {attr}: unreadable --json output: {e}"))?;
+    let path = json[0]["outputs"]["out"]
+        .as_str()
+        .ok_or_else(|| format!("nix build {attr}: no output path in {json}"))?;
+    StorePath::parse(path).map_err(|e| e.to_string())
+}
+
+fn extra_files(host: &Host) -> Result<(Vec<ExtraFile>, Vec<PayloadFile>), String> {
+    let Some(dir) = &host.extra_files else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut entries = Vec::new();
+    let mut files = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        let mut children: Vec<_> = fs::read_dir(&d)
+            .map_err(|e| format!("extra-files {}: {e}", d.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("extra-files {}: {e}", d.display()))?;
+        children.sort_by_key(|e| e.file_name());
+        for e in children {
+            let p = e.path();
+            let meta = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let rel = p
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_string_lossy()
+                .into_owned();
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                let data = fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let source = format!("{EXTRA_FILES_DIR}/{}/{rel}", host.name);
+                entries.push(ExtraFile {
+                    target: rel,
+                    source: source.clone(),
+                    mode: meta.permissions().mode() & 0o7777,
+                    sha256: format!("{:x}", Sha256::digest(&data)),
+                    size: data.len() as u64,
+                });
+                files.push(PayloadFile {
+                    payload_path: source,
+                    source: p,
+                    size: meta.len(),
+                });
+            } else {
+                return Err(format!(
+                    "extra-files: {} is neither a file nor a directory; only those are copied",
+                    p.display()
+                ));
+            }
+        }
+    }
+    Ok((entries, files))
+}
+
+/// Runs `f` on every item with `threads` workers; returns the first error.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R, String> + Sync,
+) -> Result<Vec<R>, String> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                if failed.lock().unwrap().is_some() {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                match f(item) {
+                    Ok(r) => results.lock().unwrap()[i] = Some(r),
+                    Err(e) => {
+                        failed.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect())
+}
+
+/// Builds the image `opts` describes.
+pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
+    let started = Instant::now();
+    output::check_not_in_use(&opts.output)?;
+    let env = InstallerEnv::load(&opts.installer)?;
+    let planned = plan_fleet(opts, ui)?;
+
+    // Closures: one query per host, then the metadata of their union in one go.
+    let mut closures: Vec<Vec<StorePath>> = Vec::new();
+    for (h, top, _) in &planned.hosts {
+        closures.push(
+            closure::requisites(std::slice::from_ref(top))
+                .map_err(|e| format!("host {:?}: closure of {top}: {e}", h.name))?,
+        );
+    }
+    let union: Vec<StorePath> = closures
+        .iter()
+        .flatten()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let infos = closure::path_infos(&union).map_err(|e| e.to_string())?;
+    let by_path: BTreeMap<&StorePath, &PathInfo> = infos.iter().map(|i| (&i.path, i)).collect();
+
+    // Extra files and the manifest.
+    let mut payload_files = Vec::new();
+    let mut entries = Vec::new();
+    for ((h, top, profile), closure) in planned.hosts.iter().zip(&closures) {
+        let (extra, files) = extra_files(h).map_err(|e| format!("host {:?}: {e}", h.name))?;
+        payload_files.extend(files);
+        entries.push(HostEntry {
+            name: h.name.clone(),
+            serials: h.serials.clone(),
+            toplevel: top.to_string(),
+            closure: closure.iter().map(|p| p.to_string()).collect(),
+            closure_nar_bytes: closure.iter().map(|p| by_path[p].nar_size).sum(),
+            layout: profile.clone(),
+            disk: h.disk.clone(),
+            extra_files: extra,
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        generator: format!("mkinstaller {}", env!("CARGO_PKG_VERSION")),
+        mode: planned.mode,
+        on_unknown_serial: planned.defaults.on_unknown_serial.clone(),
+        after_install: planned.defaults.after_install,
+        confirm_seconds: planned.defaults.confirm_seconds,
+        hosts: entries,
+    };
+
+    // The output's size, if it is fixed (a device, or --size).
+    let is_device = fs::metadata(&opts.output)
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false);
+    let device_bytes = if is_device {
+        let mut f =
+            File::open(&opts.output).map_err(|e| format!("{}: {e}", opts.output.display()))?;
+        Some(
+            f.seek(SeekFrom::End(0))
+                .map_err(|e| format!("{}: {e}", opts.output.display()))?,
+        )
+    } else {
+        None
+    };
+    if let (Some(size), Some(dev)) = (opts.size, device_bytes) {
+        if size > dev {
+            return Err(format!(
+                "--size {} is larger than {} ({})",
+                human(size),
+                opts.output.display(),
+                human(dev)
+            )
+            .into());
+        }
+    }
+    let size = opts.size.or(device_bytes);
+
+    // Compress what the cache lacks (the output is not touched yet: a --size found too small
+    // below still writes nothing but the cache, which the next run reuses), largest first so the threads finish together.
+    let cache = NarCache::open(&opts.cache_dir, opts.level).map_err(|e| e.to_string())?;
+    let mut missing: Vec<&PathInfo> = infos.iter().filter(|i| cache.get(i).is_none()).collect();
+    missing.sort_by_key(|i| std::cmp::Reverse(i.nar_size));
+    let missing_bytes: u64 = missing.iter().map(|i| i.nar_size).sum();
+    let paths_compressed = missing.len();
+    if !missing.is_empty() {
+        let bar = ui.bytes(missing_bytes, "compressing");
+        parallel(&missing, opts.threads, |i| {
+            cache
+                .compress(i, &|n| bar.inc(n))
+                .map_err(|e| e.to_string())
+        })?;
+        bar.finish_and_clear();
+    }
+    let paths: Vec<PayloadPath> = infos
+        .iter()
+        .map(|i| {
+            let nar: CachedNar = cache
+                .get(i)
+                .ok_or_else(|| format!("{}: the compressed NAR vanished from the cache", i.path))?;
+            Ok(PayloadPath {
+                info: i.clone(),
+                nar,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+
+    // Trees, layout, identifiers.
+    let manifest_json = manifest.to_json();
+    let seed = Sha256::digest(manifest_json.as_bytes());
+    let esp_uuid = ids::uuid(&seed, "esp");
+    let payload_uuid = ids::uuid(&seed, "payload");
+    let title = match manifest.mode {
+        Mode::Mass => format!("NixOS autoinstall ({} hosts)", manifest.hosts.len()),
+        Mode::Single => format!("NixOS autoinstall: {}", manifest.hosts[0].name),
+    };
+    let esp = esp_tree(&env, &title, &payload_uuid.to_string())?;
+    let payload = payload_tree(&manifest, &paths, &payload_files, None);
+    let layout = usb::plan(&esp, &payload, size).map_err(|e| e.to_string())?;
+    let ids = usb::Ids {
+        disk: ids::uuid(&seed, "disk"),
+        esp: esp_uuid,
+        payload: payload_uuid,
+        esp_volume: ids::volume_id(&seed, "esp"),
+        payload_volume: ids::volume_id(&seed, "payload"),
+        timestamp: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    };
+
+    // Write: a device in place, a file under a temporary name.
+    let target = if is_device {
+        opts.output.clone()
+    } else {
+        let name = opts
+            .output
+            .file_name()
+            .ok_or_else(|| format!("-o {}: not a file name", opts.output.display()))?;
+        opts.output
+            .with_file_name(format!(".{}.partial", name.to_string_lossy()))
+    };
+    let mut out = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(!is_device)
+        .truncate(false)
+        .open(&target)
+        .map_err(|e| format!("opening {} for writing: {e}", target.display()))?;
+    let total = esp.content_bytes() + payload.content_bytes();
+    let bar = ui.bytes(total, "writing");
+    let written = usb::write(&mut out, &layout, &esp, &payload, &ids, &mut |n| bar.inc(n));
+    bar.finish_and_clear();
+    if let Err(e) = written {
+        if !is_device {
+            let _ = fs::remove_file(&target);
+        }
+        return Err(format!("writing {}: {e}", opts.output.display()).into());
+    }
+    drop(out);
+    if !is_device {
+        fs::rename(&target, &opts.output).map_err(|e| {
+            format!(
+                "renaming {} to {}: {e}",
+                target.display(),
+                opts.output.display()
+            )
+        })?;
+    }
+
+    Ok(Summary {
+        output: opts.output.clone(),
+        hosts: manifest.hosts.len(),
+        paths: paths.len(),
+        nar_bytes: infos.iter().map(|i| i.nar_size).sum(),
+        compressed_bytes: paths.iter().map(|p| p.nar.file_size).sum(),
+        paths_compressed,
+        paths_from_cache: paths.len() - paths_compressed,
+        image_bytes: layout.disk_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_from_toplevels() {
+        let p = |s: &str| StorePath::parse(&format!("/nix/store/{}-{s}", "0".repeat(32))).unwrap();
+        assert_eq!(
+            host_name_of(&p("nixos-system-dev-365-25.05.20250101.abcdef")),
+            "dev-365"
+        );
+        assert_eq!(host_name_of(&p("nixos-system-web1-24.11")), "web1");
+        assert_eq!(host_name_of(&p("my-system")), "my-system");
+        assert_eq!(host_name_of(&p("nixos-system-host-1-1")), "host-1");
+    }
+}

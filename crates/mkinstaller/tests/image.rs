@@ -1,0 +1,432 @@
+//! mkinstaller as a user runs it: images for one and three hosts, read back with sgdisk,
+//! sfdisk, fsck.fat, a FAT mount and the real Nix; inspect and verify; rebuilds; refusals.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use testkit::{build_fixture, nix_cmd, nix_ok, requisites, run, FatMount, Loop};
+
+const PAYLOAD_TYPE: &str = "ED140608-3A53-493D-9175-A012CF428C95";
+const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+struct Env {
+    tmp: tempfile::TempDir,
+    installer: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let installer = testkit::stand_in_installer(tmp.path());
+        Env { tmp, installer }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn mkinstaller(&self, args: &[&str]) -> Output {
+        let cache = self.path("cache");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mkinstaller"));
+        cmd.args(args);
+        if !matches!(args[0], "inspect" | "verify") {
+            cmd.arg("--installer")
+                .arg(&self.installer)
+                .arg("--cache-dir")
+                .arg(&cache);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.mkinstaller(args);
+        assert!(
+            out.status.success(),
+            "mkinstaller {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes hosts.toml for the tiny fleet and returns its path and the toplevels.
+    fn fleet(&self, version: &str) -> (PathBuf, Vec<String>) {
+        let tops: Vec<String> = (1..=3)
+            .map(|n| {
+                build_fixture(
+                    "tiny-fleet.nix",
+                    Some(&format!("host-{n}")),
+                    &[("version", version)],
+                )
+            })
+            .collect();
+        let file = self.path("hosts.toml");
+        fs::write(&file, fleet_toml(&tops)).unwrap();
+        (file, tops)
+    }
+}
+
+fn fleet_toml(tops: &[String]) -> String {
+    let mut s = String::from("version = 1\n\n[defaults]\non-unknown-serial = \"refuse\"\nafter-install = \"poweroff\"\nconfirm-seconds = 0\n");
+    for (i, t) in tops.iter().enumerate() {
+        let profile = if i == 2 {
+            "profile = \"uefi-btrfs\"\n"
+        } else {
+            ""
+        };
+        s += &format!("\n[[host]]\nname = \"host-{}\"\nserials = [\"TEST-SN-{:04}\"]\nsystem = \"{t}\"\n{profile}", i + 1, i + 1);
+    }
+    s
+}
+
+/// Checks the partition table and both file systems, and that Nix installs every host from
+/// the payload.
+fn check_image(img: &Path, tops: &[String]) {
+    let sgdisk = run("sgdisk", &["-v", img.to_str().unwrap()]);
+    assert!(sgdisk.contains("No problems found"), "sgdisk -v: {sgdisk}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run("sfdisk", &["-J", img.to_str().unwrap()])).unwrap();
+    let parts = json["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(json["partitiontable"]["label"], "gpt");
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0]["type"], ESP_TYPE);
+    assert_eq!(parts[1]["type"], PAYLOAD_TYPE);
+    assert_eq!(parts[1]["name"], "autoinstall-payload");
+
+    let lo = Loop::attach(img, true);
+    for p in [1, 2] {
+        let out = Command::new("fsck.fat")
+            .args(["-n", "-V", &lo.partition(p)])
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !report.contains("Warning"),
+            "fsck.fat partition {p}:\n{report}"
+        );
+    }
+    let esp = FatMount::new(&lo.partition(1));
+    assert!(esp.path().join("EFI/BOOT/BOOTX64.EFI").is_file());
+    let entry = fs::read_to_string(esp.path().join("loader/entries/autoinstall.conf")).unwrap();
+    assert!(
+        entry.contains("linux /autoinstall/kernel")
+            && entry.contains("autoinstall.payload=PARTUUID="),
+        "{entry}"
+    );
+    drop(esp);
+
+    let payload = FatMount::new(&lo.partition(2));
+    let from = format!("file://{}", payload.path().display());
+    for top in tops {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().to_str().unwrap();
+        nix_ok(
+            "nix",
+            &["copy", "--no-check-sigs", "--from", &from, "--to", r, top],
+        );
+        let verify = nix_cmd("nix-store", &["--verify", "--check-contents", "--store", r]);
+        let said = String::from_utf8_lossy(&verify.stderr);
+        assert!(
+            verify.status.success() && !said.contains("error") && !said.contains("warning"),
+            "{said}"
+        );
+        assert_eq!(requisites(Some(root.path()), top), requisites(None, top));
+    }
+}
+
+#[test]
+fn one_host_image() {
+    let env = Env::new();
+    let top = build_fixture("tiny-fleet.nix", Some("host-1"), &[]);
+    let img = env.path("one.img");
+    env.ok(&["--system", &top, "-o", img.to_str().unwrap(), "--quiet"]);
+    check_image(&img, std::slice::from_ref(&top));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(inspect["mode"], "single");
+    assert_eq!(inspect["hosts"][0]["name"], "host-1");
+    assert_eq!(
+        inspect["hosts"][0]["closure_paths"].as_u64().unwrap() as usize,
+        requisites(None, &top).len()
+    );
+}
+
+#[test]
+fn three_host_image_stores_shared_paths_once() {
+    let env = Env::new();
+    let (hosts, tops) = env.fleet("1");
+    let img = env.path("fleet.img");
+    let summary: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "-o",
+        img.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    check_image(&img, &tops);
+
+    let mut union: Vec<String> = tops.iter().flat_map(|t| requisites(None, t)).collect();
+    union.sort();
+    union.dedup();
+    assert_eq!(summary["paths"].as_u64().unwrap() as usize, union.len());
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(inspect["format_version"], 1);
+    assert_eq!(inspect["mode"], "mass");
+    assert_eq!(inspect["paths"].as_u64().unwrap() as usize, union.len());
+    let hosts = inspect["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3);
+    assert_eq!(hosts[1]["serials"][0], "TEST-SN-0002");
+    assert_eq!(hosts[2]["profile"], "uefi-btrfs");
+    assert!(
+        inspect["shared_nar_bytes"].as_u64().unwrap() > 2_000_000,
+        "the nar-tree closure is shared"
+    );
+    let text = env.ok(&["inspect", img.to_str().unwrap()]);
+    assert!(
+        text.contains("host-3") && text.contains("TEST-SN-0003"),
+        "{text}"
+    );
+
+    // Every narinfo appears once on the payload although three hosts use most paths.
+    let lo = Loop::attach(&img, true);
+    let payload = FatMount::new(&lo.partition(2));
+    let narinfos = fs::read_dir(payload.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".narinfo")
+        })
+        .count();
+    assert_eq!(narinfos, union.len());
+}
+
+#[test]
+fn verify_finds_a_flipped_byte_and_names_the_path() {
+    let env = Env::new();
+    let top = build_fixture("nar-tree.nix", None, &[]);
+    let img = env.path("v.img");
+    env.ok(&["--system", &top, "-o", img.to_str().unwrap(), "--quiet"]);
+    env.ok(&["verify", img.to_str().unwrap(), "--quiet"]);
+
+    // Flip one byte inside the largest NAR file on the payload: find it through the mount.
+    let (offset, victim) = {
+        let lo = Loop::attach(&img, true);
+        let payload = FatMount::new(&lo.partition(2));
+        let mut nars: Vec<_> = fs::read_dir(payload.path().join("nar"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        nars.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+        let data = fs::read(&nars[0]).unwrap();
+        let needle = &data[data.len() / 2..data.len() / 2 + 64];
+        let image = fs::read(&img).unwrap();
+        let at = image.windows(64).position(|w| w == needle).unwrap();
+        (
+            at,
+            nars[0].file_name().unwrap().to_string_lossy().into_owned(),
+        )
+    };
+    let mut image = fs::read(&img).unwrap();
+    image[offset] ^= 0xFF;
+    fs::write(&img, image).unwrap();
+    let out = env.mkinstaller(&["verify", img.to_str().unwrap(), "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "verify passed a damaged image");
+    assert!(
+        err.contains(&victim) && err.contains("/nix/store/"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rebuild_after_one_host_changed_compresses_only_its_paths() {
+    let env = Env::new();
+    let (hosts, _) = env.fleet("1");
+    let img = env.path("a.img");
+    env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "-o",
+        img.to_str().unwrap(),
+        "--quiet",
+    ]);
+
+    let mut tops: Vec<String> = (1..=3)
+        .map(|n| build_fixture("tiny-fleet.nix", Some(&format!("host-{n}")), &[]))
+        .collect();
+    tops[0] = build_fixture("tiny-fleet.nix", Some("host-1"), &[("version", "2")]);
+    fs::write(&hosts, fleet_toml(&tops)).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "-o",
+        img.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    // host-1 version 2 has a new toplevel and a new config path; everything else is cached.
+    assert_eq!(s["paths_compressed"], 2, "{s}");
+    assert_eq!(
+        s["paths_from_cache"].as_u64().unwrap() + 2,
+        s["paths"].as_u64().unwrap()
+    );
+    check_image(&img, &tops[..1]);
+}
+
+#[test]
+fn same_inputs_give_the_same_bytes() {
+    let env = Env::new();
+    let (hosts, _) = env.fleet("1");
+    let (a, b) = (env.path("a.img"), env.path("b.img"));
+    env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "-o",
+        a.to_str().unwrap(),
+        "--quiet",
+    ]);
+    env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "-o",
+        b.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+        "two builds of the same fleet differ"
+    );
+}
+
+#[test]
+fn size_pads_the_image_and_refuses_too_small() {
+    let env = Env::new();
+    let top = build_fixture("tiny-fleet.nix", Some("host-2"), &[]);
+    let img = env.path("big.img");
+    env.ok(&[
+        "--system",
+        &top,
+        "-o",
+        img.to_str().unwrap(),
+        "--size",
+        "200M",
+        "--quiet",
+    ]);
+    assert_eq!(fs::metadata(&img).unwrap().len(), 200 << 20);
+    check_image(&img, std::slice::from_ref(&top));
+
+    let small = env.path("small.img");
+    let out = env.mkinstaller(&[
+        "--system",
+        &top,
+        "-o",
+        small.to_str().unwrap(),
+        "--size",
+        "20M",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("use at least --size"), "{err}");
+    assert!(!small.exists(), "a refused build wrote its output");
+}
+
+/// Each bad fleet is refused with the file, line and reason, and nothing is written.
+#[test]
+fn bad_fleets_are_refused_with_file_and_line() {
+    let env = Env::new();
+    let (hosts, tops) = env.fleet("1");
+    let good = fleet_toml(&tops);
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            good.replace("[defaults]", "[defaults"),
+            ":3:",
+            "unclosed table",
+        ),
+        (
+            good.replace("confirm-seconds", "confirm-secs"),
+            ":6:",
+            "confirm-secs",
+        ),
+        (
+            good.replace("TEST-SN-0002", "To Be Filled By O.E.M."),
+            ":15:",
+            "placeholder",
+        ),
+        (
+            good.replace("TEST-SN-0002", "Default String"),
+            ":15:",
+            "placeholder",
+        ),
+        (
+            good.replace("TEST-SN-0003", "test-sn-0001"),
+            ":20:",
+            "both \"host-1\"",
+        ),
+        (
+            good.replace("name = \"host-3\"", "name = \"host-1\""),
+            ":19:",
+            "defined twice",
+        ),
+        (
+            good.replace(&tops[1], "/nix/store/not-a-hash-host-2"),
+            ":16:",
+            "not a valid Nix store path",
+        ),
+        (
+            good.replace("uefi-btrfs", "uefi-zfs"),
+            "",
+            "profile \"uefi-zfs\" not found",
+        ),
+    ];
+    let out_img = env.path("never.img");
+    for (text, place, reason) in cases {
+        fs::write(&hosts, &text).unwrap();
+        let out = env.mkinstaller(&[
+            "--mass",
+            hosts.to_str().unwrap(),
+            "-o",
+            out_img.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{text}");
+        assert!(
+            err.contains(&format!("{}{place}", hosts.display())) || place.is_empty(),
+            "no location {place} in: {err}"
+        );
+        assert!(
+            err.to_lowercase().contains(&reason.to_lowercase()),
+            "no {reason:?} in: {err}"
+        );
+        assert!(!out_img.exists(), "a refused build wrote its output");
+    }
+}
+
+#[test]
+fn a_mounted_device_is_refused() {
+    let env = Env::new();
+    let top = build_fixture("tiny-fleet.nix", Some("host-1"), &[]);
+    let disk = env.path("disk.img");
+    fs::write(&disk, vec![0u8; 64 << 20]).unwrap();
+    run("mkfs.ext4", &["-q", "-F", disk.to_str().unwrap()]);
+    let lo = Loop::attach(&disk, false);
+    let mnt = env.path("mnt");
+    fs::create_dir(&mnt).unwrap();
+    run("mount", &[&lo.device, mnt.to_str().unwrap()]);
+    let out = env.mkinstaller(&["--system", &top, "-o", &lo.device]);
+    Command::new("umount").arg(&mnt).status().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "wrote over a mounted device");
+    assert!(
+        err.contains("is in use") && err.contains(mnt.to_str().unwrap()),
+        "{err}"
+    );
+    // The file system is intact.
+    run("fsck.ext4", &["-n", disk.to_str().unwrap()]);
+}

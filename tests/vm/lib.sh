@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# Shared by the tests/vm/* scripts: installing QEMU, running a guest under a hard timeout
+# with its serial console logged to a file, talking to that console, and failing clearly.
+
+fail() {
+  echo "${0##*/}: FAIL: $*" >&2
+  [[ -n "${LOG:-}" ]] && echo "${0##*/}: console log: $LOG" >&2
+  exit 1
+}
+note() { echo "${0##*/}: $*" >&2; }
+
+# Installs QEMU and OVMF if missing. One apt-get line: installing qemu-system-x86 alone
+# removes qemu-utils. A newer qemu-utils (e.g. a backport) Breaks bookworm's
+# qemu-system-common, so if the plain line fails, the release's own qemu-utils is taken.
+ensure_qemu() {
+  local p missing=() pkgs=(qemu-system-x86 qemu-utils ovmf)
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  note "installing ${pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1; then
+    local release
+    release=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    apt-get install -y -qq --no-install-recommends --allow-downgrades \
+      qemu-system-x86 "qemu-utils/$release" ovmf >/dev/null ||
+      fail "could not install ${pkgs[*]}"
+  fi
+}
+
+# Where a test keeps its logs and scratch files: a fresh directory per run.
+make_run_dir() {
+  local base=${TEST_RUN_DIR:-/tmp/nixos-autoinstall-tests}
+  mkdir -p "$base"
+  RUN_DIR=$(mktemp -d "$base/$1.XXXXXX")
+}
+
+# start_vm LOG TIMEOUT QEMU-ARGS...: starts qemu-system-x86_64 in the background under
+# `timeout`, its console (stdio: -nographic) appended to LOG and its input read from a FIFO
+# that stays open on fd 7 (send_console writes there). Sets VM_PID. No KVM here: TCG only.
+start_vm() {
+  LOG=$1
+  local limit=$2
+  shift 2
+  local fifo
+  fifo=$(mktemp -u "${LOG%.log}.in.XXXXXX")
+  mkfifo "$fifo"
+  exec 7<>"$fifo" # read-write: opening does not block, and qemu never sees end of input
+  rm -f "$fifo"
+  : >"$LOG"
+  VM_START=$SECONDS
+  timeout -k 5 "$limit" qemu-system-x86_64 "$@" <&7 >>"$LOG" 2>&1 &
+  VM_PID=$!
+  trap 'stop_vm' EXIT
+}
+
+stop_vm() {
+  if [[ -n "${VM_PID:-}" ]] && kill -0 "$VM_PID" 2>/dev/null; then
+    kill "$VM_PID" 2>/dev/null || true
+    wait "$VM_PID" 2>/dev/null || true
+  fi
+  VM_PID=""
+}
+
+# console_has PATTERN: the console log matches PATTERN (grep -E; serial CRs dropped first).
+console_has() { tr -d '\r' <"$LOG" | grep -qE -- "$1"; }
+
+# wait_console PATTERN SECONDS: waits until the console log matches PATTERN (grep -E).
+wait_console() {
+  local deadline=$((SECONDS + $2))
+  while ((SECONDS < deadline)); do
+    console_has "$1" && return 0
+    kill -0 "$VM_PID" 2>/dev/null || { console_has "$1"; return; }
+    sleep 0.5
+  done
+  return 1
+}
+
+send_console() { printf '%s\n' "$@" >&7; }
+
+# wait_vm SECONDS: waits for the guest to end (it powers off); returns qemu's status.
+wait_vm() {
+  local deadline=$((SECONDS + $1))
+  while kill -0 "$VM_PID" 2>/dev/null; do
+    ((SECONDS < deadline)) || return 124
+    sleep 0.5
+  done
+  local rc=0
+  wait "$VM_PID" || rc=$?
+  VM_PID=""
+  VM_SECONDS=$((SECONDS - VM_START))
+  return "$rc"
+}
+
+# expect PATTERN WHAT: the console log must match PATTERN (grep -E), else fail with WHAT.
+expect() {
+  console_has "$1" || fail "$2 (no match for /$1/ on the console)"
+}

@@ -48,6 +48,7 @@ kernel_package() {
 # Sets DEB_FILE[pkg] (the .deb), DEB_TREE[pkg] (its unpacked tree), DEB_VERSION[pkg] and
 # DEB_SHA256[pkg]. Only what is missing from the cache is downloaded; apt-get checks hashes.
 declare -gA DEB_FILE=() DEB_TREE=() DEB_VERSION=() DEB_SHA256=()
+# shellcheck disable=SC2034 # the DEB_* maps are read by the scripts that source this file
 fetch_debs() {
   local uris line name file hash pkg tree tmp
   local -a want=()

@@ -9,23 +9,26 @@ fail() {
 }
 note() { echo "${0##*/}: $*" >&2; }
 
-# Installs QEMU and OVMF if missing. One apt-get line: installing qemu-system-x86 alone
-# removes qemu-utils. A newer qemu-utils (e.g. a backport) Breaks bookworm's
-# qemu-system-common, so if the plain line fails, the release's own qemu-utils is taken.
-ensure_qemu() {
-  local p missing=() pkgs=(qemu-system-x86 qemu-utils ovmf)
-  for p in "${pkgs[@]}"; do
+# ensure_packages PKG...: installs the Debian packages that are missing, in one apt-get
+# line. With QEMU: installing qemu-system-x86 alone removes qemu-utils, so both go in one
+# line; and a newer qemu-utils (a backport) Breaks bookworm's qemu-system-common, so if the
+# plain line fails, the release's own qemu-utils is taken.
+ensure_packages() {
+  local p missing=()
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   ((${#missing[@]})) || return 0
-  note "installing ${pkgs[*]}"
+  [[ " ${missing[*]} " != *" qemu-system-x86 "* || " ${missing[*]} " == *" qemu-utils "* ]] ||
+    missing+=(qemu-utils)
+  note "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1; then
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
     local release
     release=$(. /etc/os-release && echo "$VERSION_CODENAME")
     apt-get install -y -qq --no-install-recommends --allow-downgrades \
-      qemu-system-x86 "qemu-utils/$release" ovmf >/dev/null ||
-      fail "could not install ${pkgs[*]}"
+      "${missing[@]/#qemu-utils/qemu-utils/$release}" >/dev/null ||
+      fail "could not install ${missing[*]}"
   fi
 }
 
@@ -33,6 +36,7 @@ ensure_qemu() {
 make_run_dir() {
   local base=${TEST_RUN_DIR:-/tmp/nixos-autoinstall-tests}
   mkdir -p "$base"
+  # shellcheck disable=SC2034 # read by the test scripts
   RUN_DIR=$(mktemp -d "$base/$1.XXXXXX")
 }
 
@@ -64,7 +68,8 @@ stop_vm() {
 }
 
 # console_has PATTERN: the console log matches PATTERN (grep -E; serial CRs dropped first).
-console_has() { tr -d '\r' <"$LOG" | grep -qE -- "$1"; }
+# (Not `tr | grep -q`: under pipefail, tr's SIGPIPE when grep stops early reads as failure.)
+console_has() { grep -qE -- "$1" < <(tr -d '\r' <"$LOG"); }
 
 # wait_console PATTERN SECONDS: waits until the console log matches PATTERN (grep -E).
 wait_console() {
@@ -79,6 +84,24 @@ wait_console() {
 
 send_console() { printf '%s\n' "$@" >&7; }
 
+# console_count PATTERN: how many times PATTERN (grep -E) occurs on the console so far.
+console_count() { grep -oE -- "$1" < <(tr -d '\r' <"$LOG") | wc -l; }
+
+# console_cmd PROMPT SECONDS COMMAND: types COMMAND at a shell on the console and waits for
+# the next PROMPT (grep -E). One line at a time, only when the shell waits at its prompt:
+# a burst typed ahead while commands run got lost in the emulated UART here.
+console_cmd() {
+  local prompt=$1 limit=$2 cmd=$3 before deadline
+  before=$(console_count "$prompt")
+  send_console "$cmd"
+  deadline=$((SECONDS + limit))
+  while (($(console_count "$prompt") <= before)); do
+    ((SECONDS < deadline)) || return 1
+    kill -0 "$VM_PID" 2>/dev/null || return 1
+    sleep 0.3
+  done
+}
+
 # wait_vm SECONDS: waits for the guest to end (it powers off); returns qemu's status.
 wait_vm() {
   local deadline=$((SECONDS + $1))
@@ -89,6 +112,7 @@ wait_vm() {
   local rc=0
   wait "$VM_PID" || rc=$?
   VM_PID=""
+  # shellcheck disable=SC2034 # read by the test scripts
   VM_SECONDS=$((SECONDS - VM_START))
   return "$rc"
 }

@@ -103,7 +103,15 @@ impl NarCache {
             source,
         };
         let (file, meta) = self.paths(&info.nar_hash);
-        let temp = file.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per process and thread: two builds may share a cache directory.
+        let temp = file.with_extension(
+            format!(
+                "tmp{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            )
+            .replace(['(', ')'], ""),
+        );
         let out = File::create(&temp).map_err(io_err)?;
         let hashed_file = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
         let encoder = zstd::stream::write::Encoder::new(hashed_file, self.level).map_err(io_err)?;

@@ -99,8 +99,9 @@ pub fn write(
 ) -> io::Result<()> {
     let is_file = out.metadata()?.is_file();
     if is_file {
+        // Grown by the writes themselves, in ascending order: ext4 writes a file that grows
+        // at its end three times faster than holes punched into a pre-sized one.
         out.set_len(0)?;
-        out.set_len(layout.disk_bytes)?;
     } else {
         let zeros = vec![0u8; MIB as usize];
         out.write_all_at(&zeros, 0)?;
@@ -127,8 +128,16 @@ pub fn write(
         &payload_opts,
         progress,
     )?;
+    if is_file {
+        out.set_len(layout.disk_bytes)?;
+    }
     write_gpt(out, layout, ids)?;
-    out.sync_all()
+    // A stick is pulled right after: flush it. An image file is left to the page cache, as
+    // cp and tar leave theirs; it is copied to a stick afterwards anyway.
+    if !is_file {
+        out.sync_all()?;
+    }
+    Ok(())
 }
 
 fn part_type(guid: &str) -> Type {

@@ -403,7 +403,12 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     // Compress what the cache lacks (the output is not touched yet: a --size found too small
     // below still writes nothing but the cache, which the next run reuses), largest first so the threads finish together.
     let cache = NarCache::open(&opts.cache_dir, opts.level).map_err(|e| e.to_string())?;
-    let mut missing: Vec<&PathInfo> = infos.iter().filter(|i| cache.get(i).is_none()).collect();
+    // Distinct paths can have identical contents (two empty packages, say): one NAR for both.
+    let mut seen = BTreeSet::new();
+    let mut missing: Vec<&PathInfo> = infos
+        .iter()
+        .filter(|i| seen.insert(i.nar_hash) && cache.get(i).is_none())
+        .collect();
     missing.sort_by_key(|i| std::cmp::Reverse(i.nar_size));
     let missing_bytes: u64 = missing.iter().map(|i| i.nar_size).sum();
     let paths_compressed = missing.len();

@@ -31,6 +31,31 @@ ensure_host_packages() {
     >/dev/null || die "apt-get install ${missing[*]} failed"
 }
 
+# apt_cached CMD...: runs an apt query once per state of apt's package lists and of dpkg's
+# database; later runs read the stored answer. Each apt call parses all package lists (this
+# machine keeps no pkgcache.bin), about a second each: the bulk of an unchanged rebuild.
+apt_cached() {
+  local key file
+  key=$(
+    {
+      stat -c '%n %s %Y' /var/lib/apt/lists/* /etc/apt/sources.list* /etc/apt/sources.list.d/* \
+        /etc/apt/preferences* /var/lib/dpkg/status 2>/dev/null
+      printf '%s\n' "$@"
+    } | sha256sum | cut -c1-32
+  )
+  file="$DEB_CACHE/apt-answers/$key"
+  if [[ ! -f "$file" ]]; then
+    mkdir -p "$DEB_CACHE/apt-answers"
+    "$@" >"$file.tmp" 2>&1 || { cat "$file.tmp" >&2; rm -f "$file.tmp"; return 1; }
+    mv -f "$file.tmp" "$file"
+  fi
+  cat "$file"
+}
+
+# apt-get download --print-uris, in an empty directory: apt leaves out the files it finds
+# in the current one.
+print_uris() { (cd "$DEB_CACHE/empty" && apt-get download --print-uris "$@"); }
+
 # The versioned kernel package behind the linux-image-amd64 meta-package (or $KERNEL_PACKAGE).
 kernel_package() {
   if [[ -n "${KERNEL_PACKAGE:-}" ]]; then
@@ -38,8 +63,9 @@ kernel_package() {
     return
   fi
   local pkg
-  pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+  # (|| true: an apt failure shows as no answer, reported below rather than by set -e.)
+  pkg=$(apt_cached apt-cache depends linux-image-amd64 |
+    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ && !p { print $2; p = 1 }') || true
   [[ -n "$pkg" ]] || die "cannot resolve linux-image-amd64 (run apt-get update?)"
   echo "$pkg"
 }
@@ -53,10 +79,8 @@ fetch_debs() {
   local uris line name file hash pkg tree tmp
   local -a want=()
   mkdir -p "$DEB_CACHE/debs" "$DEB_CACHE/trees" "$DEB_CACHE/empty"
-  # One apt call tells the file names and hashes of the candidates without downloading. It
-  # runs in an empty directory: apt leaves out the files it finds in the current one.
-  uris=$(cd "$DEB_CACHE/empty" && apt-get download --print-uris "$@" 2>&1) ||
-    die "apt-get download --print-uris $*: $uris"
+  # One apt call tells the file names and hashes of the candidates without downloading.
+  uris=$(apt_cached print_uris "$@") || die "apt-get download --print-uris $* failed"
   while read -r line; do
     # 'URI' FILE SIZE SHA256:HEX
     [[ "$line" == \'* ]] || continue

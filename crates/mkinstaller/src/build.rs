@@ -82,6 +82,15 @@ pub struct Summary {
     pub paths_from_cache: usize,
     pub image_bytes: u64,
     pub seconds: f64,
+    /// Where the time went: closure queries, compression, writing the image.
+    pub phase_seconds: Phases,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Phases {
+    pub plan: f64,
+    pub compress: f64,
+    pub write: f64,
 }
 
 /// The fleet as planned: hosts with their systems realised and profiles resolved.
@@ -327,23 +336,16 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     let env = InstallerEnv::load(&opts.installer)?;
     let planned = plan_fleet(opts, ui)?;
 
-    // Closures: one query per host, then the metadata of their union in one go.
-    let mut closures: Vec<Vec<StorePath>> = Vec::new();
-    for (h, top, _) in &planned.hosts {
-        closures.push(
-            closure::requisites(std::slice::from_ref(top))
-                .map_err(|e| format!("host {:?}: closure of {top}: {e}", h.name))?,
-        );
-    }
-    let union: Vec<StorePath> = closures
-        .iter()
-        .flatten()
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // Closures: the union in one query, its metadata in another, and each host's closure
+    // walked from the references (every nix-store call costs tens of milliseconds).
+    let tops: Vec<StorePath> = planned.hosts.iter().map(|(_, t, _)| t.clone()).collect();
+    let union =
+        closure::requisites(&tops).map_err(|e| format!("closures of the hosts' systems: {e}"))?;
     let infos = closure::path_infos(&union).map_err(|e| e.to_string())?;
+    let closures: Vec<Vec<StorePath>> = tops.iter().map(|t| closure::walk(&infos, t)).collect();
     let by_path: BTreeMap<&StorePath, &PathInfo> = infos.iter().map(|i| (&i.path, i)).collect();
+
+    let planned_at = started.elapsed().as_secs_f64();
 
     // Extra files and the manifest.
     let mut payload_files = Vec::new();
@@ -421,6 +423,7 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         })?;
         bar.finish_and_clear();
     }
+    let compressed_at = started.elapsed().as_secs_f64();
     let paths: Vec<PayloadPath> = infos
         .iter()
         .map(|i| {
@@ -507,6 +510,11 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         paths_from_cache: paths.len() - paths_compressed,
         image_bytes: layout.disk_bytes,
         seconds: started.elapsed().as_secs_f64(),
+        phase_seconds: Phases {
+            plan: planned_at,
+            compress: compressed_at - planned_at,
+            write: started.elapsed().as_secs_f64() - compressed_at,
+        },
     })
 }
 

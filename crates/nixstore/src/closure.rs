@@ -66,6 +66,22 @@ pub fn closure(roots: &[StorePath]) -> Result<Vec<PathInfo>, ClosureError> {
     path_infos(&requisites(roots)?)
 }
 
+/// The closure of `root` within `infos` (which must hold it), sorted, by following references.
+pub fn walk(infos: &[PathInfo], root: &StorePath) -> Vec<StorePath> {
+    let by_path: std::collections::HashMap<&StorePath, &PathInfo> =
+        infos.iter().map(|i| (&i.path, i)).collect();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if seen.insert(p.clone()) {
+            if let Some(info) = by_path.get(p) {
+                stack.extend(info.references.iter());
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
 /// Paths per nix-store call: keeps the command line well under ARG_MAX.
 const CHUNK: usize = 1000;
 

@@ -2,75 +2,23 @@
 //! built with it.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use nixstore::StorePath;
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// Runs a Nix command, with the options every daemonless offline call needs.
-pub fn nix_cmd(program: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(program);
-    if program == "nix" {
-        cmd.args(["--extra-experimental-features", "nix-command"]);
-    }
-    cmd.args(args).args(["--option", "substituters", ""]);
-    cmd.output().unwrap_or_else(|e| {
-        panic!("running {program}: {e}; the tests need Debian's nix-bin (see .ci/run)")
-    })
-}
-
-/// Like [`nix_cmd`], and fails the test with Nix's stderr unless it succeeded.
-pub fn nix_ok(program: &str, args: &[&str]) -> String {
-    let out = nix_cmd(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+pub use testkit::{nix_cmd, nix_ok};
 
 /// The test closure of tests/fixtures/nar-tree.nix, built once per test binary.
 pub fn fixture() -> StorePath {
     static PATH: OnceLock<StorePath> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let expr = repo_root().join("tests/fixtures/nar-tree.nix");
-        let out = nix_ok(
-            "nix-build",
-            &[
-                expr.to_str().unwrap(),
-                "--no-out-link",
-                "--arg",
-                "busybox",
-                "/usr/bin/busybox",
-            ],
-        );
-        StorePath::parse(out.trim()).unwrap()
-    })
-    .clone()
+    PATH.get_or_init(|| StorePath::parse(&testkit::build_fixture("nar-tree.nix", None, &[])).unwrap())
+        .clone()
 }
 
 /// `nix-store -qR`, sorted.
 pub fn nix_requisites(store: Option<&Path>, path: &StorePath) -> Vec<String> {
-    let mut args = vec!["-qR".to_string(), path.to_string()];
-    if let Some(root) = store {
-        args.extend(["--store".into(), root.display().to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let mut paths: Vec<String> = nix_ok("nix-store", &args)
-        .lines()
-        .map(String::from)
-        .collect();
-    paths.sort();
-    paths
+    testkit::requisites(store, &path.to_string())
 }
 
 /// Builds NARs token by token, for archives no honest encoder would write.

@@ -18,6 +18,14 @@ fi
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 note() { echo "${0##*/}: $*" >&2; }
 
+# A fresh machine has no package lists: fetch them once (nothing else needs apt-get update).
+ensure_apt_lists() {
+  compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && return
+  ((EUID == 0)) || die "apt has no package lists: run apt-get update as root"
+  note "apt has no package lists: apt-get update"
+  apt-get update -qq || die "apt-get update failed"
+}
+
 # Installs the host tools given as Debian package names if they are missing (idempotent).
 ensure_host_packages() {
   local p missing=()
@@ -27,6 +35,7 @@ ensure_host_packages() {
   ((${#missing[@]})) || return 0
   ((EUID == 0)) || die "missing host packages: ${missing[*]} (run as root, or install them)"
   note "installing host tools: ${missing[*]}"
+  ensure_apt_lists
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     >/dev/null || die "apt-get install ${missing[*]} failed"
 }
@@ -63,6 +72,7 @@ kernel_package() {
     return
   fi
   local pkg
+  ensure_apt_lists
   # (|| true: an apt failure shows as no answer, reported below rather than by set -e.)
   pkg=$(apt_cached apt-cache depends linux-image-amd64 |
     awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ && !p { print $2; p = 1 }') || true

@@ -23,6 +23,9 @@ ensure_packages() {
     missing+=(qemu-utils)
   note "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # A fresh machine has no package lists yet.
+  compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update -qq ||
+    fail "apt-get update failed"
   if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
     local release
     release=$(. /etc/os-release && echo "$VERSION_CODENAME")

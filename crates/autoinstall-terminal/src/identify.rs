@@ -1,0 +1,148 @@
+//! Identify: who is this machine? The SMBIOS type 1 (System Information) serial and UUID, read
+//! from the firmware's tables with smbios-lib, with sysfs's DMI attributes as the fallback,
+//! and the MAC addresses of its network interfaces for the report. Junk serials count as none.
+
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+use manifest::serial;
+
+/// What identifies the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The normalised serial, or `None` if the firmware has none or only a placeholder.
+    pub serial: Option<String>,
+    /// What the firmware said, before normalisation (for the report).
+    pub raw_serial: Option<String>,
+    /// Why `raw_serial` was not accepted as a serial.
+    pub serial_rejected: Option<String>,
+    pub uuid: Option<String>,
+    /// Where the serial came from: `smbios` or `sysfs`.
+    pub source: Option<&'static str>,
+    /// `interface=mac`, physical interfaces only.
+    pub macs: Vec<String>,
+}
+
+/// The serial and UUID as one source reports them.
+pub struct Raw {
+    pub serial: Option<String>,
+    pub uuid: Option<String>,
+}
+
+/// SMBIOS System Information from the firmware tables (/sys/firmware/dmi/tables).
+pub fn from_smbios() -> Option<Raw> {
+    let data = smbioslib::table_load_from_device().ok()?;
+    data.find_map(|sys: smbioslib::SMBiosSystemInformation| {
+        Some(Raw {
+            serial: sys.serial_number().to_utf8_lossy(),
+            uuid: match sys.uuid() {
+                Some(smbioslib::SystemUuidData::Uuid(u)) => Some(u.to_string().to_lowercase()),
+                _ => None,
+            },
+        })
+    })
+}
+
+/// The kernel's copy of the same fields (root only for the serial).
+pub fn from_sysfs(dmi: &Path) -> Option<Raw> {
+    let read = |f: &str| fs::read_to_string(dmi.join(f)).ok();
+    let serial = read("product_serial");
+    let uuid = read("product_uuid").map(|u| u.trim().to_lowercase());
+    (serial.is_some() || uuid.is_some()).then_some(Raw { serial, uuid })
+}
+
+/// MAC addresses of the interfaces under `net` (normally /sys/class/net), skipping loopback
+/// and virtual ones.
+pub fn macs(net: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(net) else { return out };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Physical interfaces have a device link; lo, bridges and tunnels do not.
+        if !e.path().join("device").exists() {
+            continue;
+        }
+        if let Ok(mac) = fs::read_to_string(e.path().join("address")) {
+            out.push(format!("{name}={}", mac.trim()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Combines the sources: the first that has a serial wins; junk serials are kept for the
+/// report but never used.
+pub fn combine(smbios: Option<Raw>, sysfs: Option<Raw>, macs: Vec<String>) -> Identity {
+    let mut id = Identity {
+        serial: None,
+        raw_serial: None,
+        serial_rejected: None,
+        uuid: None,
+        source: None,
+        macs,
+    };
+    for (name, raw) in [("smbios", smbios), ("sysfs", sysfs)] {
+        let Some(raw) = raw else { continue };
+        if id.uuid.is_none() {
+            id.uuid = raw.uuid.filter(|u| !u.is_empty());
+        }
+        if id.source.is_some() {
+            continue;
+        }
+        if let Some(s) = raw.serial {
+            let normal = serial::normalise(&s);
+            id.raw_serial = Some(s);
+            id.source = Some(name);
+            match serial::junk_reason(&normal) {
+                None => id.serial = Some(normal),
+                Some(why) => id.serial_rejected = Some(why),
+            }
+        }
+    }
+    id
+}
+
+/// Identifies this machine.
+pub fn identify() -> Identity {
+    combine(from_smbios(), from_sysfs(Path::new("/sys/class/dmi/id")), macs(Path::new("/sys/class/net")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(serial: &str, uuid: &str) -> Option<Raw> {
+        Some(Raw { serial: Some(serial.into()), uuid: Some(uuid.into()) })
+    }
+
+    #[test]
+    fn smbios_first_then_sysfs() {
+        let id = combine(raw(" PF3ABC12\0", "u1"), raw("OTHER", "u2"), vec![]);
+        assert_eq!(id.serial.as_deref(), Some("PF3ABC12"));
+        assert_eq!((id.source, id.uuid.as_deref()), (Some("smbios"), Some("u1")));
+        let id = combine(None, raw("SYS-123", "u2"), vec![]);
+        assert_eq!((id.serial.as_deref(), id.source), (Some("SYS-123"), Some("sysfs")));
+    }
+
+    #[test]
+    fn junk_is_no_serial() {
+        let id = combine(raw("To Be Filled By O.E.M.", "u"), raw("ignored", ""), vec![]);
+        assert_eq!(id.serial, None);
+        assert!(id.serial_rejected.unwrap().contains("placeholder"));
+        assert_eq!(id.raw_serial.as_deref(), Some("To Be Filled By O.E.M."));
+    }
+
+    #[test]
+    fn sysfs_files() {
+        let dir = std::env::temp_dir().join(format!("dmi-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("product_serial"), "ABC-123\n").unwrap();
+        fs::write(dir.join("product_uuid"), "1B4E28BA-2FA1-11D2-883F-0016D3CCA427\n").unwrap();
+        let id = combine(None, from_sysfs(&dir), vec![]);
+        assert_eq!(id.serial.as_deref(), Some("ABC-123"));
+        assert_eq!(id.uuid.as_deref(), Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -57,7 +57,9 @@ pub fn from_sysfs(dmi: &Path) -> Option<Raw> {
 /// and virtual ones.
 pub fn macs(net: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir(net) else { return out };
+    let Ok(entries) = fs::read_dir(net) else {
+        return out;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         // Physical interfaces have a device link; lo, bridges and tunnels do not.
@@ -106,7 +108,11 @@ pub fn combine(smbios: Option<Raw>, sysfs: Option<Raw>, macs: Vec<String>) -> Id
 
 /// Identifies this machine.
 pub fn identify() -> Identity {
-    combine(from_smbios(), from_sysfs(Path::new("/sys/class/dmi/id")), macs(Path::new("/sys/class/net")))
+    combine(
+        from_smbios(),
+        from_sysfs(Path::new("/sys/class/dmi/id")),
+        macs(Path::new("/sys/class/net")),
+    )
 }
 
 #[cfg(test)]
@@ -114,21 +120,34 @@ mod tests {
     use super::*;
 
     fn raw(serial: &str, uuid: &str) -> Option<Raw> {
-        Some(Raw { serial: Some(serial.into()), uuid: Some(uuid.into()) })
+        Some(Raw {
+            serial: Some(serial.into()),
+            uuid: Some(uuid.into()),
+        })
     }
 
     #[test]
     fn smbios_first_then_sysfs() {
         let id = combine(raw(" PF3ABC12\0", "u1"), raw("OTHER", "u2"), vec![]);
         assert_eq!(id.serial.as_deref(), Some("PF3ABC12"));
-        assert_eq!((id.source, id.uuid.as_deref()), (Some("smbios"), Some("u1")));
+        assert_eq!(
+            (id.source, id.uuid.as_deref()),
+            (Some("smbios"), Some("u1"))
+        );
         let id = combine(None, raw("SYS-123", "u2"), vec![]);
-        assert_eq!((id.serial.as_deref(), id.source), (Some("SYS-123"), Some("sysfs")));
+        assert_eq!(
+            (id.serial.as_deref(), id.source),
+            (Some("SYS-123"), Some("sysfs"))
+        );
     }
 
     #[test]
     fn junk_is_no_serial() {
-        let id = combine(raw("To Be Filled By O.E.M.", "u"), raw("ignored", ""), vec![]);
+        let id = combine(
+            raw("To Be Filled By O.E.M.", "u"),
+            raw("ignored", ""),
+            vec![],
+        );
         assert_eq!(id.serial, None);
         assert!(id.serial_rejected.unwrap().contains("placeholder"));
         assert_eq!(id.raw_serial.as_deref(), Some("To Be Filled By O.E.M."));
@@ -139,10 +158,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dmi-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("product_serial"), "ABC-123\n").unwrap();
-        fs::write(dir.join("product_uuid"), "1B4E28BA-2FA1-11D2-883F-0016D3CCA427\n").unwrap();
+        fs::write(
+            dir.join("product_uuid"),
+            "1B4E28BA-2FA1-11D2-883F-0016D3CCA427\n",
+        )
+        .unwrap();
         let id = combine(None, from_sysfs(&dir), vec![]);
         assert_eq!(id.serial.as_deref(), Some("ABC-123"));
-        assert_eq!(id.uuid.as_deref(), Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427"));
+        assert_eq!(
+            id.uuid.as_deref(),
+            Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -54,7 +54,12 @@ impl InstallerEnv {
 
 /// The ESP tree. `payload_partuuid` goes on the kernel command line, so the installer reads
 /// the payload of the stick it booted from even when several sticks are plugged in.
-pub fn esp_tree(env: &InstallerEnv, title: &str, payload_partuuid: &str) -> Result<Tree, String> {
+pub fn esp_tree(
+    env: &InstallerEnv,
+    title: &str,
+    payload_partuuid: &str,
+    extra_args: &str,
+) -> Result<Tree, String> {
     let mut tree = Tree::new();
     tree.add_file("EFI/BOOT/BOOTX64.EFI", sized(&env.efi)?);
     tree.add_file("autoinstall/kernel", sized(&env.kernel)?);
@@ -66,10 +71,13 @@ pub fn esp_tree(env: &InstallerEnv, title: &str, payload_partuuid: &str) -> Resu
             b"timeout 0\ndefault autoinstall.conf\nconsole-mode keep\neditor no\n".to_vec(),
         ),
     );
-    let options = format!(
+    let mut options = format!(
         "{} autoinstall.payload=PARTUUID={payload_partuuid}",
         env.cmdline
     );
+    if !extra_args.trim().is_empty() {
+        options = format!("{options} {}", extra_args.trim());
+    }
     let entry = |t: &str, extra: &str| {
         format!("title {t}\nlinux /autoinstall/kernel\ninitrd /autoinstall/initrd\noptions {options}{extra}\n")
     };

@@ -68,6 +68,8 @@ pub struct BuildOptions {
     pub profiles_dir: Option<PathBuf>,
     pub level: i32,
     pub threads: usize,
+    /// Appended to the installer's kernel command line.
+    pub kernel_args: String,
 }
 
 /// The end-of-run figures (`--json` prints them).
@@ -446,7 +448,7 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         Mode::Mass => format!("NixOS autoinstall ({} hosts)", manifest.hosts.len()),
         Mode::Single => format!("NixOS autoinstall: {}", manifest.hosts[0].name),
     };
-    let esp = esp_tree(&env, &title, &payload_uuid.to_string())?;
+    let esp = esp_tree(&env, &title, &payload_uuid.to_string(), &opts.kernel_args)?;
     let payload = payload_tree(&manifest, &paths, &payload_files, None);
     let layout = usb::plan(&esp, &payload, size).map_err(|e| e.to_string())?;
     let ids = usb::Ids {

@@ -81,6 +81,10 @@ struct BuildArgs {
     /// Directory searched first for profiles named in hosts.toml.
     #[arg(long, value_name = "DIR")]
     profiles_dir: Option<PathBuf>,
+    /// Extra kernel command line for the installer, e.g. 'autoinstall.args="--dry-run"' or
+    /// console settings ('console=ttyS1,115200').
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    kernel_args: String,
     /// zstd level for the NARs.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     level: i32,
@@ -142,6 +146,7 @@ fn run_build(a: BuildArgs) -> Result<(), String> {
         cache_dir: a.cache_dir.unwrap_or_else(media::narcache::default_dir),
         profiles_dir: a.profiles_dir,
         level: a.level,
+        kernel_args: a.kernel_args,
         threads: a
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),

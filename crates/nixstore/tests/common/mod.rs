@@ -12,8 +12,10 @@ pub use testkit::{nix_cmd, nix_ok};
 /// The test closure of tests/fixtures/nar-tree.nix, built once per test binary.
 pub fn fixture() -> StorePath {
     static PATH: OnceLock<StorePath> = OnceLock::new();
-    PATH.get_or_init(|| StorePath::parse(&testkit::build_fixture("nar-tree.nix", None, &[])).unwrap())
-        .clone()
+    PATH.get_or_init(|| {
+        StorePath::parse(&testkit::build_fixture("nar-tree.nix", None, &[])).unwrap()
+    })
+    .clone()
 }
 
 /// `nix-store -qR`, sorted.

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use nixstore::StorePath;
 
+#[allow(unused_imports)]
 pub use testkit::{nix_cmd, nix_ok};
 
 /// The test closure of tests/fixtures/nar-tree.nix, built once per test binary.

@@ -430,3 +430,52 @@ fn a_mounted_device_is_refused() {
     // The file system is intact.
     run("fsck.ext4", &["-n", disk.to_str().unwrap()]);
 }
+
+#[test]
+fn flake_hosts_are_built_with_nix_build() {
+    let env = Env::new();
+    let dir = env.path("fleet");
+    fs::create_dir(&dir).unwrap();
+    // A flake without inputs (no nixpkgs here): its toplevel is a plain derivation.
+    fs::write(
+        dir.join("flake.nix"),
+        r#"{
+  outputs = { self }: {
+    nixosConfigurations.fl-1.config.system.build.toplevel = derivation {
+      name = "nixos-system-fl-1-1"; system = "x86_64-linux";
+      builder = "/bin/sh"; args = [ "-c" "echo fl-1 > $out" ];
+    };
+  };
+}
+"#,
+    )
+    .unwrap();
+    let hosts = dir.join("hosts.toml");
+    fs::write(&hosts, "version = 1\n\n[[host]]\nname = \"fl-1\"\nserials = [\"FLAKE-SN-1\"]\nflake = \".#fl-1\"\n").unwrap();
+    let img = env.path("flake.img");
+    let out = Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
+        .args([
+            "--mass",
+            hosts.to_str().unwrap(),
+            "-o",
+            img.to_str().unwrap(),
+            "--json",
+        ])
+        .arg("--installer")
+        .arg(&env.installer)
+        .arg("--cache-dir")
+        .arg(env.path("cache"))
+        .env("NIX_CONFIG", "substituters =\nsandbox = false")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
+    let top = inspect["hosts"][0]["toplevel"].as_str().unwrap();
+    assert!(top.ends_with("-nixos-system-fl-1-1"), "{top}");
+    assert_eq!(fs::read_to_string(top).unwrap(), "fl-1\n");
+}

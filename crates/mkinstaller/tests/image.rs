@@ -479,3 +479,18 @@ fn flake_hosts_are_built_with_nix_build() {
     assert!(top.ends_with("-nixos-system-fl-1-1"), "{top}");
     assert_eq!(fs::read_to_string(top).unwrap(), "fl-1\n");
 }
+
+#[test]
+fn writes_straight_to_a_block_device() {
+    let env = Env::new();
+    let top = build_fixture("tiny-fleet.nix", Some("host-3"), &[]);
+    let backing = env.path("stick.img");
+    fs::write(&backing, vec![0xAAu8; 160 << 20]).unwrap();
+    {
+        let stick = Loop::attach(&backing, false);
+        env.ok(&["--system", &top, "-o", &stick.device, "--quiet"]);
+    }
+    // The image fills the whole "stick", whose old contents are gone from the table's view.
+    assert_eq!(fs::metadata(&backing).unwrap().len(), 160 << 20);
+    check_image(&backing, std::slice::from_ref(&top));
+}

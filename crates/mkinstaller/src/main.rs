@@ -85,8 +85,9 @@ struct BuildArgs {
     /// console settings ('console=ttyS1,115200').
     #[arg(long, value_name = "ARGS", default_value = "")]
     kernel_args: String,
-    /// zstd level for the NARs.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    /// zstd level for the NARs. 2 compresses about a fifth faster than 3 (Nix's default) for
+    /// about 4% more bytes; 3 and up trade build time for a smaller stick.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=19))]
     level: i32,
     /// Compression threads [default: all cores]
     #[arg(long)]

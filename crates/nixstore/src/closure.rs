@@ -114,7 +114,7 @@ pub fn parse_registration(text: &str) -> Result<Vec<PathInfo>, ClosureError> {
         lines
             .next()
             .map(|(i, l)| (i + 1, l))
-            .ok_or(ClosureError::Registration {
+            .ok_or_else(|| ClosureError::Registration {
                 line: text.lines().count() + 1,
                 why: format!("the output ends where {what} was expected"),
             })

@@ -100,8 +100,12 @@ pub fn write(
     let is_file = out.metadata()?.is_file();
     if is_file {
         // Grown by the writes themselves, in ascending order: ext4 writes a file that grows
-        // at its end three times faster than holes punched into a pre-sized one.
-        out.set_len(0)?;
+        // at its end three times faster than holes punched into a pre-sized one. And only
+        // truncated if it has contents: ext4 flushes a file truncated to zero when it is
+        // closed (its guard for the truncate-and-rewrite pattern), a quarter second here.
+        if out.metadata()?.len() > 0 {
+            out.set_len(0)?;
+        }
     } else {
         let zeros = vec![0u8; MIB as usize];
         out.write_all_at(&zeros, 0)?;

@@ -474,6 +474,10 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         opts.output
             .with_file_name(format!(".{}.partial", name.to_string_lossy()))
     };
+    if !is_device {
+        // A leftover of an interrupted run.
+        let _ = fs::remove_file(&target);
+    }
     let mut out = OpenOptions::new()
         .read(true)
         .write(true)

@@ -5,21 +5,139 @@
 
   outputs = { self, nixpkgs }:
     let
-      systems = [ "x86_64-linux" "aarch64-linux" ];
-      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      systems = [ "x86_64-linux" ];
+      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f system nixpkgs.legacyPackages.${system});
+      version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).workspace.package.version;
+
+      # One binary of the workspace. The tests need root, loop devices and a Nix store of
+      # their own, so they run in tests/run, not in the build sandbox.
+      crate = pkgs: name: pkgs.rustPlatform.buildRustPackage {
+        pname = name;
+        inherit version;
+        src = nixpkgs.lib.cleanSource self;
+        cargoLock.lockFile = ./Cargo.lock;
+        cargoBuildFlags = [ "-p" name ];
+        doCheck = false;
+        meta.mainProgram = name;
+      };
+
+      # The NixOS installer system, with autoinstall-terminal and optional extra arguments.
+      installerSystem = system: extraArgs: nixpkgs.lib.nixosSystem {
+        inherit system;
+        modules = [
+          self.nixosModules.installer
+          {
+            autoinstall.installer.package = self.packages.${system}.autoinstall-terminal;
+            autoinstall.installer.extraArgs = extraArgs;
+          }
+        ];
+      };
     in
     {
-      packages = forAllSystems (pkgs: rec {
-        # Every binary of the workspace. The tests need root, loop devices and a Nix store of
-        # their own, so they run in tests/run, not in the sandbox.
-        workspace = pkgs.rustPlatform.buildRustPackage {
-          pname = "nixos-autoinstall";
-          version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).workspace.package.version;
-          src = nixpkgs.lib.cleanSource self;
-          cargoLock.lockFile = ./Cargo.lock;
-          doCheck = false;
+      nixosModules.installer = ./images/nixos/installer.nix;
+      nixosModules.default = self.nixosModules.installer;
+
+      packages = forAllSystems (system: pkgs: rec {
+        autoinstall-terminal = crate pkgs "autoinstall-terminal";
+        mkinstaller-unwrapped = crate pkgs "mkinstaller";
+        # kernel, initrd, cmdline, systemd-bootx64.efi: what mkinstaller takes as --installer.
+        installer-env = (installerSystem system [ ]).config.system.build.autoinstallEnv;
+        # mkinstaller whose default installer environment is the NixOS one above.
+        mkinstaller = pkgs.symlinkJoin {
+          name = "mkinstaller-${version}";
+          paths = [ mkinstaller-unwrapped ];
+          nativeBuildInputs = [ pkgs.makeWrapper ];
+          postBuild = ''
+            wrapProgram $out/bin/mkinstaller \
+              --set-default MKINSTALLER_INSTALLER ${installer-env} \
+              --prefix PATH : ${pkgs.lib.makeBinPath [ pkgs.nix ]}
+          '';
+          meta.mainProgram = "mkinstaller";
         };
-        default = workspace;
+        default = mkinstaller;
       });
+
+      apps = forAllSystems (system: pkgs: rec {
+        mkinstaller = {
+          type = "app";
+          program = "${self.packages.${system}.mkinstaller}/bin/mkinstaller";
+        };
+        default = mkinstaller;
+      });
+
+      checks = forAllSystems (system: pkgs:
+        let
+          lib = nixpkgs.lib;
+          # Two small fleet hosts: real NixOS systems with the default profile's labels.
+          host = name: (nixpkgs.lib.nixosSystem {
+            inherit system;
+            modules = [{
+              networking.hostName = name;
+              boot.loader.systemd-boot.enable = true;
+              boot.kernelParams = [ "console=ttyS0" ];
+              fileSystems."/" = { device = "/dev/disk/by-partlabel/nixos"; fsType = "ext4"; };
+              fileSystems."/boot" = { device = "/dev/disk/by-partlabel/ESP"; fsType = "vfat"; };
+              documentation.enable = false;
+              system.stateVersion = "25.05";
+            }];
+          }).config.system.build.toplevel;
+          hosts = { fleet-1 = host "fleet-1"; fleet-2 = host "fleet-2"; };
+          hostsToml = pkgs.writeText "hosts.toml" (''
+            version = 1
+            [defaults]
+            on-unknown-serial = "refuse"
+            after-install = "poweroff"
+            confirm-seconds = 0
+          '' + lib.concatStrings (lib.imap1 (i: name: ''
+            [[host]]
+            name = "${name}"
+            serials = ["NIXTEST-SN-000${toString i}"]
+            system = "${hosts.${name}}"
+          '') (lib.attrNames hosts)));
+          # Until the installer itself lands, the stick's installer only identifies the machine.
+          env = (installerSystem system [ "--identify" ]).config.system.build.autoinstallEnv;
+          # mkinstaller reads closures from a Nix database: give it a private one, loaded with
+          # the hosts' registration, inside the build.
+          image = pkgs.runCommand "autoinstall-mass-image"
+            { nativeBuildInputs = [ self.packages.${system}.mkinstaller-unwrapped pkgs.nix ]; }
+            ''
+              export NIX_STATE_DIR=$TMPDIR/state NIX_REMOTE=local HOME=$TMPDIR
+              nix-store --load-db < ${pkgs.closureInfo { rootPaths = lib.attrValues hosts; }}/registration
+              mkinstaller --mass ${hostsToml} -o $out --installer ${env} --cache-dir $TMPDIR/cache --quiet
+            '';
+        in
+        {
+          mass-image = pkgs.testers.runNixOSTest {
+            name = "autoinstall-mass-image";
+            nodes = { };
+            testScript = ''
+              import os, shutil, subprocess
+              for n, serial in enumerate(["NIXTEST-SN-0001", "NIXTEST-SN-0002"]):
+                  disk = os.path.join(os.environ["TMPDIR"], f"stick-{n}.img")
+                  shutil.copy("${image}", disk)
+                  os.chmod(disk, 0o644)
+                  vars_fd = os.path.join(os.environ["TMPDIR"], f"vars-{n}.fd")
+                  shutil.copy("${pkgs.OVMF.fd}/FV/OVMF_VARS.fd", vars_fd)
+                  os.chmod(vars_fd, 0o644)
+                  machine = create_machine(
+                      start_command=(
+                          "${pkgs.qemu_test}/bin/qemu-kvm -m 1024"
+                          f" -smbios type=1,serial={serial}"
+                          " -drive if=pflash,format=raw,readonly=on,file=${pkgs.OVMF.fd}/FV/OVMF_CODE.fd"
+                          f" -drive if=pflash,format=raw,file={vars_fd}"
+                          f" -drive file={disk},format=raw,if=virtio"
+                      ),
+                      name=f"target{n}",
+                  )
+                  machine.start()
+                  machine.wait_for_console_text(f"serial: {serial}")
+                  machine.crash()
+            '';
+          };
+          parse = pkgs.runCommand "parse-nix-files" { nativeBuildInputs = [ pkgs.nix ]; } ''
+            for f in $(find ${self} -name '*.nix'); do nix-instantiate --parse "$f" > /dev/null; done
+            touch $out
+          '';
+        });
     };
 }

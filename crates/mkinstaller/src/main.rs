@@ -71,8 +71,9 @@ struct BuildArgs {
     /// Pad the image to this size (e.g. 32G, the stick's size); default: just large enough.
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
-    /// The installer environment (kernel, initrd, cmdline, systemd-bootx64.efi), as built by
-    /// images/debian/build [default: /var/lib/nixos-autoinstall/installer]
+    /// The installer environment (kernel, initrd, cmdline, systemd-bootx64.efi) [default:
+    /// $MKINSTALLER_INSTALLER (the flake's wrapper sets it to the NixOS one), else
+    /// /var/lib/nixos-autoinstall/installer, where images/debian/build puts it]
     #[arg(long, value_name = "DIR")]
     installer: Option<PathBuf>,
     /// Cache of compressed NARs, reused across builds [default: $XDG_CACHE_HOME/mkinstaller]
@@ -143,6 +144,7 @@ fn run_build(a: BuildArgs) -> Result<(), String> {
         size: a.size,
         installer: a
             .installer
+            .or_else(|| std::env::var_os("MKINSTALLER_INSTALLER").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_INSTALLER)),
         cache_dir: a.cache_dir.unwrap_or_else(media::narcache::default_dir),
         profiles_dir: a.profiles_dir,

@@ -1,0 +1,102 @@
+# The installer system as a NixOS module: a minimal system that boots from a stick (kernel +
+# initrd holding the whole system, as netboot images do), starts autoinstall-terminal on the
+# serial console and on tty1, and carries the file system tools the profiles need. No
+# passwords, no network services.
+#
+# Import it into a NixOS configuration and set `autoinstall.installer.package`; the flake does
+# both (nixosModules.installer, packages.installer-env). `config.system.build.autoinstallEnv`
+# is the directory mkinstaller takes as --installer: kernel, initrd, cmdline,
+# systemd-bootx64.efi.
+{ config, lib, pkgs, modulesPath, ... }:
+let
+  cfg = config.autoinstall.installer;
+  # One installer at a time: the consoles race for the lock, the other one waits and says so.
+  run = tty: pkgs.writeShellScript "autoinstall-on-${tty}" ''
+    exec ${pkgs.util-linux}/bin/flock --verbose /run/autoinstall.lock \
+      ${cfg.package}/bin/autoinstall-terminal ${lib.escapeShellArgs cfg.extraArgs}
+  '';
+  onTty = tty: {
+    description = "autoinstall-terminal on ${tty}";
+    after = [ "systemd-udev-settle.service" "local-fs.target" ];
+    wants = [ "systemd-udev-settle.service" ];
+    wantedBy = [ "multi-user.target" ];
+    conflicts = [ "getty@${tty}.service" "serial-getty@${tty}.service" ];
+    path = cfg.tools;
+    environment.TERM = if lib.hasPrefix "ttyS" tty then "vt220" else "linux";
+    serviceConfig = {
+      ExecStart = run tty;
+      StandardInput = "tty-force";
+      StandardOutput = "tty";
+      StandardError = "tty";
+      TTYPath = "/dev/${tty}";
+      TTYReset = true;
+      TTYVHangup = true;
+      # When the installer exits (an operator quit, or after-install = shell), a root shell.
+      ExecStopPost = "${pkgs.systemd}/bin/systemctl start --no-block autologin@${tty}.service";
+      Restart = "no";
+    };
+  };
+in
+{
+  imports = [ (modulesPath + "/installer/netboot/netboot-minimal.nix") ];
+
+  options.autoinstall.installer = {
+    package = lib.mkOption {
+      type = lib.types.package;
+      description = "The package providing bin/autoinstall-terminal.";
+    };
+    extraArgs = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      description = "Arguments passed to autoinstall-terminal.";
+    };
+    consoles = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ "ttyS0" "tty1" ];
+      description = "Consoles autoinstall-terminal runs on (one at a time, whichever starts first).";
+    };
+    tools = lib.mkOption {
+      type = lib.types.listOf lib.types.package;
+      default = with pkgs; [ e2fsprogs btrfs-progs dosfstools xfsprogs util-linux cryptsetup lvm2 mdadm ];
+      description = "What the installer runs: mkfs and fsck for every profile's file systems, wipefs, swap.";
+    };
+  };
+
+  config = {
+    boot.kernelParams = [ "console=tty0" "console=ttyS0,115200" "panic=30" ];
+    boot.initrd.availableKernelModules = [
+      "virtio_pci" "virtio_blk" "virtio_scsi" "virtio_net" "nvme" "ahci" "sd_mod" "sr_mod" "isofs"
+      "usb_storage" "uas" "xhci_pci" "ehci_pci" "vfat" "nls_cp437" "nls_iso8859_1" "ext4" "btrfs"
+    ];
+    boot.supportedFilesystems = [ "ext4" "btrfs" "vfat" "xfs" ];
+    environment.systemPackages = cfg.tools ++ [ cfg.package ];
+
+    # No password prompts anywhere: the stick is the credential.
+    users.users.root.initialHashedPassword = "";
+    services.getty.autologinUser = "root";
+    systemd.services = lib.listToAttrs (map (tty: lib.nameValuePair "autoinstall-${tty}" (onTty tty)) cfg.consoles)
+      // {
+        "autologin@" = {
+          description = "root shell on %I after the installer";
+          serviceConfig = {
+            ExecStart = "${pkgs.util-linux}/sbin/agetty --autologin root --noclear %I 115200,38400,9600 $TERM";
+            Type = "idle";
+            Restart = "always";
+          };
+        };
+      };
+    networking.hostName = "autoinstall";
+    networking.useDHCP = lib.mkDefault false;
+    documentation.enable = false;
+    system.stateVersion = lib.mkDefault "25.05";
+
+    # What mkinstaller takes as --installer.
+    system.build.autoinstallEnv = pkgs.runCommand "autoinstall-env" { } ''
+      mkdir $out
+      ln -s ${config.system.build.kernel}/${config.system.boot.loader.kernelFile} $out/kernel
+      ln -s ${config.system.build.netbootRamdisk}/initrd $out/initrd
+      ln -s ${pkgs.systemd}/lib/systemd/boot/efi/systemd-bootx64.efi $out/systemd-bootx64.efi
+      echo "init=${config.system.build.toplevel}/init ${toString config.boot.kernelParams}" > $out/cmdline
+    '';
+  };
+}

@@ -2,15 +2,15 @@
 //! A store path's NAR hash comes from the Nix database without reading the path, so a rebuild
 //! after one host changed finds every unchanged path here and compresses only the new ones.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use nixstore::binary_cache::{compress_nar, Compressed};
 use nixstore::closure::PathInfo;
-use nixstore::hash::HashingWriter;
-use nixstore::{nar, Sha256Hash};
+use nixstore::Sha256Hash;
 
 /// One compressed NAR in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,31 +112,28 @@ impl NarCache {
             )
             .replace(['(', ')'], ""),
         );
-        let out = File::create(&temp).map_err(io_err)?;
-        let hashed_file = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
-        let encoder = zstd::stream::write::Encoder::new(hashed_file, self.level).map_err(io_err)?;
-        let mut nar_writer = HashingWriter::new(Progress {
-            inner: encoder,
-            progress,
-        });
         let source = PathBuf::from(info.path.to_string());
-        let result = nar::encode(&source, &mut nar_writer);
-        if let Err(e) = result {
-            let _ = fs::remove_file(&temp);
-            return Err(io_err(e));
-        }
-        let (progress_writer, nar_hash, nar_size) = nar_writer.finish();
-        let (buffered, file_hash, file_size) =
-            progress_writer.inner.finish().map_err(io_err)?.finish();
-        buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
-        if nar_hash != info.nar_hash || nar_size != info.nar_size {
+        let c = match compress_nar(&source, &temp, self.level, 0, progress) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(io_err(e));
+            }
+        };
+        if c.nar_hash != info.nar_hash || c.nar_size != info.nar_size {
             let _ = fs::remove_file(&temp);
             return Err(CacheError::Changed {
                 path: info.path.to_string(),
                 expected: info.nar_hash,
-                found: nar_hash,
+                found: c.nar_hash,
             });
         }
+        let Compressed {
+            nar_size,
+            file_hash,
+            file_size,
+            ..
+        } = c;
         fs::rename(&temp, &file).map_err(io_err)?;
         let meta_json = serde_json::to_vec(&Meta {
             nar_size,
@@ -150,21 +147,5 @@ impl NarCache {
             file_hash,
             file_size,
         })
-    }
-}
-
-struct Progress<'a, W> {
-    inner: W,
-    progress: &'a dyn Fn(u64),
-}
-
-impl<W: io::Write> io::Write for Progress<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        (self.progress)(n as u64);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use manifest::media::{Manifest, MANIFEST_PATH, REPORTS_DIR};
+use nixstore::binary_cache;
 use nixstore::closure::PathInfo;
 use nixstore::keys::SecretKey;
-use nixstore::narinfo::NarInfo;
 use nixstore::store_path::STORE_DIR;
 
 use crate::fat32::{Source, Tree};
@@ -28,34 +28,6 @@ pub struct PayloadFile {
 
 pub const NIX_CACHE_INFO: &str = "nix-cache-info";
 
-/// The narinfo of a cached path, signed when a key is given.
-pub fn narinfo(p: &PayloadPath, key: Option<&SecretKey>) -> NarInfo {
-    let mut info = NarInfo {
-        store_path: p.info.path.clone(),
-        url: nar_url(&p.nar),
-        compression: "zstd".into(),
-        file_hash: Some(p.nar.file_hash),
-        file_size: Some(p.nar.file_size),
-        nar_hash: p.info.nar_hash,
-        nar_size: p.info.nar_size,
-        references: p.info.references.clone(),
-        deriver: p.info.deriver.clone(),
-        sigs: Vec::new(),
-        ca: None,
-    };
-    if let Some(k) = key {
-        info.sigs.push(k.sign(&info.fingerprint()));
-    }
-    info
-}
-
-pub fn nar_url(nar: &CachedNar) -> String {
-    format!(
-        "nar/{}.nar.zst",
-        nar.file_hash.to_nix32().trim_start_matches("sha256:")
-    )
-}
-
 /// The whole payload tree.
 pub fn payload_tree(
     manifest: &Manifest,
@@ -73,7 +45,7 @@ pub fn payload_tree(
         ),
     );
     for p in paths {
-        let info = narinfo(p, key);
+        let info = binary_cache::narinfo(&p.info, p.nar.file_hash, p.nar.file_size, key);
         tree.add_file(
             &info.file_name(),
             Source::Bytes(info.to_text().into_bytes()),

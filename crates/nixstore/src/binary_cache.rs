@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::closure::PathInfo;
-use crate::hash::HashingWriter;
+use crate::hash::{HashingWriter, Sha256Hash};
 use crate::keys::SecretKey;
 use crate::nar;
 use crate::narinfo::NarInfo;
@@ -82,53 +82,115 @@ pub fn add_path(
     let temp = dir
         .join("nar")
         .join(format!(".tmp-{}.nar.zst", info.path.hash_part()));
-    let file = File::create(&temp).map_err(io_err)?;
-    let file = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut encoder = zstd::stream::write::Encoder::new(file, opts.level).map_err(io_err)?;
-    if opts.threads > 0 {
-        encoder.multithread(opts.threads).map_err(io_err)?;
-    }
-    let mut nar_writer = HashingWriter::new(encoder);
-    nar::encode(source, &mut nar_writer).map_err(io_err)?;
-    let (encoder, nar_hash, nar_size) = nar_writer.finish();
-    let (file, file_hash, file_size) = encoder.finish().map_err(io_err)?.finish();
-    file.into_inner()
-        .map_err(|e| io_err(e.into_error()))?
-        .sync_all()
+    let c = compress_nar(source, &temp, opts.level, opts.threads, &|_| {}).map_err(io_err)?;
+    File::open(&temp)
+        .and_then(|f| f.sync_all())
         .map_err(io_err)?;
-    if nar_hash != info.nar_hash || nar_size != info.nar_size {
+    if c.nar_hash != info.nar_hash || c.nar_size != info.nar_size {
         let _ = fs::remove_file(&temp);
         return Err(CacheError::Changed {
             path: info.path.to_string(),
             expected: info.nar_hash.to_nix32(),
-            found: nar_hash.to_nix32(),
+            found: c.nar_hash.to_nix32(),
         });
     }
-    let url = format!(
+    let narinfo = narinfo(info, c.file_hash, c.file_size, opts.key);
+    fs::rename(&temp, dir.join(&narinfo.url)).map_err(io_err)?;
+    write_atomically(&dir.join(narinfo.file_name()), narinfo.to_text().as_bytes())
+        .map_err(io_err)?;
+    Ok(narinfo)
+}
+
+/// A NAR archived and compressed: the hashes and sizes a narinfo records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compressed {
+    pub nar_hash: Sha256Hash,
+    pub nar_size: u64,
+    pub file_hash: Sha256Hash,
+    pub file_size: u64,
+}
+
+/// Archives `source` as a zstd-compressed NAR into the new file `out`, hashing the NAR and the
+/// compressed bytes on the way (one pass, bounded memory). `threads` > 0 lets zstd use that
+/// many workers; `progress` hears NAR bytes. The file is not synced: the caller decides.
+pub fn compress_nar(
+    source: &Path,
+    out: &Path,
+    level: i32,
+    threads: u32,
+    progress: &dyn Fn(u64),
+) -> io::Result<Compressed> {
+    let file = HashingWriter::new(BufWriter::with_capacity(1 << 20, File::create(out)?));
+    let mut encoder = zstd::stream::write::Encoder::new(file, level)?;
+    if threads > 0 {
+        encoder.multithread(threads)?;
+    }
+    let mut nar_writer = HashingWriter::new(Progress {
+        inner: encoder,
+        progress,
+    });
+    nar::encode(source, &mut nar_writer)?;
+    let (counted, nar_hash, nar_size) = nar_writer.finish();
+    let (buffered, file_hash, file_size) = counted.inner.finish()?.finish();
+    buffered.into_inner().map_err(|e| e.into_error())?;
+    Ok(Compressed {
+        nar_hash,
+        nar_size,
+        file_hash,
+        file_size,
+    })
+}
+
+/// Where a compressed NAR lives in a cache: `nar/<file hash>.nar.zst`.
+pub fn nar_url(file_hash: &Sha256Hash) -> String {
+    format!(
         "nar/{}.nar.zst",
         file_hash.to_nix32().trim_start_matches("sha256:")
-    );
-    fs::rename(&temp, dir.join(&url)).map_err(io_err)?;
+    )
+}
 
+/// The narinfo of `info` stored as a zstd file with this hash and size, signed when a key is
+/// given.
+pub fn narinfo(
+    info: &PathInfo,
+    file_hash: Sha256Hash,
+    file_size: u64,
+    key: Option<&SecretKey>,
+) -> NarInfo {
     let mut narinfo = NarInfo {
         store_path: info.path.clone(),
-        url,
+        url: nar_url(&file_hash),
         compression: "zstd".into(),
         file_hash: Some(file_hash),
         file_size: Some(file_size),
-        nar_hash,
-        nar_size,
+        nar_hash: info.nar_hash,
+        nar_size: info.nar_size,
         references: info.references.clone(),
         deriver: info.deriver.clone(),
         sigs: Vec::new(),
         ca: None,
     };
-    if let Some(key) = opts.key {
+    if let Some(key) = key {
         narinfo.sigs.push(key.sign(&narinfo.fingerprint()));
     }
-    write_atomically(&dir.join(narinfo.file_name()), narinfo.to_text().as_bytes())
-        .map_err(io_err)?;
-    Ok(narinfo)
+    narinfo
+}
+
+/// A `Write` that reports how many bytes pass.
+struct Progress<'a, W> {
+    inner: W,
+    progress: &'a dyn Fn(u64),
+}
+
+impl<W: Write> Write for Progress<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {

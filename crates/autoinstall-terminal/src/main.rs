@@ -1,36 +1,223 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use autoinstall_terminal::choose::Overrides;
 use autoinstall_terminal::identify;
+use autoinstall_terminal::install::{self, Options};
+use autoinstall_terminal::report::Outcome;
+use autoinstall_terminal::ui::Ui;
+use manifest::AfterInstall;
 
 #[derive(Parser)]
 #[command(
     name = "autoinstall-terminal",
     version,
     about = "Install this machine's NixOS host from an installer stick",
-    long_about = "Install this machine's NixOS host from an installer stick. This build can \
-                  identify the machine (--identify); partitioning and installing land with the \
-                  autoinstall issue."
+    long_about = "Install this machine's NixOS host from an installer stick: read the machine's \
+                  serial, pick its host from the stick, verify its closure, partition and format \
+                  the disk, copy and register the closure, install the boot loader, write a \
+                  report back to the stick. Nothing on any disk is written before the host and \
+                  the disk are chosen, the closure verified and the plan confirmed."
 )]
 struct Cli {
     /// Print the machine's SMBIOS serial, UUID and MAC addresses, and exit.
     #[arg(long)]
     identify: bool,
-    /// With --identify: print JSON.
+    /// The payload: an installer image or stick, its payload partition, or a payload
+    /// directory. Default: $AUTOINSTALL_PAYLOAD_DEVICE, else the disk that carries one.
+    #[arg(long, value_name = "DIR|DEVICE|IMAGE")]
+    payload: Option<PathBuf>,
+    /// Install this host, whatever the serial.
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+    /// Use this serial instead of the firmware's.
+    #[arg(long, value_name = "SERIAL")]
+    serial: Option<String>,
+    /// Install onto this whole disk (a /dev node, a by-id link, or a loop device).
+    #[arg(long, value_name = "DEVICE")]
+    disk: Option<String>,
+    /// Print the plan and stop; touch nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not wait for confirmation (unattended use).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Print the report (or with --identify, the identity) as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Only errors on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Where the new system is mounted while it is installed.
+    #[arg(long, value_name = "DIR", default_value = "/mnt/autoinstall")]
+    root: PathBuf,
+    /// Worker threads for verifying and copying (default: all cores).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Install the closure and profile but no boot loader (for closures that are not
+    /// bootable systems).
+    #[arg(long)]
+    no_bootloader: bool,
+    /// After a successful install: `auto` does what the stick says (reboot, poweroff or
+    /// shell) when running in the installer environment, and nothing elsewhere.
+    #[arg(long, value_name = "auto|reboot|poweroff|none", default_value = "auto")]
+    finish: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !cli.identify {
-        eprintln!("autoinstall-terminal: this build only identifies machines (--identify); installing is not implemented yet");
-        return ExitCode::from(2);
-    }
     let id = identify::identify();
+    if cli.identify {
+        return print_identity(&id, cli.json);
+    }
+    let ui = Ui::new(cli.quiet || cli.json);
+    match &id.serial {
+        Some(s) => ui.say(&format!("serial: {s}")),
+        None => ui.say(&format!(
+            "serial: none ({})",
+            id.serial_rejected
+                .as_deref()
+                .unwrap_or("the firmware reports none")
+        )),
+    }
+    let opts = Options {
+        payload: cli.payload.clone(),
+        overrides: Overrides {
+            host: cli.host.clone(),
+            serial: cli.serial.clone(),
+        },
+        disk: cli.disk.clone(),
+        dry_run: cli.dry_run,
+        yes: cli.yes,
+        root: cli.root.clone(),
+        jobs: cli
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        bootloader: !cli.no_bootloader,
+    };
+    let ended = install::run(&opts, &ui, id);
+    let r = &ended.report;
+
+    if cli.dry_run {
+        if let Some(plan) = &ended.plan {
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(plan).expect("a plan serialises")
+                );
+            } else {
+                print!("{}", plan.describe());
+            }
+            return ExitCode::SUCCESS;
+        }
+    }
+
+    // The report goes back to the stick (not for dry runs: nothing happened).
+    let mut written = None;
+    if r.outcome != Outcome::DryRun {
+        if let Some(source) = &ended.source {
+            let stem = r.file_stem();
+            let log = r.log.join("\n") + "\n";
+            match source
+                .write_report(&format!("{stem}.json"), r.to_json().as_bytes())
+                .and_then(|w| {
+                    source
+                        .write_report(&format!("{stem}.log"), log.as_bytes())
+                        .map(|_| w)
+                }) {
+                Ok(w) => written = Some(w),
+                Err(e) => eprintln!(
+                    "autoinstall-terminal: could not write the report to the payload: {e}"
+                ),
+            }
+        }
+    }
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&id).expect("serialises"));
+        print!("{}", r.to_json());
+    }
+    match (&r.outcome, &r.error) {
+        (Outcome::Installed, _) => {
+            ui.say(&format!(
+                "installed {} on {} in {:.1} s{}",
+                r.host.as_deref().unwrap_or("?"),
+                r.disk.as_ref().map(|d| d.path.as_str()).unwrap_or("?"),
+                r.seconds,
+                written
+                    .map(|w| format!("; report: {w}"))
+                    .unwrap_or_default()
+            ));
+            finish(&cli.finish, ended.after_install, &ui)
+        }
+        (outcome, Some(e)) => {
+            let what = if *outcome == Outcome::Refused {
+                "refused"
+            } else {
+                "install failed"
+            };
+            eprintln!(
+                "autoinstall-terminal: {what} at step {}: {}",
+                e.step, e.message
+            );
+            if *outcome == Outcome::Failed {
+                eprintln!("autoinstall-terminal: the disk has no boot entry; fix the cause and run the installer again (it starts over)");
+            }
+            ExitCode::from(if *outcome == Outcome::Refused { 3 } else { 1 })
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// The stick's after-install action. `auto` acts only inside the installer environment
+/// (marked by /etc/nixos-autoinstall), so running the tool on a workstation never reboots it.
+fn finish(mode: &str, after: Option<AfterInstall>, ui: &Ui) -> ExitCode {
+    let action = match mode {
+        "auto" if std::path::Path::new("/etc/nixos-autoinstall").is_dir() => after,
+        "auto" | "none" => {
+            if let Some(a) = after {
+                ui.say(&format!("(the stick says {a:?} after install; not in the installer environment, so doing nothing)").to_lowercase());
+            }
+            None
+        }
+        "reboot" => Some(AfterInstall::Reboot),
+        "poweroff" => Some(AfterInstall::Poweroff),
+        other => {
+            eprintln!(
+                "autoinstall-terminal: --finish {other}: expected auto, reboot, poweroff or none"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    nix::unistd::sync();
+    let mode = match action {
+        None | Some(AfterInstall::Shell) => return ExitCode::SUCCESS,
+        Some(AfterInstall::Reboot) => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
+        Some(AfterInstall::Poweroff) => nix::sys::reboot::RebootMode::RB_POWER_OFF,
+    };
+    ui.say(&format!("{:?} now", action.expect("an action")).to_lowercase());
+    // Under systemd, let it stop services; in the initramfs, PID 1 is a shell: go directly.
+    if std::path::Path::new("/run/systemd/system").exists() {
+        let verb = if mode == nix::sys::reboot::RebootMode::RB_AUTOBOOT {
+            "reboot"
+        } else {
+            "poweroff"
+        };
+        let _ = std::process::Command::new("systemctl").arg(verb).status();
+        return ExitCode::SUCCESS;
+    }
+    match nix::sys::reboot::reboot(mode) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("autoinstall-terminal: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_identity(id: &identify::Identity, json: bool) -> ExitCode {
+    if json {
+        println!("{}", serde_json::to_string_pretty(id).expect("serialises"));
         return ExitCode::SUCCESS;
     }
     match (&id.serial, &id.serial_rejected) {

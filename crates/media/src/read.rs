@@ -16,12 +16,21 @@ use nixstore::StorePath;
 use crate::usb::{ESP_TYPE_GUID, PAYLOAD_TYPE_GUID};
 
 /// A window onto part of a file or block device, as fatfs wants its storage.
+///
+/// fatfs reads one cluster (4 KiB here) or one FAT entry (4 bytes) per call, so reads go
+/// through a small window cache: a 600 MiB payload is then read in 256 KiB preads rather than
+/// 300,000 tiny ones. Writes go straight through and drop the window.
 pub struct Slice {
     file: File,
     start: u64,
     len: u64,
     pos: u64,
+    /// Cached bytes of the slice starting at `window_at`.
+    window: Vec<u8>,
+    window_at: u64,
 }
+
+const WINDOW: usize = 256 * 1024;
 
 impl Slice {
     pub fn new(file: File, start: u64, len: u64) -> Slice {
@@ -30,14 +39,58 @@ impl Slice {
             start,
             len,
             pos: 0,
+            window: Vec::new(),
+            window_at: 0,
         }
+    }
+
+    fn fill_window(&mut self) -> io::Result<()> {
+        let at = self.pos - self.pos % 4096;
+        let want = (WINDOW as u64).min(self.len - at) as usize;
+        self.window.resize(want, 0);
+        let mut got = 0;
+        while got < want {
+            match self
+                .file
+                .read_at(&mut self.window[got..], self.start + at + got as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.window.clear();
+                    return Err(e);
+                }
+            }
+        }
+        self.window.truncate(got);
+        self.window_at = at;
+        Ok(())
     }
 }
 
 impl Read for Slice {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
-        let n = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        if n >= WINDOW {
+            let n = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let in_window =
+            |s: &Slice| s.pos >= s.window_at && s.pos < s.window_at + s.window.len() as u64;
+        if !in_window(self) {
+            self.fill_window()?;
+            if !in_window(self) {
+                return Ok(0);
+            }
+        }
+        let off = (self.pos - self.window_at) as usize;
+        let n = n.min(self.window.len() - off);
+        buf[..n].copy_from_slice(&self.window[off..off + n]);
         self.pos += n as u64;
         Ok(n)
     }
@@ -45,6 +98,7 @@ impl Read for Slice {
 
 impl Write for Slice {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.window.clear();
         let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
         let n = self.file.write_at(&buf[..n], self.start + self.pos)?;
         self.pos += n as u64;

@@ -192,9 +192,14 @@ fn write_gpt(out: &mut File, layout: &Layout, ids: &Ids) -> io::Result<()> {
     );
     disk.update_partitions(parts).map_err(to_io)?;
     disk.write().map_err(to_io)?;
-    // gpt leaves the protective MBR to us: one partition of type 0xEE over the whole disk.
-    let sectors = (layout.disk_bytes / SECTOR - 1).min(u32::MAX as u64) as u32;
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(sectors);
-    out.write_all_at(&mbr.to_bytes(), 0)?;
+    write_protective_mbr(out, layout.disk_bytes, SECTOR)?;
     out.flush()
+}
+
+/// gpt leaves the protective MBR to us: one partition of type 0xEE over the whole disk (as
+/// far as 32-bit sector numbers reach), in sector 0.
+pub fn write_protective_mbr(out: &File, disk_bytes: u64, block: u64) -> io::Result<()> {
+    let sectors = (disk_bytes / block - 1).min(u32::MAX as u64) as u32;
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(sectors);
+    out.write_all_at(&mbr.to_bytes(), 0)
 }

@@ -107,21 +107,7 @@ pub fn import_nar<R: Read>(
                 path: path.clone(),
                 source,
             })?;
-        let (_, found, size) = reader.finish();
-        if size != nar_size {
-            return Err(ImportError::NarSize {
-                path: path.clone(),
-                expected: nar_size,
-                found: size,
-            });
-        }
-        if found != *nar_hash {
-            return Err(ImportError::NarHash {
-                path: path.clone(),
-                expected: *nar_hash,
-                found,
-            });
-        }
+        check_sums(path, reader.finish(), nar_hash, nar_size)?;
         Ok(stats)
     })();
     match result {
@@ -143,31 +129,119 @@ pub fn import_from_cache(
     info: &NarInfo,
     store_dir: &Path,
 ) -> Result<UnpackStats, ImportError> {
-    let path = &info.store_path;
     let file = cache_dir.join(&info.url);
     let opened = File::open(&file).map_err(|source| ImportError::Io {
-        path: path.clone(),
+        path: info.store_path.clone(),
         what: "opening",
         file: file.clone(),
         source,
     })?;
-    let mut hashed = BufReader::with_capacity(256 * 1024, HashingReader::new(opened));
+    import_compressed(opened, &file, info, store_dir)
+}
+
+/// Imports the path `info` describes from its compressed file, read from `compressed` (`file`
+/// names it in messages): checks FileHash and FileSize, decompresses, and imports as
+/// [`import_nar`] does.
+pub fn import_compressed<R: Read>(
+    compressed: R,
+    file: &Path,
+    info: &NarInfo,
+    store_dir: &Path,
+) -> Result<UnpackStats, ImportError> {
+    let result = through_compressed(compressed, file, info, |nar| {
+        import_nar(
+            nar,
+            store_dir,
+            &info.store_path,
+            &info.nar_hash,
+            info.nar_size,
+        )
+    });
+    if result.is_err() {
+        // A FileHash mismatch is only known once the NAR is in place: take it out again.
+        let _ = remove_tree(&store_dir.join(info.store_path.base_name()));
+    }
+    result
+}
+
+/// Checks the compressed file of the path `info` describes without writing anything: FileHash,
+/// FileSize, NarHash, NarSize and every structural rule of the NAR (see [`nar::check`]).
+pub fn check_compressed<R: Read>(
+    compressed: R,
+    file: &Path,
+    info: &NarInfo,
+) -> Result<UnpackStats, ImportError> {
+    through_compressed(compressed, file, info, |nar| {
+        check_nar(nar, &info.store_path, &info.nar_hash, info.nar_size)
+    })
+}
+
+/// Checks an uncompressed NAR as [`import_nar`] would, writing nothing.
+pub fn check_nar<R: Read>(
+    nar: R,
+    path: &StorePath,
+    nar_hash: &Sha256Hash,
+    nar_size: u64,
+) -> Result<UnpackStats, ImportError> {
+    let (stats, reader) =
+        nar::check(HashingReader::new(nar)).map_err(|source| ImportError::Nar {
+            path: path.clone(),
+            source,
+        })?;
+    check_sums(path, reader.finish(), nar_hash, nar_size)?;
+    Ok(stats)
+}
+
+fn check_sums<R>(
+    path: &StorePath,
+    (_, found, size): (R, Sha256Hash, u64),
+    nar_hash: &Sha256Hash,
+    nar_size: u64,
+) -> Result<(), ImportError> {
+    if size != nar_size {
+        return Err(ImportError::NarSize {
+            path: path.clone(),
+            expected: nar_size,
+            found: size,
+        });
+    }
+    if found != *nar_hash {
+        return Err(ImportError::NarHash {
+            path: path.clone(),
+            expected: *nar_hash,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Runs `nar_step` over the decompressed stream of `compressed`, then checks the compressed
+/// file's own hash and size (all of it, including whatever the decompressor did not need).
+fn through_compressed<R: Read>(
+    compressed: R,
+    file: &Path,
+    info: &NarInfo,
+    nar_step: impl FnOnce(&mut dyn Read) -> Result<UnpackStats, ImportError>,
+) -> Result<UnpackStats, ImportError> {
+    let path = &info.store_path;
+    let io_err = |what: &'static str| {
+        move |source| ImportError::Io {
+            path: path.clone(),
+            what,
+            file: file.to_path_buf(),
+            source,
+        }
+    };
+    let mut hashed = BufReader::with_capacity(256 * 1024, HashingReader::new(compressed));
     let stats = match info.compression.as_str() {
         "zstd" => {
-            let mut decoder =
-                zstd::stream::read::Decoder::with_buffer(hashed).map_err(|source| {
-                    ImportError::Io {
-                        path: path.clone(),
-                        what: "starting to decompress",
-                        file: file.clone(),
-                        source,
-                    }
-                })?;
-            let stats = import_nar(&mut decoder, store_dir, path, &info.nar_hash, info.nar_size);
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(hashed)
+                .map_err(io_err("starting to decompress"))?;
+            let stats = nar_step(&mut decoder);
             hashed = decoder.finish();
             stats
         }
-        "none" => import_nar(&mut hashed, store_dir, path, &info.nar_hash, info.nar_size),
+        "none" => nar_step(&mut hashed),
         other => {
             return Err(ImportError::Compression {
                 path: path.clone(),
@@ -175,37 +249,30 @@ pub fn import_from_cache(
             })
         }
     };
-    // Whatever the decompressor did not need still counts toward the file hash.
     let drained = io::copy(&mut hashed, &mut io::sink());
     let (_, found, size) = hashed.into_inner().finish();
-    let stats = stats?;
-    let check = drained
-        .map_err(|source| ImportError::Io {
-            path: path.clone(),
-            what: "reading",
-            file: file.clone(),
-            source,
-        })
-        .and_then(|_| match (info.file_hash, info.file_size) {
-            (Some(expected), _) if expected != found => Err(ImportError::FileHash {
+    // A corrupt file usually breaks decompression first; say that it is the file's fault.
+    if let Some(expected) = info.file_hash {
+        if expected != found && drained.is_ok() {
+            return Err(ImportError::FileHash {
                 path: path.clone(),
-                file: file.clone(),
+                file: file.to_path_buf(),
                 expected,
                 found,
-            }),
-            (_, Some(expected)) if expected != size => Err(ImportError::FileSize {
-                path: path.clone(),
-                file: file.clone(),
-                expected,
-                found: size,
-            }),
-            _ => Ok(()),
-        });
-    if let Err(e) = check {
-        let _ = remove_tree(&store_dir.join(path.base_name()));
-        return Err(e);
+            });
+        }
     }
-    Ok(stats)
+    let stats = stats?;
+    drained.map_err(io_err("reading"))?;
+    match info.file_size {
+        Some(expected) if expected != size => Err(ImportError::FileSize {
+            path: path.clone(),
+            file: file.to_path_buf(),
+            expected,
+            found: size,
+        }),
+        _ => Ok(stats),
+    }
 }
 
 /// Removes a tree that may hold read-only directories (as store paths do). Never follows

@@ -13,7 +13,7 @@ mod unpack;
 pub use encode::{dump, encode};
 pub use error::{NarError, NarErrorKind};
 pub use parse::{Event, Node, Parser, MAX_DEPTH, MAX_NAME_LEN, MAX_TARGET_LEN};
-pub use unpack::{unpack, UnpackStats};
+pub use unpack::{check, unpack, UnpackStats};
 
 pub(crate) const MAGIC: &[u8] = b"nix-archive-1";
 

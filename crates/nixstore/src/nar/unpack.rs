@@ -196,3 +196,32 @@ fn canonicalise(fd: i32, mode: u32) -> nix::Result<()> {
     fchmod(fd, Mode::from_bits_truncate(mode))?;
     futimens(fd, &epoch_one(), &epoch_one())
 }
+
+/// Reads a whole NAR from `input` and checks every structural rule [`unpack`] checks, writing
+/// nothing: the installer runs this over a closure before it touches any disk, so a hostile
+/// archive is refused while the disk is still untouched.
+pub fn check<R: Read>(input: R) -> Result<(UnpackStats, R), NarError> {
+    let mut parser = Parser::new(input);
+    let mut stats = UnpackStats::default();
+    while let Some(event) = parser.next_event()? {
+        match event {
+            Event::Node {
+                node: Node::Regular { size, .. },
+                ..
+            } => {
+                stats.files += 1;
+                stats.bytes += size;
+            }
+            Event::Node {
+                node: Node::Symlink { .. },
+                ..
+            } => stats.symlinks += 1,
+            Event::Node {
+                node: Node::Directory,
+                ..
+            } => stats.directories += 1,
+            Event::EndDirectory => {}
+        }
+    }
+    Ok((stats, parser.into_inner()))
+}

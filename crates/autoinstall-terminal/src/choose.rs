@@ -1,0 +1,213 @@
+//! Select host: a pure function of the manifest, the machine's identity and the operator's
+//! overrides. Nothing is touched here; the caller shows a menu or stops as told.
+
+use manifest::media::{HostEntry, Manifest, Mode};
+use manifest::UnknownSerial;
+
+/// Operator overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--host NAME`: install this host whatever the serial.
+    pub host: Option<String>,
+    /// `--serial S`: use this serial instead of the firmware's.
+    pub serial: Option<String>,
+}
+
+/// The outcome of host selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice<'a> {
+    /// Install this host; `why` says how it was chosen (for the screen and the report).
+    Host { host: &'a HostEntry, why: String },
+    /// Ask the operator (the stick's policy is `ask`); `why` heads the menu.
+    Ask { why: String },
+    /// Stop without touching anything.
+    Refuse { why: String },
+}
+
+/// Chooses the host. `serial` is the machine's normalised serial (`None` when the firmware
+/// has none or a placeholder, with `rejected` saying why).
+pub fn choose<'a>(
+    m: &'a Manifest,
+    serial: Option<&str>,
+    rejected: Option<&str>,
+    o: &Overrides,
+) -> Choice<'a> {
+    if let Some(name) = &o.host {
+        return match m.host(name) {
+            Some(host) => Choice::Host {
+                host,
+                why: format!("named with --host {name}"),
+            },
+            None => Choice::Refuse {
+                why: format!(
+                    "--host {name}: the stick has no such host (it has {})",
+                    names(m)
+                ),
+            },
+        };
+    }
+    if m.mode == Mode::Single {
+        if let Some(host) = m.hosts.first() {
+            return Choice::Host {
+                host,
+                why: "the stick carries a single host".into(),
+            };
+        }
+    }
+    let (serial, from) = match (&o.serial, serial) {
+        (Some(s), _) => (Some(s.as_str()), "--serial"),
+        (None, s) => (s, "the firmware"),
+    };
+    let unknown = match serial {
+        Some(s) => {
+            if let Some(host) = m.host_for_serial(s) {
+                return Choice::Host {
+                    host,
+                    why: format!("serial {s} (from {from}) belongs to it"),
+                };
+            }
+            format!("serial {s} (from {from}) belongs to no host on this stick")
+        }
+        None => match rejected {
+            Some(r) => format!("this machine has no usable serial: {r}"),
+            None => "this machine's firmware reports no serial".into(),
+        },
+    };
+    match &m.on_unknown_serial {
+        UnknownSerial::Refuse => Choice::Refuse {
+            why: format!("{unknown}, and the stick's policy for unknown serials is to refuse; nothing was touched (add the serial to hosts.toml, or run with --host NAME)"),
+        },
+        UnknownSerial::Ask => Choice::Ask { why: unknown },
+        UnknownSerial::Host(name) => match m.host(name) {
+            Some(host) => Choice::Host {
+                host,
+                why: format!("{unknown}; the stick's default host for unknown serials is {name}"),
+            },
+            None => Choice::Refuse {
+                why: format!("{unknown}, and the stick's default host {name} is not on it"),
+            },
+        },
+    }
+}
+
+fn names(m: &Manifest) -> String {
+    m.hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Hosts whose name or serials contain `query` (case-insensitive), for the menu's search.
+pub fn search<'a>(m: &'a Manifest, query: &str) -> Vec<&'a HostEntry> {
+    let q = query.to_lowercase();
+    m.hosts
+        .iter()
+        .filter(|h| {
+            q.is_empty()
+                || h.name.to_lowercase().contains(&q)
+                || h.serials.iter().any(|s| s.to_lowercase().contains(&q))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifest::media::{FORMAT_NAME, FORMAT_VERSION};
+    use manifest::AfterInstall;
+
+    fn manifest(policy: UnknownSerial) -> Manifest {
+        let layout = manifest::Profile::parse(
+            "uefi-ext4",
+            std::path::Path::new("uefi-ext4.toml"),
+            include_str!("../../../installer-profiles/uefi-ext4.toml"),
+        )
+        .expect("the profile parses");
+        let host = |name: &str, serial: &str| HostEntry {
+            name: name.into(),
+            serials: vec![serial.into()],
+            toplevel: format!("/nix/store/00000000000000000000000000000000-{name}"),
+            closure: vec![],
+            closure_nar_bytes: 0,
+            layout: layout.clone(),
+            disk: None,
+            extra_files: vec![],
+        };
+        Manifest {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            generator: "test".into(),
+            mode: Mode::Mass,
+            on_unknown_serial: policy,
+            after_install: AfterInstall::Poweroff,
+            confirm_seconds: 10,
+            hosts: vec![host("web-1", "SN-1"), host("db-1", "SN-2")],
+        }
+    }
+
+    fn host_name(c: Choice) -> String {
+        match c {
+            Choice::Host { host, .. } => host.name.clone(),
+            other => panic!("expected a host, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_serial_picks_the_host_case_insensitively() {
+        let m = manifest(UnknownSerial::Refuse);
+        let o = Overrides::default();
+        assert_eq!(host_name(choose(&m, Some("sn-2"), None, &o)), "db-1");
+    }
+
+    #[test]
+    fn unknown_or_junk_serials_follow_the_policy() {
+        let o = Overrides::default();
+        let m = manifest(UnknownSerial::Refuse);
+        let Choice::Refuse { why } = choose(&m, Some("SN-9"), None, &o) else {
+            panic!()
+        };
+        assert!(why.contains("SN-9") && why.contains("refuse"), "{why}");
+        let Choice::Refuse { why } =
+            choose(&m, None, Some("\"Default string\" is a placeholder"), &o)
+        else {
+            panic!()
+        };
+        assert!(why.contains("placeholder"), "{why}");
+        let m = manifest(UnknownSerial::Ask);
+        assert!(matches!(choose(&m, None, None, &o), Choice::Ask { .. }));
+        let m = manifest(UnknownSerial::Host("db-1".into()));
+        assert_eq!(host_name(choose(&m, Some("SN-9"), None, &o)), "db-1");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let m = manifest(UnknownSerial::Refuse);
+        let o = Overrides {
+            host: Some("db-1".into()),
+            serial: None,
+        };
+        assert_eq!(host_name(choose(&m, Some("SN-1"), None, &o)), "db-1");
+        let o = Overrides {
+            host: None,
+            serial: Some("SN-1".into()),
+        };
+        assert_eq!(host_name(choose(&m, None, None, &o)), "web-1");
+        let o = Overrides {
+            host: Some("nope".into()),
+            serial: None,
+        };
+        let Choice::Refuse { why } = choose(&m, None, None, &o) else {
+            panic!()
+        };
+        assert!(why.contains("web-1, db-1"), "{why}");
+    }
+
+    #[test]
+    fn search_matches_names_and_serials() {
+        let m = manifest(UnknownSerial::Ask);
+        assert_eq!(search(&m, "DB").len(), 1);
+        assert_eq!(search(&m, "sn-").len(), 2);
+        assert_eq!(search(&m, "").len(), 2);
+    }
+}

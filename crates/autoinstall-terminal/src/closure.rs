@@ -1,0 +1,180 @@
+//! The host's closure on the payload: its narinfos, a full check before any disk is touched
+//! (hashes, sizes, and the structure of every NAR), and the parallel copy into the target's
+//! store. Both passes run on all cores, one payload handle per worker; memory per worker is a
+//! few buffers and a zstd window, whatever the closure's size.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use manifest::media::HostEntry;
+use nixstore::closure::PathInfo;
+use nixstore::import::{check_compressed, import_compressed};
+use nixstore::narinfo::NarInfo;
+use nixstore::StorePath;
+
+use crate::payload::Source;
+
+/// A host's closure as the payload describes it.
+#[derive(Debug, Clone)]
+pub struct Closure {
+    pub infos: Vec<NarInfo>,
+    pub nar_bytes: u64,
+    pub file_bytes: u64,
+}
+
+impl Closure {
+    /// What registration needs.
+    pub fn path_infos(&self) -> Vec<PathInfo> {
+        self.infos
+            .iter()
+            .map(|i| PathInfo {
+                path: i.store_path.clone(),
+                nar_hash: i.nar_hash,
+                nar_size: i.nar_size,
+                references: i.references.clone(),
+                deriver: i.deriver.clone(),
+                sigs: i.sigs.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Reads the narinfo of every path of `host`'s closure and checks that the closure is whole:
+/// the toplevel is in it and every reference stays inside it.
+pub fn load(source: &Source, host: &HostEntry) -> Result<Closure, String> {
+    let p = source.open().map_err(|e| e.to_string())?;
+    let members: BTreeSet<&str> = host.closure.iter().map(String::as_str).collect();
+    if !members.contains(host.toplevel.as_str()) {
+        return Err(format!(
+            "host {}: the manifest's closure does not contain the toplevel {}",
+            host.name, host.toplevel
+        ));
+    }
+    let mut infos = Vec::with_capacity(host.closure.len());
+    for path in &host.closure {
+        let sp = StorePath::parse(path)
+            .map_err(|e| format!("host {}: {path:?} is not a store path: {e}", host.name))?;
+        let info = p.narinfo(&sp).map_err(|e| format!("{path}: {e}"))?;
+        for r in &info.references {
+            if !members.contains(r.to_string().as_str()) {
+                return Err(format!(
+                    "{path} refers to {r}, which is not in host {}'s closure on the payload",
+                    host.name
+                ));
+            }
+        }
+        infos.push(info);
+    }
+    let nar_bytes = infos.iter().map(|i| i.nar_size).sum();
+    let file_bytes = infos
+        .iter()
+        .map(|i| i.file_size.unwrap_or(i.nar_size))
+        .sum();
+    Ok(Closure {
+        infos,
+        nar_bytes,
+        file_bytes,
+    })
+}
+
+/// Runs `work` over every narinfo of the closure on `jobs` threads, largest first (so one big
+/// path does not finish alone at the end), each thread with its own payload handle. Stops at
+/// the first error and returns it.
+fn parallel(
+    source: &Source,
+    closure: &Closure,
+    jobs: usize,
+    work: &(dyn Fn(&dyn media::read::Payload, &NarInfo) -> Result<(), String> + Sync),
+) -> Result<(), String> {
+    let mut order: Vec<&NarInfo> = closure.infos.iter().collect();
+    order.sort_by_key(|i| std::cmp::Reverse(i.file_size.unwrap_or(i.nar_size)));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1).min(order.len().max(1)) {
+            s.spawn(|| {
+                let fail = |e: String| {
+                    failed.store(true, Ordering::SeqCst);
+                    first_error.lock().unwrap().get_or_insert(e);
+                };
+                let p = match source.open() {
+                    Ok(p) => p,
+                    Err(e) => return fail(e.to_string()),
+                };
+                while !failed.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(info) = order.get(i) else { break };
+                    if let Err(e) = work(p.as_ref(), info) {
+                        return fail(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Counts bytes read through it into a progress callback.
+struct Counting<'a, R> {
+    inner: R,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+/// Checks every file of the closure in full (FileHash, FileSize, NarHash, NarSize, NAR
+/// structure), writing nothing. `progress` hears compressed bytes.
+pub fn verify(
+    source: &Source,
+    closure: &Closure,
+    jobs: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), String> {
+    parallel(source, closure, jobs, &|p, info| {
+        let file = p
+            .open(&info.url)
+            .map_err(|e| format!("{}: {e}", info.store_path))?;
+        let counted = Counting {
+            inner: file,
+            progress,
+        };
+        check_compressed(counted, Path::new(&info.url), info)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Copies the closure into `store_dir` (the target's `/nix/store`): per path, decompress,
+/// unpack safely under a temporary name, check both hashes, rename into place.
+pub fn copy(
+    source: &Source,
+    closure: &Closure,
+    store_dir: &Path,
+    jobs: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), String> {
+    parallel(source, closure, jobs, &|p, info| {
+        let file = p
+            .open(&info.url)
+            .map_err(|e| format!("{}: {e}", info.store_path))?;
+        let counted = Counting {
+            inner: file,
+            progress,
+        };
+        import_compressed(counted, Path::new(&info.url), info, store_dir)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}

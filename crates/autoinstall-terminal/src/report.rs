@@ -1,0 +1,186 @@
+//! Report: what happened, as JSON for the fleet's records (written back to the stick), with
+//! the step log beside it.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::identify::Identity;
+
+pub const REPORT_FORMAT: &str = "nixos-autoinstall-report";
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Installed,
+    Refused,
+    Failed,
+    DryRun,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTime {
+    pub step: &'static str,
+    pub seconds: f64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepError {
+    pub step: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskSummary {
+    pub path: String,
+    pub model: String,
+    pub serial: String,
+    pub size: u64,
+    pub transport: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionSummary {
+    pub number: u32,
+    pub label: String,
+    pub format: String,
+    pub bytes: u64,
+    pub mount: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hardware {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_bytes: u64,
+    pub kernel: String,
+    pub hostname: String,
+}
+
+impl Hardware {
+    pub fn probe() -> Hardware {
+        let Ok(mut sys) = sysinfo::System::new() else {
+            return Hardware {
+                cpus: 0,
+                cpu_model: String::new(),
+                memory_bytes: 0,
+                kernel: String::new(),
+                hostname: String::new(),
+            };
+        };
+        sys.refresh_memory();
+        sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+        Hardware {
+            cpus: sys.cpus().len(),
+            cpu_model: sys
+                .cpus()
+                .first()
+                .map(|c| c.brand().trim().to_string())
+                .unwrap_or_default(),
+            memory_bytes: sys.total_memory(),
+            kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+            hostname: sysinfo::System::host_name().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub format: &'static str,
+    pub version: u32,
+    pub installer: String,
+    /// Seconds since the Unix epoch when the run started.
+    pub started: u64,
+    pub outcome: Outcome,
+    pub error: Option<StepError>,
+    pub host: Option<String>,
+    /// How the host was chosen.
+    pub chosen_by: Option<String>,
+    pub serial: Option<String>,
+    pub identity: Identity,
+    pub payload: Option<String>,
+    pub toplevel: Option<String>,
+    pub closure_paths: usize,
+    pub closure_nar_bytes: u64,
+    pub disk: Option<DiskSummary>,
+    pub partitions: Vec<PartitionSummary>,
+    pub steps: Vec<StepTime>,
+    pub seconds: f64,
+    pub hardware: Hardware,
+    #[serde(skip)]
+    pub log: Vec<String>,
+    #[serde(skip)]
+    clock: Option<Instant>,
+}
+
+impl Report {
+    pub fn new(identity: Identity) -> Report {
+        Report {
+            format: REPORT_FORMAT,
+            version: REPORT_VERSION,
+            installer: format!("autoinstall-terminal {}", env!("CARGO_PKG_VERSION")),
+            started: now(),
+            outcome: Outcome::Failed,
+            error: None,
+            host: None,
+            chosen_by: None,
+            serial: identity.serial.clone(),
+            identity,
+            payload: None,
+            toplevel: None,
+            closure_paths: 0,
+            closure_nar_bytes: 0,
+            disk: None,
+            partitions: Vec::new(),
+            steps: Vec::new(),
+            seconds: 0.0,
+            hardware: Hardware::probe(),
+            log: Vec::new(),
+            clock: Some(Instant::now()),
+        }
+    }
+
+    pub fn log(&mut self, line: impl Into<String>) {
+        let t = self.clock.map(|c| c.elapsed().as_secs_f64()).unwrap_or(0.0);
+        self.log.push(format!("[{t:8.3}] {}", line.into()));
+    }
+
+    pub fn finish(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
+        self.seconds = self.clock.map(|c| c.elapsed().as_secs_f64()).unwrap_or(0.0);
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report serialises") + "\n"
+    }
+
+    /// `<serial>-<host>-<start time>`, safe on FAT and in shells.
+    pub fn file_stem(&self) -> String {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        format!(
+            "{}-{}-{}",
+            clean(self.serial.as_deref().unwrap_or("no-serial")),
+            clean(self.host.as_deref().unwrap_or("no-host")),
+            self.started
+        )
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

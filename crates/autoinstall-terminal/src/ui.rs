@@ -1,0 +1,189 @@
+//! The console: step lines, progress bars, the confirmation countdown and the menus. With no
+//! terminal (or `--yes`), nothing waits for a key that nobody can press.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::termios::{self, LocalFlags, SetArg};
+
+pub struct Ui {
+    /// No step lines or bars (errors still go to stderr).
+    pub quiet: bool,
+    /// stdin is a terminal that someone may answer on.
+    pub interactive: bool,
+}
+
+impl Ui {
+    pub fn new(quiet: bool) -> Ui {
+        Ui {
+            quiet,
+            interactive: io::stdin().is_terminal(),
+        }
+    }
+
+    /// One line of what is happening, on stderr.
+    pub fn say(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A byte progress bar (hidden when quiet or not on a terminal).
+    pub fn bytes_bar(&self, total: u64, what: &str) -> ProgressBar {
+        if self.quiet || !io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(what.to_string());
+        bar
+    }
+
+    /// Shows `text`, then counts `seconds` down. Returns false if a key was pressed (abort).
+    /// Without a terminal it just waits, so an unattended machine carries on.
+    pub fn countdown(&self, text: &str, seconds: u32) -> bool {
+        eprintln!("{text}");
+        if seconds == 0 {
+            return true;
+        }
+        let raw = self.interactive.then(RawMode::enter).and_then(Result::ok);
+        for left in (1..=seconds).rev() {
+            eprint!("\rinstalling in {left:>3} s; press any key to stop ");
+            let _ = io::stderr().flush();
+            if raw.is_some() {
+                if key_within(Duration::from_secs(1)).is_some() {
+                    drop(raw);
+                    eprintln!("\nstopped: nothing was touched");
+                    return false;
+                }
+            } else {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        drop(raw);
+        eprintln!("\rinstalling now{:40}", "");
+        true
+    }
+
+    /// A menu: arrow keys move, typing filters, Enter picks, Esc cancels. Returns the index
+    /// into `items`, or None (cancelled, or no terminal to ask on).
+    pub fn menu(&self, title: &str, items: &[String]) -> Option<usize> {
+        if !self.interactive || items.is_empty() {
+            return None;
+        }
+        let raw = RawMode::enter().ok()?;
+        let mut query = String::new();
+        let mut cursor = 0usize;
+        loop {
+            let shown: Vec<usize> = (0..items.len())
+                .filter(|i| items[*i].to_lowercase().contains(&query.to_lowercase()))
+                .collect();
+            cursor = cursor.min(shown.len().saturating_sub(1));
+            let mut out = format!("\x1b[2J\x1b[H{title}\r\n\r\nsearch: {query}\r\n\r\n");
+            for (row, i) in shown.iter().enumerate() {
+                let mark = if row == cursor { "> " } else { "  " };
+                out += &format!("{mark}{}\r\n", items[*i]);
+            }
+            out += "\r\n(up/down to move, type to search, Enter to choose, Esc to cancel)\r\n";
+            eprint!("{out}");
+            let _ = io::stderr().flush();
+            match key_within(Duration::from_secs(3600)) {
+                Some(Key::Up) => cursor = cursor.saturating_sub(1),
+                Some(Key::Down) => cursor = (cursor + 1).min(shown.len().saturating_sub(1)),
+                Some(Key::Enter) => {
+                    if let Some(i) = shown.get(cursor) {
+                        drop(raw);
+                        return Some(*i);
+                    }
+                }
+                Some(Key::Backspace) => {
+                    query.pop();
+                }
+                Some(Key::Char(c)) => query.push(c),
+                Some(Key::Escape) | None => {
+                    drop(raw);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Asks a yes/no question on the terminal; no terminal means no.
+    pub fn ask_yes(&self, question: &str) -> bool {
+        if !self.interactive {
+            return false;
+        }
+        eprint!("{question} [y/N] ");
+        let _ = io::stderr().flush();
+        let mut line = String::new();
+        io::stdin().read_line(&mut line).is_ok() && line.trim().eq_ignore_ascii_case("y")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Up,
+    Down,
+    Enter,
+    Escape,
+    Backspace,
+    Char(char),
+}
+
+/// The next key on stdin within `wait`, if any.
+fn key_within(wait: Duration) -> Option<Key> {
+    let stdin = io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(n) if n > 0 => {}
+        _ => return None,
+    }
+    let mut buf = [0u8; 8];
+    let n = stdin.lock().read(&mut buf).ok()?;
+    Some(match &buf[..n] {
+        [] => return None,
+        [0x1b, b'[', b'A', ..] | [0x1b, b'O', b'A', ..] => Key::Up,
+        [0x1b, b'[', b'B', ..] | [0x1b, b'O', b'B', ..] => Key::Down,
+        [0x1b, ..] => Key::Escape,
+        [b'\r', ..] | [b'\n', ..] => Key::Enter,
+        [0x7f, ..] | [0x08, ..] => Key::Backspace,
+        [c, ..] if c.is_ascii_graphic() || *c == b' ' => Key::Char(*c as char),
+        _ => Key::Escape,
+    })
+}
+
+/// The terminal in raw mode (no echo, no line buffering) for as long as this lives.
+struct RawMode {
+    saved: termios::Termios,
+}
+
+impl RawMode {
+    fn enter() -> io::Result<RawMode> {
+        let stdin = io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd())?;
+        let mut raw = saved.clone();
+        raw.local_flags
+            .remove(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}

@@ -54,9 +54,13 @@ pub fn choose<'a>(
             };
         }
     }
-    let (serial, from) = match (&o.serial, serial) {
-        (Some(s), _) => (Some(s.as_str()), "--serial"),
-        (None, s) => (s, "the firmware"),
+    // An operator's --serial obeys the same rules as the firmware's: a placeholder is none.
+    let given = o.serial.as_deref().map(manifest::serial::normalise);
+    let given_junk = given.as_deref().and_then(manifest::serial::junk_reason);
+    let (serial, rejected, from) = match (&given, given_junk) {
+        (Some(_), Some(why)) => (None, Some(why), "--serial"),
+        (Some(s), None) => (Some(s.as_str()), None, "--serial"),
+        (None, _) => (serial, rejected.map(str::to_string), "the firmware"),
     };
     let unknown = match serial {
         Some(s) => {
@@ -69,7 +73,7 @@ pub fn choose<'a>(
             format!("serial {s} (from {from}) belongs to no host on this stick")
         }
         None => match rejected {
-            Some(r) => format!("this machine has no usable serial: {r}"),
+            Some(r) => format!("this machine has no usable serial ({from}): {r}"),
             None => "this machine's firmware reports no serial".into(),
         },
     };
@@ -174,6 +178,14 @@ mod tests {
             panic!()
         };
         assert!(why.contains("placeholder"), "{why}");
+        let junk = Overrides {
+            host: None,
+            serial: Some("To Be Filled By O.E.M.".into()),
+        };
+        let Choice::Refuse { why } = choose(&m, None, None, &junk) else {
+            panic!()
+        };
+        assert!(why.contains("no usable serial (--serial)"), "{why}");
         let m = manifest(UnknownSerial::Ask);
         assert!(matches!(choose(&m, None, None, &o), Choice::Ask { .. }));
         let m = manifest(UnknownSerial::Host("db-1".into()));

@@ -127,6 +127,16 @@ pub struct Ended {
     pub after_install: Option<AfterInstall>,
 }
 
+/// The steps that only read: a stop in any of them leaves every disk as it was.
+const BEFORE_ANY_WRITE: &[&str] = &[
+    "load-payload",
+    "select-host",
+    "read-closure",
+    "plan",
+    "verify",
+    "confirm",
+];
+
 /// A failure: the step and what went wrong.
 struct Fail(&'static str, String);
 
@@ -184,7 +194,8 @@ pub fn run(opts: &Options, ui: &Ui, identity: Identity) -> Ended {
         Ok(o) => o,
         Err(Fail(step, message)) => {
             run.report.error = Some(StepError { step, message });
-            if step == "select-host" || step == "plan" || step == "verify" || step == "confirm" {
+            // Until Tear down, nothing has been written: that is a refusal, not a failure.
+            if BEFORE_ANY_WRITE.contains(&step) {
                 Outcome::Refused
             } else {
                 Outcome::Failed
@@ -228,13 +239,13 @@ fn go(
         if manifest.hosts.len() == 1 { "" } else { "s" }
     ));
 
+    if let Some(s) = &opts.overrides.serial {
+        run.report.serial = Some(s.clone());
+    }
     let (host, chosen_by) = run.step("select-host", |r| select_host(r, &manifest))?;
     run.report.host = Some(host.name.clone());
     run.report.chosen_by = Some(chosen_by.clone());
     run.report.toplevel = Some(host.toplevel.clone());
-    if let Some(s) = &opts.overrides.serial {
-        run.report.serial = Some(s.clone());
-    }
 
     let closure = run.step("read-closure", |_| closure::load(&source, host))?;
     run.report.closure_paths = closure.infos.len();

@@ -116,7 +116,7 @@ fn main() -> ExitCode {
 
     // The report goes back to the stick (not for dry runs: nothing happened).
     let mut written = None;
-    if r.outcome != Outcome::DryRun {
+    if !cli.dry_run {
         if let Some(source) = &ended.source {
             let stem = r.file_stem();
             let log = r.log.join("\n") + "\n";

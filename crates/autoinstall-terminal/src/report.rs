@@ -169,11 +169,13 @@ impl Report {
                 })
                 .collect()
         };
+        // The process id keeps two runs in the same second apart.
         format!(
-            "{}-{}-{}",
+            "{}-{}-{}-{}",
             clean(self.serial.as_deref().unwrap_or("no-serial")),
             clean(self.host.as_deref().unwrap_or("no-host")),
-            self.started
+            self.started,
+            std::process::id()
         )
     }
 }

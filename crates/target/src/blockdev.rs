@@ -1,50 +1,64 @@
 //! The syscalls on one whole disk: an exclusive lock, its size, wiping, and telling the kernel
 //! about a new partition table (BLKRRPART, and BLKPG where the kernel cannot parse tables
-//! itself, as this machine's cannot).
+//! itself, as some minimal kernels cannot). Works on loop devices, and — except for the
+//! partition calls — on plain image files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::disks::partition_node;
 
-/// One partition as the kernel should see it (bytes).
+/// One partition as the kernel should see it, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartSpan {
+    /// 1-based partition number.
     pub number: u32,
     pub start: u64,
     pub len: u64,
 }
 
-/// A whole disk opened read-write with `flock(LOCK_EX)` held, as udev and other tools
-/// expect of a program that rewrites a disk.
+/// A whole disk (or image file) opened read-write with `flock(LOCK_EX)` held, as udev and
+/// other partitioning tools expect of a program that rewrites a disk. The lock goes with it.
+#[derive(Debug)]
 pub struct LockedDisk {
     file: Flock<File>,
     path: PathBuf,
-    is_device: bool,
+    /// The device number when it is a block device; None for an image file.
+    rdev: Option<u64>,
 }
 
-nix::ioctl_read!(blk_getsize64, 0x12, 114, u64);
+const MIB: u64 = 1 << 20;
+
+// The block-layer ioctls (linux/fs.h, linux/blkpg.h).
+nix::ioctl_read_bad!(
+    blk_getsize64,
+    nix::request_code_read!(0x12, 114, std::mem::size_of::<libc::size_t>()),
+    u64
+);
+nix::ioctl_read_bad!(blk_sszget, nix::request_code_none!(0x12, 104), libc::c_int);
 nix::ioctl_none!(blk_rrpart, 0x12, 95);
-nix::ioctl_read_bad!(blk_sszget, 0x1268, libc::c_int);
-nix::ioctl_write_ptr_bad!(blk_pg, 0x1269, BlkpgIoctlArg);
+nix::ioctl_write_ptr_bad!(blk_pg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
 
 const BLKPG_ADD_PARTITION: libc::c_int = 1;
 const BLKPG_DEL_PARTITION: libc::c_int = 2;
 
+/// `struct blkpg_ioctl_arg`.
 #[repr(C)]
-pub struct BlkpgIoctlArg {
+struct BlkpgIoctlArg {
     op: libc::c_int,
     flags: libc::c_int,
     datalen: libc::c_int,
     data: *mut libc::c_void,
 }
 
+/// `struct blkpg_partition`: start and length in bytes.
 #[repr(C)]
 struct BlkpgPartition {
     start: libc::c_longlong,
@@ -54,36 +68,65 @@ struct BlkpgPartition {
     volname: [libc::c_char; 64],
 }
 
-/// Opens and locks `path`, waiting up to 5 s for another holder of the lock.
+/// Opens `path` read-write and locks it, waiting up to 5 s for another holder of the lock.
 pub fn open_locked(path: &Path) -> io::Result<LockedDisk> {
     open_locked_within(path, Duration::from_secs(5))
 }
 
+/// [`open_locked`], waiting at most `wait` for the lock.
 pub fn open_locked_within(path: &Path, wait: Duration) -> io::Result<LockedDisk> {
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
-    let is_device = file.metadata()?.file_type().is_block_device();
+        .map_err(|e| {
+            let hint = match e.kind() {
+                io::ErrorKind::NotFound => "; name an existing disk",
+                io::ErrorKind::PermissionDenied => "; run as root, and check it is not read-only",
+                _ => "",
+            };
+            io::Error::new(
+                e.kind(),
+                format!("opening {} read-write: {e}{hint}", path.display()),
+            )
+        })?;
+    let meta = file.metadata()?;
+    let rdev = meta.file_type().is_block_device().then(|| meta.rdev());
+    if let Some(rdev) = rdev {
+        if sys_dir_of(rdev).is_some_and(|d| d.join("partition").exists()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a partition, not a whole disk: name the disk",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let start = Instant::now();
-    let mut file = file;
     let file = loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(locked) => break locked,
-            Err((f, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
+            Err((f, Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
                 file = f;
-                std::thread::sleep(Duration::from_millis(100))
+                std::thread::sleep(Duration::from_millis(50));
             }
-            Err((_, e)) => {
+            Err((_, Errno::EWOULDBLOCK)) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WouldBlock,
                     format!(
-                        "{} is locked by another process (another installer, or udev probing it): {}; try again",
+                        "{} is locked by another process (another installer or udev?): still \
+                         locked after {:.1} s; stop that process and run again",
                         path.display(),
-                        e.desc()
+                        wait.as_secs_f64()
                     ),
+                ))
+            }
+            Err((_, e)) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("locking {}: {}", path.display(), e.desc()),
                 ))
             }
         }
@@ -91,8 +134,19 @@ pub fn open_locked_within(path: &Path, wait: Duration) -> io::Result<LockedDisk>
     Ok(LockedDisk {
         file,
         path: path.to_path_buf(),
-        is_device,
+        rdev,
     })
+}
+
+/// The canonical sysfs directory of block device `rdev`.
+fn sys_dir_of(rdev: u64) -> Option<PathBuf> {
+    let (ma, mi) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    fs::canonicalize(format!("/sys/dev/block/{ma}:{mi}")).ok()
+}
+
+/// A number from a sysfs attribute.
+fn read_num(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 impl LockedDisk {
@@ -104,86 +158,129 @@ impl LockedDisk {
         &self.path
     }
 
+    /// Size in bytes (BLKGETSIZE64; an image file's length).
     pub fn size(&self) -> io::Result<u64> {
-        if !self.is_device {
+        if self.rdev.is_none() {
             return Ok(self.file.metadata()?.len());
         }
         let mut size = 0u64;
         // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which outlives the call.
-        unsafe { blk_getsize64(self.file.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
+        unsafe { blk_getsize64(self.file.as_raw_fd(), &mut size) }
+            .map_err(|e| self.err(e.into(), "reading its size (BLKGETSIZE64)"))?;
         Ok(size)
     }
 
+    /// Logical sector size in bytes (BLKSSZGET; 512 for an image file).
     pub fn logical_block_size(&self) -> io::Result<u64> {
-        if !self.is_device {
+        if self.rdev.is_none() {
             return Ok(512);
         }
         let mut size: libc::c_int = 0;
         // SAFETY: BLKSSZGET writes one int through the pointer, which outlives the call.
-        unsafe { blk_sszget(self.file.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
+        unsafe { blk_sszget(self.file.as_raw_fd(), &mut size) }
+            .map_err(|e| self.err(e.into(), "reading its sector size (BLKSSZGET)"))?;
         Ok(size as u64)
     }
 
-    /// Zeroes `len` bytes at `offset` (clamped to the disk).
+    fn err(&self, e: io::Error, doing: &str) -> io::Error {
+        io::Error::new(e.kind(), format!("{}: {doing}: {e}", self.path.display()))
+    }
+
+    /// Zeroes `len` bytes at `offset`, clamped to the end of the disk, 1 MiB at a time.
     pub fn wipe(&self, offset: u64, len: u64) -> io::Result<()> {
-        let size = self.size()?;
-        let end = (offset + len).min(size);
-        let zeros = vec![0u8; 1 << 20];
+        let end = offset.saturating_add(len).min(self.size()?);
+        let zeros = vec![0u8; MIB as usize];
         let mut at = offset;
         while at < end {
-            let n = ((end - at) as usize).min(zeros.len());
-            self.file.write_all_at(&zeros[..n], at)?;
+            let n = (end - at).min(MIB) as usize;
+            self.file
+                .write_all_at(&zeros[..n], at)
+                .map_err(|e| self.err(e, &format!("zeroing {n} bytes at {at}")))?;
             at += n as u64;
         }
         Ok(())
     }
 
-    /// Zeroes the first and last MiB: the MBR, both GPTs and most file-system and RAID
-    /// signatures an earlier life of the disk left.
+    /// Zeroes the first and the last MiB — the protective MBR, the primary and backup GPT
+    /// and most file-system and RAID signatures an earlier life of the disk left there — and
+    /// flushes them to the disk.
     pub fn wipe_signatures(&self) -> io::Result<()> {
         let size = self.size()?;
-        self.wipe(0, 1 << 20)?;
-        self.wipe(size.saturating_sub(1 << 20), 1 << 20)?;
-        self.file.sync_data()
+        self.wipe(0, MIB)?;
+        self.wipe(size.saturating_sub(MIB), MIB)?;
+        self.file
+            .sync_data()
+            .map_err(|e| self.err(e, "flushing the wiped signatures"))
     }
 
     fn sys_dir(&self) -> Option<PathBuf> {
-        let name = fs::canonicalize(&self.path).ok()?;
-        let name = name.file_name()?.to_string_lossy().into_owned();
-        let dir = PathBuf::from("/sys/class/block").join(&name);
-        dir.exists().then_some(dir)
+        sys_dir_of(self.rdev?)
     }
 
-    /// Partition numbers the kernel has for this disk now, with their start and length in
-    /// bytes.
-    pub fn kernel_partitions(&self) -> Vec<PartSpan> {
-        let Some(dir) = self.sys_dir() else {
-            return Vec::new();
-        };
-        let read = |p: PathBuf| -> Option<u64> { fs::read_to_string(p).ok()?.trim().parse().ok() };
-        let mut out: Vec<PartSpan> = fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let p = e.path();
-                Some(PartSpan {
-                    number: read(p.join("partition"))? as u32,
-                    start: read(p.join("start"))? * 512,
-                    len: read(p.join("size"))? * 512,
-                })
+    /// The kernel's name for the disk (`loop3`, `nvme0n1`), from its device number.
+    fn kernel_name(&self) -> io::Result<String> {
+        self.sys_dir()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "{}: the kernel shows no such disk in /sys/dev/block",
+                    self.path.display()
+                ))
             })
-            .collect();
-        out.sort_by_key(|p| p.number);
-        out
     }
 
-    /// Removes every partition the kernel knows of on this disk (none may be in use).
-    pub fn forget_partitions(&self) -> io::Result<()> {
-        if !self.is_device {
-            return Ok(());
+    /// The partitions the kernel has for this disk now (from sysfs), by number, with their
+    /// sysfs directories. None for an image file.
+    fn kernel_partition_dirs(&self) -> io::Result<Vec<(PartSpan, PathBuf)>> {
+        let Some(dir) = self.sys_dir() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir)? {
+            let p = e?.path();
+            let Some(number) = read_num(&p.join("partition")) else {
+                continue;
+            };
+            // sysfs counts start and size in 512-byte units whatever the sector size.
+            let (Some(start), Some(size)) = (read_num(&p.join("start")), read_num(&p.join("size")))
+            else {
+                continue;
+            };
+            let span = PartSpan {
+                number: number as u32,
+                start: start * 512,
+                len: size * 512,
+            };
+            out.push((span, p));
         }
-        for p in self.kernel_partitions() {
+        out.sort_by_key(|(s, _)| s.number);
+        Ok(out)
+    }
+
+    /// The partitions the kernel has for this disk now, start and length in bytes.
+    pub fn kernel_partitions(&self) -> io::Result<Vec<PartSpan>> {
+        Ok(self
+            .kernel_partition_dirs()?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect())
+    }
+
+    /// The numbers of the partitions the kernel has for this disk now.
+    pub fn partitions_in_kernel(&self) -> io::Result<Vec<u32>> {
+        Ok(self.kernel_partitions()?.iter().map(|p| p.number).collect())
+    }
+
+    /// Removes every partition the kernel has of this disk (BLKPG_DEL_PARTITION), and any
+    /// node left behind for them in /dev, so no stale partition survives a wipe. Fails when
+    /// one is in use.
+    pub fn forget_partitions(&self) -> io::Result<()> {
+        for (p, dir) in self.kernel_partition_dirs()? {
+            let node = dir
+                .file_name()
+                .map(|n| Path::new("/dev").join(n))
+                .unwrap_or_default();
+            let dev = fs::read_to_string(dir.join("dev")).unwrap_or_default();
             self.blkpg(
                 BLKPG_DEL_PARTITION,
                 &PartSpan {
@@ -193,15 +290,28 @@ impl LockedDisk {
                 },
             )
             .map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EBUSY) {
+                    ": it is in use (mounted, swap, or held by device-mapper or RAID); tear \
+                         that down first"
+                } else {
+                    ""
+                };
                 io::Error::new(
                     e.kind(),
                     format!(
-                        "removing partition {} of {} from the kernel: {e} (is it in use?)",
+                        "removing partition {} ({}) of {} from the kernel: {e}{hint}",
                         p.number,
+                        node.display(),
                         self.path.display()
                     ),
                 )
             })?;
+            // devtmpfs removes the nodes it made; one made by mknod stays: remove it.
+            if let Ok(m) = fs::metadata(&node) {
+                if m.file_type().is_block_device() && dev_string(m.rdev()) == dev.trim() {
+                    let _ = fs::remove_file(&node);
+                }
+            }
         }
         Ok(())
     }
@@ -220,89 +330,165 @@ impl LockedDisk {
             datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
             data: &mut part as *mut BlkpgPartition as *mut libc::c_void,
         };
-        // SAFETY: `arg` points at `part`; both live until the ioctl returns.
+        // SAFETY: `arg` points at `part`; both live until the ioctl returns, and the kernel
+        // only reads `datalen` bytes of it.
         unsafe { blk_pg(self.file.as_raw_fd(), &arg) }.map_err(io::Error::from)?;
         Ok(())
     }
 
-    /// Makes the kernel see `parts` and returns their device nodes, in order. BLKRRPART
-    /// first (retried while the disk is busy); if the kernel then does not show exactly these
-    /// partitions (it may have no partition-table parser at all), they are set one by one
-    /// with BLKPG.
+    /// Makes the kernel see exactly `parts` (the table just written) and returns their device
+    /// nodes, in `parts` order. BLKRRPART first, retried while the disk is busy; BLKRRPART
+    /// registers the partitions before it returns, so if the kernel then does not show these
+    /// partitions with these starts and sizes (it has no parser for the table, the loop device
+    /// has no partition scanning, or BLKRRPART failed), every kernel partition of the disk is
+    /// deleted and `parts` are added one by one with BLKPG. Then each node is awaited in /dev
+    /// (up to 5 s) and made with mknod from sysfs if devtmpfs does not make it.
     pub fn reread(&self, parts: &[PartSpan]) -> io::Result<Vec<PathBuf>> {
-        let nodes: Vec<PathBuf> = parts
-            .iter()
-            .map(|p| partition_node(&self.path, p.number))
-            .collect();
-        if !self.is_device {
-            return Err(io::Error::other(format!(
-                "{} is a regular file, not a disk; attach it with losetup first",
-                self.path.display()
-            )));
+        if self.rdev.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is an image file, not a disk: attach it first (`losetup -f --show {}`)",
+                    self.path.display(),
+                    self.path.display()
+                ),
+            ));
         }
-        for _ in 0..10 {
-            // SAFETY: BLKRRPART takes no argument.
-            match unsafe { blk_rrpart(self.file.as_raw_fd()) } {
-                Err(nix::errno::Errno::EBUSY) => std::thread::sleep(Duration::from_millis(100)),
-                _ => break,
+        let mut want = parts.to_vec();
+        want.sort_by_key(|p| p.number);
+        for (i, p) in want.iter().enumerate() {
+            if p.number == 0
+                || (i > 0 && want[i - 1].number == p.number)
+                || p.len == 0
+                || p.start % 512 != 0
+                || p.len % 512 != 0
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: partition {} (start {}, {} bytes) is not a valid partition: \
+                         numbers must be unique and from 1, offsets and sizes whole sectors",
+                        self.path.display(),
+                        p.number,
+                        p.start,
+                        p.len
+                    ),
+                ));
             }
         }
-        let matches = |have: &[PartSpan]| have == parts;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !matches(&self.kernel_partitions()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+
+        let mut rrpart = Ok(());
+        for attempt in 0..10 {
+            // SAFETY: BLKRRPART takes no argument.
+            match unsafe { blk_rrpart(self.file.as_raw_fd()) } {
+                Err(Errno::EBUSY) if attempt < 9 => std::thread::sleep(Duration::from_millis(100)),
+                r => {
+                    rrpart = r.map(drop);
+                    break;
+                }
+            }
         }
-        if !matches(&self.kernel_partitions()) {
-            self.forget_partitions()?;
-            for p in parts {
+
+        if self.kernel_partitions()? != want {
+            self.forget_partitions().map_err(|e| {
+                let why = match rrpart {
+                    Ok(()) => String::new(),
+                    Err(rr) => format!(" (BLKRRPART failed too: {})", rr.desc()),
+                };
+                io::Error::new(e.kind(), format!("{e}{why}"))
+            })?;
+            for p in &want {
                 self.blkpg(BLKPG_ADD_PARTITION, p).map_err(|e| {
                     io::Error::new(
                         e.kind(),
-                        format!("adding partition {} to the kernel: {e}", p.number),
+                        format!(
+                            "telling the kernel about partition {} of {} (start {}, {} bytes) \
+                             with BLKPG: {e}; check the table with `sfdisk -d {}`",
+                            p.number,
+                            self.path.display(),
+                            p.start,
+                            p.len,
+                            self.path.display()
+                        ),
                     )
                 })?;
             }
+            let have = self.kernel_partitions()?;
+            if have != want {
+                return Err(io::Error::other(format!(
+                    "{}: the kernel shows partitions {have:?} after adding {want:?}; \
+                     is something else changing the disk?",
+                    self.path.display()
+                )));
+            }
         }
-        for (p, node) in parts.iter().zip(&nodes) {
-            wait_for_node(node, &self.path, p.number)?;
+
+        let disk_node = Path::new("/dev").join(self.kernel_name()?);
+        let dirs = self.kernel_partition_dirs()?;
+        parts
+            .iter()
+            .map(|p| {
+                let node = partition_node(&disk_node, p.number);
+                let dir = dirs
+                    .iter()
+                    .find(|(s, _)| s.number == p.number)
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_default();
+                self.wait_for_node(&node, &dir, p.number)?;
+                Ok(node)
+            })
+            .collect()
+    }
+
+    /// Waits up to 5 s for `node` to be the block device of partition `number` (sysfs
+    /// directory `dir`); makes it with mknod when devtmpfs did not, and replaces a stale node
+    /// (another device number) at once.
+    fn wait_for_node(&self, node: &Path, dir: &Path, number: u32) -> io::Result<()> {
+        let fail = |what: String| {
+            io::Error::other(format!(
+                "partition {number} of {}: {what}; check that /dev is writable (devtmpfs) and \
+                 run again",
+                self.path.display()
+            ))
+        };
+        let dev = fs::read_to_string(dir.join("dev"))
+            .map(|s| s.trim().to_string())
+            .map_err(|e| fail(format!("the kernel shows no device number for it ({e})")))?;
+        let (major, minor) = dev
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            .ok_or_else(|| fail(format!("{}/dev reads {dev:?}", dir.display())))?;
+        let rdev = nix::sys::stat::makedev(major, minor);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match fs::symlink_metadata(node) {
+                Ok(m) if m.file_type().is_block_device() && m.rdev() == rdev => return Ok(()),
+                Ok(_) => {
+                    // Another device's node (left by an earlier mknod) or not a device at all.
+                    fs::remove_file(node)
+                        .map_err(|e| fail(format!("removing the stale {}: {e}", node.display())))?;
+                    break;
+                }
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(_) => break,
+            }
         }
-        Ok(nodes)
+        nix::sys::stat::mknod(
+            node,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            rdev,
+        )
+        .map_err(|e| fail(format!("creating {} ({dev}): {}", node.display(), e.desc())))
     }
 }
 
-/// Waits for a partition's device node; makes it from sysfs if devtmpfs does not.
-fn wait_for_node(node: &Path, disk: &Path, number: u32) -> io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if fs::metadata(node).is_ok_and(|m| m.file_type().is_block_device()) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let name = node
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dev = fs::read_to_string(format!("/sys/class/block/{name}/dev")).map_err(|_| {
-        io::Error::other(format!(
-            "partition {number} of {} did not appear as {} within 5 s",
-            disk.display(),
-            node.display()
-        ))
-    })?;
-    let (major, minor) = dev
-        .trim()
-        .split_once(':')
-        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-        .ok_or_else(|| io::Error::other(format!("/sys/class/block/{name}/dev: {dev:?}")))?;
-    nix::sys::stat::mknod(
-        node,
-        nix::sys::stat::SFlag::S_IFBLK,
-        nix::sys::stat::Mode::from_bits_truncate(0o660),
-        nix::sys::stat::makedev(major, minor),
+fn dev_string(rdev: u64) -> String {
+    format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
     )
-    .map_err(|e| io::Error::other(format!("creating {}: {}", node.display(), e.desc())))
 }

@@ -6,16 +6,16 @@
 //! /run is a fresh tmpfs rather than the installer's own: activation writes
 //! /run/current-system, and on a NixOS installer that would replace the installer's.
 
+use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use nix::mount::{mount, MsFlags};
-
-use crate::mount::{bind, under, unmount_all};
+use crate::mount::under;
 
 /// What the boot loader step ran, for the report and the log.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -42,7 +42,9 @@ pub fn install(root: &Path, toplevel: &str) -> io::Result<BootloaderRun> {
             ),
         ));
     }
-    let binds = Binds::new(root)?;
+    for d in ["dev", "sys", "proc", "run"] {
+        fs::create_dir_all(root.join(d))?;
+    }
     // Grub and bootctl look for an mtab.
     let etc = root.join("etc");
     fs::create_dir_all(&etc)?;
@@ -65,14 +67,12 @@ pub fn install(root: &Path, toplevel: &str) -> io::Result<BootloaderRun> {
         &["boot"],
     )
     .map_err(|e| io::Error::new(e.kind(), format!("switch-to-configuration boot: {e}")))?;
-    binds.release()?;
     Ok(run)
 }
 
 /// Runs `program` (a path inside the chroot) with a clean environment; stdout and stderr
 /// together are returned, or carried in the error.
 fn in_chroot(root: &Path, program: &str, args: &[&str]) -> io::Result<String> {
-    let root_owned = root.to_path_buf();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -87,13 +87,22 @@ fn in_chroot(root: &Path, program: &str, args: &[&str]) -> io::Result<String> {
             format!("{SYSTEM_PROFILE}/sw/lib/locale/locale-archive"),
         )
         .stdin(Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls happen (chroot, chdir).
+    // Everything the chroot needs is mounted in a mount namespace of its own, so it all
+    // disappears with the child (even if the installer is killed) and nothing propagates to
+    // the installer's mounts. The strings are made before the fork: the child only makes
+    // system calls.
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("no NUL in paths");
+    let dirs = ChrootMounts {
+        root: c(root),
+        dev: c(&root.join("dev")),
+        sys: c(&root.join("sys")),
+        proc_: c(&root.join("proc")),
+        run: c(&root.join("run")),
+    };
+    // SAFETY: the closure makes only system calls (unshare, mount, chroot, chdir) on strings
+    // prepared before the fork; it allocates nothing.
     unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::chroot(&root_owned)?;
-            nix::unistd::chdir("/")?;
-            Ok(())
-        });
+        cmd.pre_exec(move || dirs.enter());
     }
     let out = cmd
         .output()
@@ -114,67 +123,6 @@ fn in_chroot(root: &Path, program: &str, args: &[&str]) -> io::Result<String> {
     }
 }
 
-/// The installer's /dev, /proc and /sys (and a fresh /run) inside the root, for as long as
-/// the value lives.
-struct Binds {
-    mounted: Vec<PathBuf>,
-}
-
-impl Binds {
-    fn new(root: &Path) -> io::Result<Binds> {
-        let mut b = Binds {
-            mounted: Vec::new(),
-        };
-        for d in ["dev", "sys"] {
-            bind(Path::new(&format!("/{d}")), root, d)?;
-            b.mounted.push(under(root, d));
-        }
-        let proc_dir = root.join("proc");
-        fs::create_dir_all(&proc_dir)?;
-        mount(
-            Some("proc"),
-            &proc_dir,
-            Some("proc"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| io::Error::other(format!("mounting proc in the chroot: {}", e.desc())))?;
-        b.mounted.push(proc_dir);
-        let run = root.join("run");
-        fs::create_dir_all(&run)?;
-        mount(
-            Some("tmpfs"),
-            &run,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("mode=0755"),
-        )
-        .map_err(|e| io::Error::other(format!("mounting /run in the chroot: {}", e.desc())))?;
-        b.mounted.push(run);
-        // bootctl may consult udev's database about the ESP's partition.
-        if Path::new("/run/udev").is_dir() {
-            bind(Path::new("/run/udev"), root, "run/udev")?;
-        }
-        Ok(b)
-    }
-
-    fn release(mut self) -> io::Result<()> {
-        let mounted = std::mem::take(&mut self.mounted);
-        for m in mounted.iter().rev() {
-            unmount_all(m)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Binds {
-    fn drop(&mut self) {
-        for m in self.mounted.iter().rev() {
-            let _ = unmount_all(m);
-        }
-    }
-}
-
 /// Whether the running kernel can mount `fstype` (from /proc/filesystems; a module not yet
 /// loaded is tried with modprobe by the caller's mount anyway).
 pub fn kernel_has(fstype: &str) -> bool {
@@ -184,4 +132,64 @@ pub fn kernel_has(fstype: &str) -> bool {
                 .any(|l| l.split_whitespace().last() == Some(fstype))
         })
         .unwrap_or(false)
+}
+
+struct ChrootMounts {
+    root: CString,
+    dev: CString,
+    sys: CString,
+    proc_: CString,
+    run: CString,
+}
+
+impl ChrootMounts {
+    /// In the forked child: a private mount namespace with /dev and /sys bound, a fresh /proc
+    /// and /run, then the chroot.
+    fn enter(&self) -> io::Result<()> {
+        fn check(r: libc::c_int) -> io::Result<()> {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+        let none = std::ptr::null();
+        // SAFETY: plain system calls on NUL-terminated strings that outlive them.
+        unsafe {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            for (src, dst) in [(c"/dev", &self.dev), (c"/sys", &self.sys)] {
+                check(libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+            }
+            check(libc::mount(
+                c"proc".as_ptr(),
+                self.proc_.as_ptr(),
+                c"proc".as_ptr(),
+                0,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                self.run.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"mode=0755".as_ptr().cast(),
+            ))?;
+            check(libc::chroot(self.root.as_ptr()))?;
+            check(libc::chdir(c"/".as_ptr()))?;
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,693 @@
+//! autoinstall-terminal as an operator runs it, onto real loop disks (root only): a stick built
+//! by mkinstaller from hosts shaped like the demo fleet (with a stand-in kernel, so no Debian
+//! download), installed and checked with sfdisk, blkid, fsck, mtools and the real Nix; each
+//! refusal leaves the disk untouched; an install killed mid-copy reruns to success.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nixstore::hash::Sha256Hash;
+use testkit::{build_fixture, nix_ok, requisites, run};
+
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+/// The tests share the machine's loop devices and mount table: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A loop device over a sparse image; detached (after unmounting anything left) on drop.
+struct LoopDisk {
+    image: PathBuf,
+    dev: String,
+}
+
+impl LoopDisk {
+    fn new(image: PathBuf, size: &str) -> LoopDisk {
+        run("truncate", &["-s", size, image.to_str().unwrap()]);
+        // -P: the kernel drops the partitions with the device, so the next user of this loop
+        // number inherits none.
+        let dev = run("losetup", &["-f", "-P", "--show", image.to_str().unwrap()])
+            .trim()
+            .to_string();
+        LoopDisk { image, dev }
+    }
+
+    /// Whether anything was ever written to the image (it starts as one big hole).
+    fn untouched(&self) -> bool {
+        let f = fs::File::open(&self.image).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut buf = vec![0u8; 1 << 20];
+        // Sparse: only allocated blocks can hold data; check they are all zeros.
+        let blocks = {
+            use std::os::unix::fs::MetadataExt;
+            f.metadata().unwrap().blocks()
+        };
+        if blocks == 0 {
+            return true;
+        }
+        let mut at = 0;
+        while at < len {
+            let n = f.read_at(&mut buf, at).unwrap();
+            if buf[..n].iter().any(|b| *b != 0) {
+                return false;
+            }
+            at += n as u64;
+        }
+        true
+    }
+
+    fn part(&self, n: u32) -> String {
+        format!("{}p{n}", self.dev)
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Two hosts built from the demo fleet's expression with a stand-in kernel (its stage 1
+    /// is never booted here) and the real systemd-boot, so switch-to-configuration runs for
+    /// real. Returns the toplevels.
+    fn demo_hosts(&self) -> Vec<String> {
+        let kernel = self.path("kernel");
+        fs::create_dir_all(kernel.join("lib/modules/6.1.0-test")).unwrap();
+        fs::write(kernel.join("bzImage"), testkit::pseudo_random(1 << 20, 7)).unwrap();
+        fs::write(kernel.join("version"), "6.1.0-test\n").unwrap();
+        fs::write(kernel.join("modules.load"), "").unwrap();
+        let sdboot = self.path("systemd-boot");
+        fs::create_dir_all(&sdboot).unwrap();
+        fs::copy(
+            "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+            sdboot.join("systemd-bootx64.efi"),
+        )
+        .unwrap();
+        ["demo-1", "demo-2"]
+            .iter()
+            .map(|h| {
+                build_fixture(
+                    "demo-fleet/default.nix",
+                    Some(h),
+                    &[
+                        ("kernel", kernel.to_str().unwrap()),
+                        ("systemdBoot", sdboot.to_str().unwrap()),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    /// A mass stick for `hosts` (name, serial, toplevel, profile) with policy `refuse`.
+    fn stick(&self, hosts: &[(&str, &str, &str, &str)]) -> PathBuf {
+        let mut toml = String::from("version = 1\n\n[defaults]\non-unknown-serial = \"refuse\"\nafter-install = \"poweroff\"\nconfirm-seconds = 0\n");
+        for (name, serial, top, profile) in hosts {
+            toml += &format!("\n[[host]]\nname = \"{name}\"\nserials = [\"{serial}\"]\nsystem = \"{top}\"\nprofile = \"{profile}\"\n");
+        }
+        let file = self.path("hosts.toml");
+        fs::write(&file, toml).unwrap();
+        let img = self.path("stick.img");
+        let installer = testkit::stand_in_installer(self.tmp.path());
+        let out = Command::new(mkinstaller())
+            .args([
+                "--mass",
+                file.to_str().unwrap(),
+                "-o",
+                img.to_str().unwrap(),
+                "-q",
+            ])
+            .arg("--installer")
+            .arg(installer)
+            .arg("--cache-dir")
+            .arg(self.path("cache"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mkinstaller: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        img
+    }
+
+    fn install(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
+            .args(args)
+            .args([
+                "--root",
+                self.path("root").to_str().unwrap(),
+                "--finish",
+                "none",
+            ])
+            .output()
+            .unwrap()
+    }
+}
+
+/// The workspace's mkinstaller, built on demand (it is another package of the workspace).
+fn mkinstaller() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "mkinstaller"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| testkit::repo_root().join("target"));
+    target.join("debug/mkinstaller")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "autoinstall-terminal failed:\n{}",
+        stderr(o)
+    );
+}
+
+/// A mounted file system, unmounted on drop.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(dev: &str, at: PathBuf) -> Mounted {
+        fs::create_dir_all(&at).unwrap();
+        run("mount", &[dev, at.to_str().unwrap()]);
+        Mounted(at)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Checks an installed disk as a user would: GPT, file systems, the Nix store, the profile,
+/// the boot entry.
+fn check_installed(env: &Env, disk: &LoopDisk, toplevel: &str, root_fs: &str) {
+    let table = run("sfdisk", &["-J", &disk.dev]);
+    assert!(table.contains("\"label\": \"gpt\""), "{table}");
+    assert!(
+        table.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+        "no ESP: {table}"
+    );
+    assert!(
+        table.contains("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+        "no root partition: {table}"
+    );
+    assert!(table.contains("\"name\": \"ESP\"") && table.contains("\"name\": \"nixos\""));
+    let blkid = run("blkid", &["-p", "-o", "export", &disk.part(2)]);
+    assert!(blkid.contains(&format!("TYPE={root_fs}")), "{blkid}");
+    assert!(run("blkid", &["-p", &disk.part(1)]).contains("TYPE=\"vfat\""));
+    run("fsck.vfat", &["-n", &disk.part(1)]);
+    if root_fs == "ext4" {
+        run("e2fsck", &["-fn", &disk.part(2)]);
+    } else {
+        run("btrfs", &["check", "--readonly", &disk.part(2)]);
+    }
+    // The boot entry, read with mtools: systemd-boot and this generation's entry.
+    let entry = run(
+        "mtype",
+        &[
+            "-i",
+            &disk.part(1),
+            "::/loader/entries/nixos-generation-1.conf",
+        ],
+    );
+    assert!(entry.contains(&format!("init={toplevel}/init")), "{entry}");
+    run("mdir", &["-i", &disk.part(1), "::/EFI/BOOT/BOOTX64.EFI"]);
+
+    let m = Mounted::new(&disk.part(2), env.path("check"));
+    let store_root = if root_fs == "btrfs" {
+        m.0.join("@nix").parent().unwrap().to_path_buf()
+    } else {
+        m.0.clone()
+    };
+    // On btrfs the store lives in the @nix subvolume: mount it where Nix expects it.
+    let _nix = (root_fs == "btrfs").then(|| {
+        let at = env.path("check-nix-root");
+        fs::create_dir_all(at.join("nix")).unwrap();
+        run(
+            "mount",
+            &[
+                "-o",
+                "subvol=@nix",
+                &disk.part(2),
+                at.join("nix").to_str().unwrap(),
+            ],
+        );
+        Mounted(at.join("nix"))
+    });
+    let store = if root_fs == "btrfs" {
+        env.path("check-nix-root")
+    } else {
+        store_root
+    };
+    let store_s = store.to_str().unwrap();
+    nix_ok(
+        "nix-store",
+        &["--verify", "--check-contents", "--store", store_s],
+    );
+    assert_eq!(
+        requisites(Some(&store), toplevel),
+        requisites(None, toplevel)
+    );
+    let sys_root = if root_fs == "btrfs" {
+        m.0.join("@")
+    } else {
+        m.0.clone()
+    };
+    let profiles = store.join("nix/var/nix/profiles");
+    assert_eq!(
+        fs::read_link(profiles.join("system")).unwrap(),
+        PathBuf::from("system-1-link")
+    );
+    assert_eq!(
+        fs::read_link(profiles.join("system-1-link")).unwrap(),
+        PathBuf::from(toplevel)
+    );
+    assert!(sys_root.join("etc/NIXOS").exists());
+}
+
+fn report_on_stick(stick: &Path) -> Vec<serde_json::Value> {
+    let img = media::read::Image::open(stick).unwrap();
+    let fat = img.fat(img.payload).unwrap();
+    let root = fat.fs().root_dir();
+    let dir = root.open_dir("autoinstall/reports").unwrap();
+    let mut out = Vec::new();
+    for e in dir.iter() {
+        let e = e.unwrap();
+        if e.file_name().ends_with(".json") {
+            let mut s = String::new();
+            e.to_file().read_to_string(&mut s).unwrap();
+            out.push(serde_json::from_str(&s).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn installs_hosts_by_serial_onto_blank_disks() {
+    if !is_root() {
+        eprintln!("skipped: needs root for loop devices");
+        return;
+    }
+    let _serial = one_at_a_time();
+    let env = Env::new();
+    let tops = env.demo_hosts();
+    let stick = env.stick(&[
+        ("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4"),
+        ("demo-2", "DEMO-SN-0002", &tops[1], "uefi-btrfs"),
+    ]);
+    let s = stick.to_str().unwrap();
+
+    // --dry-run prints the plan as JSON and touches nothing.
+    let disk = LoopDisk::new(env.path("disk1.img"), "9G");
+    let out = env.install(&[
+        "--payload",
+        s,
+        "--serial",
+        "DEMO-SN-0001",
+        "--disk",
+        &disk.dev,
+        "--dry-run",
+        "--json",
+    ]);
+    assert_ok(&out);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["host"], "demo-1");
+    assert_eq!(plan["partitions"].as_array().unwrap().len(), 2);
+    assert!(disk.untouched());
+
+    let out = env.install(&[
+        "--payload",
+        s,
+        "--serial",
+        "demo-sn-0001",
+        "--disk",
+        &disk.dev,
+        "--yes",
+        "--json",
+    ]);
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "installed");
+    check_installed(&env, &disk, &tops[0], "ext4");
+
+    // The second host, with btrfs subvolumes.
+    let disk2 = LoopDisk::new(env.path("disk2.img"), "9G");
+    let out = env.install(&[
+        "--payload",
+        s,
+        "--serial",
+        "DEMO-SN-0002",
+        "--disk",
+        &disk2.dev,
+        "--yes",
+    ]);
+    assert_ok(&out);
+    if Path::new("/usr/bin/btrfs").exists()
+        || Path::new("/usr/sbin/btrfs").exists()
+        || Path::new("/bin/btrfs").exists()
+    {
+        check_installed(&env, &disk2, &tops[1], "btrfs");
+    }
+
+    // Reports went back to the stick.
+    let reports = report_on_stick(&stick);
+    let installed: Vec<_> = reports
+        .iter()
+        .filter(|r| r["outcome"] == "installed")
+        .collect();
+    assert_eq!(installed.len(), 2, "{reports:?}");
+    assert!(installed
+        .iter()
+        .any(|r| r["host"] == "demo-1" && r["serial"] == "demo-sn-0001"));
+    assert!(installed
+        .iter()
+        .any(|r| r["host"] == "demo-2" && r["disk"]["path"] == disk2.dev.as_str()));
+}
+
+#[test]
+fn refusals_touch_nothing() {
+    if !is_root() {
+        eprintln!("skipped: needs root for loop devices");
+        return;
+    }
+    let _serial = one_at_a_time();
+    let env = Env::new();
+    let tops = env.demo_hosts();
+    let stick = env.stick(&[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")]);
+    let s = stick.to_str().unwrap();
+    let disk = LoopDisk::new(env.path("disk.img"), "9G");
+    let refused = |args: &[&str], expect: &[&str]| {
+        let out = env.install(args);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "expected a refusal for {args:?}:\n{}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        for e in expect {
+            assert!(err.contains(e), "{args:?}: {e:?} not in:\n{err}");
+        }
+        assert!(disk.untouched(), "{args:?} wrote to the disk");
+    };
+    // Unknown serial under `refuse`.
+    refused(
+        &[
+            "--payload",
+            s,
+            "--serial",
+            "NOT-IN-FLEET",
+            "--disk",
+            &disk.dev,
+            "--yes",
+        ],
+        &["NOT-IN-FLEET", "refuse"],
+    );
+    // A junk serial is no serial.
+    refused(
+        &[
+            "--payload",
+            s,
+            "--serial",
+            "To Be Filled By O.E.M.",
+            "--disk",
+            &disk.dev,
+            "--yes",
+        ],
+        &["refuse"],
+    );
+    // Too small, and by how much.
+    let small = LoopDisk::new(env.path("small.img"), "2G");
+    let out = env.install(&[
+        "--payload",
+        s,
+        "--host",
+        "demo-1",
+        "--disk",
+        &small.dev,
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("short"), "{}", stderr(&out));
+    assert!(small.untouched());
+    // No candidate disk: this machine's own disks are busy; --dry-run so nothing could be
+    // touched even on a machine with a spare disk.
+    let out = env.install(&["--payload", s, "--host", "demo-1", "--dry-run"]);
+    if !out.status.success() {
+        assert!(
+            stderr(&out).contains("no disk to install on") || stderr(&out).contains("equally"),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    // A payload whose NAR was altered: refused, naming the store path.
+    let dir = env.path("payload");
+    fs::create_dir_all(&dir).unwrap();
+    let img = media::read::Image::open(&stick).unwrap();
+    let off = img.payload.start.to_string();
+    run(
+        "mcopy",
+        &[
+            "-s",
+            "-n",
+            "-i",
+            &format!("{s}@@{off}"),
+            "::/*",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let top_hash = &Path::new(&tops[0]).file_name().unwrap().to_str().unwrap()[..32];
+    let narinfo_path = dir.join(format!("{top_hash}.narinfo"));
+    let narinfo = fs::read_to_string(&narinfo_path).unwrap();
+    let url = narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap()
+        .to_string();
+    let nar = dir.join(&url);
+    let mut bytes = fs::read(&nar).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    fs::write(&nar, &bytes).unwrap();
+    let d = dir.to_str().unwrap();
+    refused(
+        &[
+            "--payload",
+            d,
+            "--host",
+            "demo-1",
+            "--disk",
+            &disk.dev,
+            "--yes",
+        ],
+        &[&tops[0], "tampered"],
+    );
+
+    // A NAR that tries to leave the store, with hashes that match: refused before the disk.
+    let evil = hostile_nar();
+    let compressed = zstd::encode_all(&evil[..], 3).unwrap();
+    fs::write(&nar, &compressed).unwrap();
+    let fix = |text: &str, key: &str, value: String| -> String {
+        text.lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key}: ")) {
+                    format!("{key}: {value}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    let mut t = fix(&narinfo, "FileHash", Sha256Hash::of(&compressed).to_nix32());
+    t = fix(&t, "FileSize", compressed.len().to_string());
+    t = fix(&t, "NarHash", Sha256Hash::of(&evil).to_nix32());
+    t = fix(&t, "NarSize", evil.len().to_string());
+    fs::write(&narinfo_path, t).unwrap();
+    refused(
+        &[
+            "--payload",
+            d,
+            "--host",
+            "demo-1",
+            "--disk",
+            &disk.dev,
+            "--yes",
+        ],
+        &[&tops[0], ".."],
+    );
+
+    // Refusals are reported too.
+    let reports = report_on_stick(&stick);
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["outcome"] == "refused" && r["serial"] == "NOT-IN-FLEET"),
+        "{reports:?}"
+    );
+}
+
+/// A NAR directory with an entry named `..`.
+fn hostile_nar() -> Vec<u8> {
+    fn s(out: &mut Vec<u8>, t: &[u8]) {
+        out.extend_from_slice(&(t.len() as u64).to_le_bytes());
+        out.extend_from_slice(t);
+        out.resize(out.len() + (8 - t.len() % 8) % 8, 0);
+    }
+    let mut v = Vec::new();
+    for t in [
+        &b"nix-archive-1"[..],
+        b"(",
+        b"type",
+        b"directory",
+        b"entry",
+        b"(",
+        b"name",
+        b"..",
+        b"node",
+        b"(",
+        b"type",
+        b"regular",
+        b"contents",
+        b"x",
+        b")",
+        b")",
+        b")",
+    ] {
+        s(&mut v, t);
+    }
+    v
+}
+
+#[test]
+fn an_install_killed_mid_copy_reruns_to_success() {
+    if !is_root() {
+        eprintln!("skipped: needs root for loop devices");
+        return;
+    }
+    let _serial = one_at_a_time();
+    let env = Env::new();
+    // One big incompressible path, so the copy takes long enough to be interrupted.
+    let big = env.path("big-system");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..8 {
+        fs::write(
+            big.join(format!("blob-{i}")),
+            testkit::pseudo_random(24 << 20, 100 + i),
+        )
+        .unwrap();
+    }
+    let top = nix_ok("nix-store", &["--add", big.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let stick = env.stick(&[("big", "BIG-SN-1", &top, "uefi-ext4")]);
+    let disk = LoopDisk::new(env.path("disk.img"), "9G");
+    let args = [
+        "--payload",
+        stick.to_str().unwrap(),
+        "--host",
+        "big",
+        "--disk",
+        &disk.dev,
+        "--yes",
+        "--no-bootloader",
+        "--jobs",
+        "1",
+        "--quiet",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
+        .args(args)
+        .args([
+            "--root",
+            env.path("root").to_str().unwrap(),
+            "--finish",
+            "none",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = env.path("root/nix/store");
+    let start = Instant::now();
+    let mut killed = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        let partial = fs::read_dir(&store)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".import-"))
+            })
+            .unwrap_or(false);
+        if partial {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait().unwrap();
+    assert!(
+        killed,
+        "the install finished before it could be interrupted"
+    );
+
+    // The killed run left its mounts and a half-written path; the rerun takes them down.
+    let out = env.install(&args);
+    assert_ok(&out);
+    let m = Mounted::new(&disk.part(2), env.path("check"));
+    nix_ok(
+        "nix-store",
+        &[
+            "--verify",
+            "--check-contents",
+            "--store",
+            m.0.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(requisites(Some(&m.0), &top), vec![top.clone()]);
+    assert!(!fs::read_dir(m.0.join("nix/store"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(".import-")));
+}

@@ -70,6 +70,9 @@ in
     ];
     boot.supportedFilesystems = [ "ext4" "btrfs" "vfat" "xfs" ];
     environment.systemPackages = cfg.tools ++ [ cfg.package ];
+    # Marks the installer environment: only here does `--finish auto` carry out the stick's
+    # after-install action (reboot, poweroff).
+    environment.etc."nixos-autoinstall/environment".text = "nixos\n";
 
     # No password prompts anywhere: the stick is the credential.
     users.users.root.initialHashedPassword = "";

@@ -40,6 +40,22 @@ ensure_host_packages() {
     >/dev/null || die "apt-get install ${missing[*]} failed"
 }
 
+# Nix run by root builds as the members of group nixbld (its compiled-in default). Debian's
+# nix-bin alone creates none (nix-setup-systemd would, with a daemon we do not use), and a
+# build then fails with "the group 'nixbld' ... does not exist": make the group and four
+# build users, as Nix's multi-user installer does. Idempotent.
+ensure_nix_build_users() {
+  ((EUID == 0)) || return 0
+  getent group nixbld >/dev/null || groupadd --system nixbld || die "groupadd nixbld failed"
+  local i
+  for i in 1 2 3 4; do
+    getent passwd "nixbld$i" >/dev/null && continue
+    useradd --system --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
+      --gid nixbld --groups nixbld --comment "Nix build user $i" "nixbld$i" ||
+      die "useradd nixbld$i failed"
+  done
+}
+
 # apt_cached CMD...: runs an apt query once per state of apt's package lists and of dpkg's
 # database; later runs read the stored answer. Each apt call parses all package lists (this
 # machine keeps no pkgcache.bin), about a second each: the bulk of an unchanged rebuild.

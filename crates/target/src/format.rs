@@ -98,9 +98,14 @@ pub fn format_esp(disk: &File, start: u64, len: u64, block: u64, label: &str) ->
         .bytes_per_sector(block as u16)
         .bytes_per_cluster(esp_cluster_bytes(len, block)?)
         .volume_label(fat_label(label))
-        .volume_id(uuid::Uuid::new_v4().as_fields().0);
+        .volume_id(crate::ids::random_uuid()?.as_fields().0);
     fatfs::format_volume(Slice::new(disk.try_clone()?, start, len), opts)
-        .map_err(|e| io::Error::new(e.kind(), format!("writing FAT32: {e}")))
+        .map_err(|e| io::Error::new(e.kind(), format!("writing FAT32: {e}")))?;
+    // Written through the whole disk, the file system sits in the disk's page cache; the
+    // partition's device has a cache of its own and reads the disk itself when mounted. Until
+    // this flush, the kernel saw the zeros the wipe left ("bogus number of reserved sectors").
+    disk.sync_data()
+        .map_err(|e| io::Error::new(e.kind(), format!("flushing the new FAT32: {e}")))
 }
 
 /// Makes the file system `format` on the partition node `node`, labelled `label`.

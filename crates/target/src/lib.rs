@@ -9,6 +9,7 @@ pub mod blockdev;
 pub mod bootloader;
 pub mod disks;
 pub mod format;
+pub mod ids;
 pub mod mount;
 pub mod partition;
 pub mod plan;

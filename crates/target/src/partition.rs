@@ -36,12 +36,12 @@ pub fn write_gpt(
         .writable(true)
         .logical_block_size(lb)
         .change_partition_count(true)
-        .create_from_device(&mut handle, Some(Uuid::new_v4()))
+        .create_from_device(&mut handle, Some(crate::ids::random_uuid()?))
         .map_err(to_io)?;
     let mut table = BTreeMap::new();
     let mut guids = Vec::new();
     for p in parts {
-        let guid = Uuid::new_v4();
+        let guid = crate::ids::random_uuid()?;
         let part_type_guid = Uuid::parse_str(&p.type_guid).map_err(|e| {
             io::Error::other(format!(
                 "partition {} ({}): type GUID {:?} is invalid: {e}",

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use manifest::media::HostEntry;
 use nixstore::closure::PathInfo;
-use nixstore::import::{check_compressed, import_compressed};
+use nixstore::import::{check_compressed, import_checked_compressed};
 use nixstore::narinfo::NarInfo;
 use nixstore::StorePath;
 
@@ -156,8 +156,10 @@ pub fn verify(
     })
 }
 
-/// Copies the closure into `store_dir` (the target's `/nix/store`): per path, decompress,
-/// unpack safely under a temporary name, check both hashes, rename into place.
+/// Copies the closure into `store_dir` (the target's `/nix/store`) after [`verify`] passed:
+/// per path, decompress, unpack safely under a temporary name, rename into place, and check
+/// that the compressed file is still the one verified (FileHash; see
+/// [`import_checked_compressed`]).
 pub fn copy(
     source: &Source,
     closure: &Closure,
@@ -165,16 +167,41 @@ pub fn copy(
     jobs: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), String> {
-    parallel(source, closure, jobs, &|p, info| {
-        let file = p
-            .open(&info.url)
-            .map_err(|e| format!("{}: {e}", info.store_path))?;
-        let counted = Counting {
-            inner: file,
-            progress,
-        };
-        import_compressed(counted, Path::new(&info.url), info, store_dir)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let flusher = s.spawn(|| flush_while_copying(store_dir, &done));
+        let result = parallel(source, closure, jobs, &|p, info| {
+            let file = p
+                .open(&info.url)
+                .map_err(|e| format!("{}: {e}", info.store_path))?;
+            let counted = Counting {
+                inner: file,
+                progress,
+            };
+            import_checked_compressed(counted, Path::new(&info.url), info, store_dir)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        done.store(true, Ordering::SeqCst);
+        flusher.thread().unpark();
+        result
     })
+}
+
+/// Keeps the target's disk busy while the closure is unpacked. With plenty of memory the
+/// kernel starts writing dirty pages only when a tenth of RAM is dirty, so a whole closure
+/// could sit in the page cache and be written only by the final sync, with the processors
+/// idle. Flushing the file system every quarter second overlaps the writes with the
+/// decompression and leaves the final sync little to do.
+fn flush_while_copying(store_dir: &Path, done: &AtomicBool) {
+    let Ok(dir) = std::fs::File::open(store_dir) else {
+        return; // nothing lost: the final sync writes everything anyway
+    };
+    while !done.load(Ordering::SeqCst) {
+        std::thread::park_timeout(std::time::Duration::from_millis(250));
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
+        let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir));
+    }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{fixture, nix_cmd, nix_ok, nix_requisites};
 use nixstore::binary_cache::{self, CacheOptions};
 use nixstore::closure::{self, PathInfo};
-use nixstore::import::import_from_cache;
+use nixstore::import::{import_checked_compressed, import_from_cache};
 use nixstore::keys::{PublicKey, SecretKey};
 use nixstore::narinfo::NarInfo;
 use nixstore::{nar, register, Sha256Hash, StorePath};
@@ -312,5 +312,22 @@ fn tampered_payloads_are_refused_and_leave_nothing() {
     fs::write(&file, &bytes).unwrap();
     let err = import_from_cache(&cache, info, &store).unwrap_err();
     assert!(err.to_string().contains(&fixture().to_string()), "{err}");
+    leaves_nothing(&store);
+
+    // The installer's second pass (the first checked everything): the flipped byte, and a file
+    // that still decompresses to the very NAR but is not the file that was checked (another
+    // compression level), are both refused by FileHash and leave nothing.
+    let err =
+        import_checked_compressed(fs::File::open(&file).unwrap(), &file, info, &store).unwrap_err();
+    assert!(err.to_string().contains(&fixture().to_string()), "{err}");
+    leaves_nothing(&store);
+    let mut nar = Vec::new();
+    nar::encode(Path::new(&fixture().to_string()), &mut nar).unwrap();
+    let other = zstd::encode_all(nar.as_slice(), 19).unwrap();
+    fs::write(&file, &other).unwrap();
+    let mut resized = info.clone();
+    resized.file_size = Some(other.len() as u64);
+    let err = import_checked_compressed(other.as_slice(), &file, &resized, &store).unwrap_err();
+    assert!(err.to_string().contains("has hash"), "{err}");
     leaves_nothing(&store);
 }

@@ -554,7 +554,14 @@ fn install(
         run.report.log("bootloader: skipped (--no-bootloader)");
     }
 
-    run.step("finish", |_| {
+    run.step("finish", |r| {
+        // The installed system keeps its own install report (and it is the only copy when the
+        // payload is on a read-only ISO). Written before the unmount: the finish step itself
+        // is not in it.
+        let mut kept = r.report.clone();
+        kept.finish(Outcome::Installed);
+        write_target_report(&root, &kept)
+            .map_err(|e| format!("writing the report to {}: {e}", TARGET_REPORTS_DIR))?;
         nix::unistd::sync();
         mount::unmount_all(&root).map_err(|e| e.to_string())?;
         disk.file().sync_all().map_err(|e| e.to_string())?;
@@ -562,6 +569,20 @@ fn install(
     })?;
     drop(disk);
     Ok(())
+}
+
+/// Where the installed system keeps its install reports.
+pub const TARGET_REPORTS_DIR: &str = "/var/log/autoinstall";
+
+fn write_target_report(root: &Path, report: &Report) -> std::io::Result<()> {
+    let dir = root.join(TARGET_REPORTS_DIR.trim_start_matches('/'));
+    fs::create_dir_all(&dir)?;
+    let stem = report.file_stem();
+    fs::write(dir.join(format!("{stem}.json")), report.to_json())?;
+    fs::write(
+        dir.join(format!("{stem}.log")),
+        report.log.join("\n") + "\n",
+    )
 }
 
 /// Wipes, writes the GPT, tells the kernel, and returns the partition nodes.

@@ -128,6 +128,19 @@ fn main() -> ExitCode {
                         .map(|_| w)
                 }) {
                 Ok(w) => written = Some(w),
+                // A CD or ISO: the installed disk keeps the report (written before unmounting).
+                Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                    if r.outcome == Outcome::Installed {
+                        written = Some(format!(
+                            "{}/{stem}.json on the installed disk ({e})",
+                            install::TARGET_REPORTS_DIR
+                        ));
+                    } else {
+                        eprintln!(
+                            "autoinstall-terminal: {e}: this report is kept nowhere but here"
+                        );
+                    }
+                }
                 Err(e) => eprintln!(
                     "autoinstall-terminal: could not write the report to the payload: {e}"
                 ),

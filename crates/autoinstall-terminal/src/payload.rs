@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use manifest::media::REPORTS_DIR;
+use media::isoread::{self, IsoPayload};
 use media::read::{DirPayload, Extent, FatPayload, Image, Payload, Slice};
 
 /// A payload, by location.
@@ -16,6 +17,9 @@ pub enum Source {
     /// The FAT file system at `extent` of `device` (a stick, an image file, or the payload
     /// partition itself).
     Fat { device: PathBuf, extent: Extent },
+    /// The ISO 9660 volume of a CD, BMC virtual medium, ISO file, or hybrid ISO on a stick:
+    /// read-only.
+    Iso(PathBuf),
 }
 
 impl Source {
@@ -24,6 +28,7 @@ impl Source {
         Ok(match self {
             Source::Dir(d) => Box::new(DirPayload(d.clone())),
             Source::Fat { device, extent } => Box::new(FatPayload::open(device, *extent)?),
+            Source::Iso(device) => Box::new(IsoPayload::open(device)?),
         })
     }
 
@@ -33,6 +38,7 @@ impl Source {
             Source::Fat { device, extent } => {
                 format!("{} (FAT at byte {})", device.display(), extent.start)
             }
+            Source::Iso(device) => format!("{} (ISO 9660)", device.display()),
         }
     }
 
@@ -41,6 +47,7 @@ impl Source {
         match self {
             Source::Dir(d) => d,
             Source::Fat { device, .. } => device,
+            Source::Iso(device) => device,
         }
     }
 
@@ -77,13 +84,18 @@ impl Source {
                 fs.unmount()?;
                 Ok(format!("{}:{REPORTS_DIR}/{name}", self.describe()))
             }
+            Source::Iso(_) => Err(io::Error::new(
+                io::ErrorKind::ReadOnlyFilesystem,
+                format!("{} is read-only", self.describe()),
+            )),
         }
     }
 }
 
 /// `--payload DIR|DEVICE|IMAGE`: a directory is a payload tree; a disk or image file with a
-/// GPT is searched for the payload partition; anything else is taken as the payload partition
-/// itself (e.g. /dev/sdb2).
+/// GPT is searched for the payload partition; an ISO 9660 volume (a CD, an ISO file, a hybrid
+/// ISO on a stick) is read as one; anything else is taken as the payload partition itself
+/// (e.g. /dev/sdb2).
 pub fn from_arg(path: &Path) -> io::Result<Source> {
     let meta = fs::metadata(path)
         .map_err(|e| io::Error::new(e.kind(), format!("--payload {}: {e}", path.display())))?;
@@ -95,6 +107,11 @@ pub fn from_arg(path: &Path) -> io::Result<Source> {
             device: path.to_path_buf(),
             extent: img.payload,
         });
+    }
+    if isoread::is_iso(path) {
+        let source = Source::Iso(path.to_path_buf());
+        source.open()?;
+        return Ok(source);
     }
     let len = device_len(path)?;
     let source = Source::Fat {
@@ -141,20 +158,22 @@ pub fn find() -> io::Result<Source> {
     names.sort();
     for name in names {
         let dev = PathBuf::from("/dev").join(&name);
-        if let Ok(img) = Image::open(&dev) {
-            let source = Source::Fat {
+        let source = match Image::open(&dev) {
+            Ok(img) => Source::Fat {
                 device: dev,
                 extent: img.payload,
-            };
-            if source.open().and_then(|p| p.manifest()).is_ok() {
-                found.push(source);
-            }
+            },
+            Err(_) if isoread::is_iso(&dev) => Source::Iso(dev),
+            Err(_) => continue,
+        };
+        if source.open().and_then(|p| p.manifest()).is_ok() {
+            found.push(source);
         }
     }
     match found.len() {
         0 => Err(io::Error::new(
             io::ErrorKind::NotFound,
-            "no installer payload on any disk (no GPT partition of type ED140608-3A53-493D-9175-A012CF428C95 holding autoinstall/manifest.json); plug the stick in, or name it with --payload",
+            "no installer payload on any disk or CD (no GPT partition of type ED140608-3A53-493D-9175-A012CF428C95, nor an ISO 9660 volume, holding autoinstall/manifest.json); plug the stick in, or name it with --payload",
         )),
         1 => Ok(found.remove(0)),
         _ => Err(io::Error::other(format!(

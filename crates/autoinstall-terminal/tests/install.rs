@@ -129,13 +129,18 @@ impl Env {
 
     /// A mass stick for `hosts` (name, serial, toplevel, profile) with policy `refuse`.
     fn stick(&self, hosts: &[(&str, &str, &str, &str)]) -> PathBuf {
+        self.medium(hosts, "stick.img")
+    }
+
+    /// [`Env::stick`] written as `name` (`fleet.iso` makes an ISO).
+    fn medium(&self, hosts: &[(&str, &str, &str, &str)], name: &str) -> PathBuf {
         let mut toml = String::from("version = 1\n\n[defaults]\non-unknown-serial = \"refuse\"\nafter-install = \"poweroff\"\nconfirm-seconds = 0\n");
         for (name, serial, top, profile) in hosts {
             toml += &format!("\n[[host]]\nname = \"{name}\"\nserials = [\"{serial}\"]\nsystem = \"{top}\"\nprofile = \"{profile}\"\n");
         }
         let file = self.path("hosts.toml");
         fs::write(&file, toml).unwrap();
-        let img = self.path("stick.img");
+        let img = self.path(name);
         let installer = testkit::stand_in_installer(self.tmp.path());
         let out = Command::new(mkinstaller())
             .args([
@@ -300,6 +305,16 @@ fn check_installed(env: &Env, disk: &LoopDisk, toplevel: &str, root_fs: &str) {
         PathBuf::from(toplevel)
     );
     assert!(sys_root.join("etc/NIXOS").exists());
+    // The installed system keeps its install report.
+    let kept: Vec<serde_json::Value> = fs::read_dir(sys_root.join("var/log/autoinstall"))
+        .expect("the installed disk keeps its report in /var/log/autoinstall")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["outcome"], "installed");
+    assert_eq!(kept[0]["toplevel"], toplevel);
 }
 
 fn report_on_stick(stick: &Path) -> Vec<serde_json::Value> {
@@ -319,15 +334,24 @@ fn report_on_stick(stick: &Path) -> Vec<serde_json::Value> {
     out
 }
 
-#[test]
-fn installs_hosts_by_serial_onto_blank_disks() {
+/// What every test here starts with: root (for loop devices; else the test is skipped), the
+/// lock that runs them one at a time, a scratch directory and the demo hosts.
+fn root_env() -> Option<(std::sync::MutexGuard<'static, ()>, Env, Vec<String>)> {
     if !is_root() {
         eprintln!("skipped: needs root for loop devices");
-        return;
+        return None;
     }
-    let _serial = one_at_a_time();
+    let serial = one_at_a_time();
     let env = Env::new();
     let tops = env.demo_hosts();
+    Some((serial, env, tops))
+}
+
+#[test]
+fn installs_hosts_by_serial_onto_blank_disks() {
+    let Some((_serial, env, tops)) = root_env() else {
+        return;
+    };
     let stick = env.stick(&[
         ("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4"),
         ("demo-2", "DEMO-SN-0002", &tops[1], "uefi-btrfs"),
@@ -401,15 +425,45 @@ fn installs_hosts_by_serial_onto_blank_disks() {
         .any(|r| r["host"] == "demo-2" && r["disk"]["path"] == disk2.dev.as_str()));
 }
 
+/// The same fleet as a hybrid ISO (as a CD or BMC virtual medium shows it): read without a
+/// mount, installed, and the report kept on the installed disk since the ISO is read-only.
+#[test]
+fn installs_from_an_iso() {
+    let Some((_serial, env, tops)) = root_env() else {
+        return;
+    };
+    let iso = env.medium(
+        &[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")],
+        "fleet.iso",
+    );
+    let before = fs::read(&iso).unwrap();
+    let disk = LoopDisk::new(env.path("disk.img"), "9G");
+    let out = env.install(&[
+        "--payload",
+        iso.to_str().unwrap(),
+        "--serial",
+        "DEMO-SN-0001",
+        "--disk",
+        &disk.dev,
+        "--yes",
+    ]);
+    assert_ok(&out);
+    let said = stderr(&out);
+    assert!(
+        said.contains("(ISO 9660)")
+            && said.contains("/var/log/autoinstall/")
+            && said.contains("on the installed disk"),
+        "{said}"
+    );
+    check_installed(&env, &disk, &tops[0], "ext4");
+    assert!(fs::read(&iso).unwrap() == before, "the ISO was written to");
+}
+
 #[test]
 fn refusals_touch_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root for loop devices");
+    let Some((_serial, env, tops)) = root_env() else {
         return;
-    }
-    let _serial = one_at_a_time();
-    let env = Env::new();
-    let tops = env.demo_hosts();
+    };
     let stick = env.stick(&[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")]);
     let s = stick.to_str().unwrap();
     let disk = LoopDisk::new(env.path("disk.img"), "9G");

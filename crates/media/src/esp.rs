@@ -52,12 +52,13 @@ impl InstallerEnv {
     }
 }
 
-/// The ESP tree. `payload_partuuid` goes on the kernel command line, so the installer reads
-/// the payload of the stick it booted from even when several sticks are plugged in.
+/// The ESP tree. `payload` (`PARTUUID=…` on a stick, `LABEL=…` on an ISO) goes on the kernel
+/// command line, so the installer reads the payload of the medium it booted from even when
+/// several are plugged in.
 pub fn esp_tree(
     env: &InstallerEnv,
     title: &str,
-    payload_partuuid: &str,
+    payload: &str,
     extra_args: &str,
 ) -> Result<Tree, String> {
     let mut tree = Tree::new();
@@ -71,10 +72,7 @@ pub fn esp_tree(
             b"timeout 0\ndefault autoinstall.conf\nconsole-mode keep\neditor no\n".to_vec(),
         ),
     );
-    let mut options = format!(
-        "{} autoinstall.payload=PARTUUID={payload_partuuid}",
-        env.cmdline
-    );
+    let mut options = format!("{} autoinstall.payload={payload}", env.cmdline);
     if !extra_args.trim().is_empty() {
         options = format!("{options} {}", extra_args.trim());
     }

@@ -95,6 +95,28 @@ impl Tree {
             .insert(name.to_string(), Node::File(source));
     }
 
+    /// Every file (with its source) and every empty directory (with `None`), by path, in
+    /// name order.
+    pub fn walk(&self) -> Vec<(String, Option<&Source>)> {
+        fn go<'a>(d: &'a Dir, prefix: &str, out: &mut Vec<(String, Option<&'a Source>)>) {
+            for (name, node) in &d.entries {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                match node {
+                    Node::File(s) => out.push((path, Some(s))),
+                    Node::Dir(sub) if sub.entries.is_empty() => out.push((path, None)),
+                    Node::Dir(sub) => go(sub, &path, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        go(&self.root, "", &mut out);
+        out
+    }
+
     /// Total bytes of file contents.
     pub fn content_bytes(&self) -> u64 {
         fn walk(d: &Dir) -> u64 {

@@ -1,10 +1,12 @@
-//! Installer media: the write-once FAT32 builder, USB images (GPT + ESP + payload), the
-//! payload tree (a Nix binary cache plus the autoinstall manifest), the compressed NAR cache,
-//! and reading images back for `inspect` and `verify`.
+//! Installer media: the write-once FAT32 builder, USB images (GPT + ESP + payload), hybrid
+//! ISOs (through xorriso), the payload tree (a Nix binary cache plus the autoinstall
+//! manifest), the compressed NAR cache, and reading images back for `inspect` and `verify`.
 
 pub mod esp;
 pub mod fat32;
 pub mod ids;
+pub mod iso;
+pub mod isoread;
 pub mod narcache;
 pub mod payload;
 pub mod read;

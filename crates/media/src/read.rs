@@ -226,6 +226,18 @@ impl Image {
     }
 }
 
+/// The payload of an installer image: the FAT payload partition of a USB image (or stick), or
+/// the ISO 9660 volume of an ISO.
+pub fn open_image_payload(path: &Path) -> io::Result<Box<dyn Payload>> {
+    match Image::open(path) {
+        Ok(img) => Ok(Box::new(img.fat(img.payload)?)),
+        Err(_) if crate::isoread::is_iso(path) => {
+            Ok(Box::new(crate::isoread::IsoPayload::open(path)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Read access to a payload tree, wherever it lives.
 pub trait Payload {
     /// Opens a file by its `/`-separated path in the tree.

@@ -59,9 +59,40 @@ pub enum Source {
     },
 }
 
+/// What kind of image to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A GPT disk image (or a stick written in place): ESP + FAT32 payload partition.
+    Usb,
+    /// A hybrid ISO 9660 image (CD, BMC virtual media, or dd to a stick).
+    Iso,
+}
+
+impl Format {
+    /// `--format`, or else the output's extension: `.iso` is an ISO, anything else a disk.
+    pub fn for_output(given: Option<&str>, output: &Path) -> Result<Format, String> {
+        match given {
+            Some("usb") | Some("img") => Ok(Format::Usb),
+            Some("iso") => Ok(Format::Iso),
+            Some(other) => Err(format!("--format {other}: expected usb or iso")),
+            None => Ok(
+                match output
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_lowercase)
+                {
+                    Some(e) if e == "iso" => Format::Iso,
+                    _ => Format::Usb,
+                },
+            ),
+        }
+    }
+}
+
 pub struct BuildOptions {
     pub source: Source,
     pub output: PathBuf,
+    pub format: Format,
     pub size: Option<u64>,
     pub installer: PathBuf,
     pub cache_dir: PathBuf,
@@ -335,6 +366,21 @@ fn parallel<T: Sync, R: Send>(
 pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     let started = Instant::now();
     output::check_not_in_use(&opts.output)?;
+    if opts.format == Format::Iso {
+        if opts.size.is_some() {
+            return Err(Error(
+                "--size pads a USB image; an ISO is always just large enough".into(),
+            ));
+        }
+        if fs::metadata(&opts.output).is_ok_and(|m| m.file_type().is_block_device()) {
+            return Err(format!(
+                "-o {}: an ISO is written to a file; dd it to the device afterwards (or write a USB image straight to it: -o {} --format usb)",
+                opts.output.display(),
+                opts.output.display()
+            )
+            .into());
+        }
+    }
     let env = InstallerEnv::load(&opts.installer)?;
     let planned = plan_fleet(opts, ui)?;
 
@@ -448,8 +494,31 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         Mode::Mass => format!("NixOS autoinstall ({} hosts)", manifest.hosts.len()),
         Mode::Single => format!("NixOS autoinstall: {}", manifest.hosts[0].name),
     };
-    let esp = esp_tree(&env, &title, &payload_uuid.to_string(), &opts.kernel_args)?;
+    let volume_id = format!("AIPAYLOAD_{:08X}", ids::volume_id(&seed, "iso"));
+    let payload_spec = match opts.format {
+        Format::Usb => format!("PARTUUID={payload_uuid}"),
+        Format::Iso => format!("LABEL={volume_id}"),
+    };
+    let esp = esp_tree(&env, &title, &payload_spec, &opts.kernel_args)?;
     let payload = payload_tree(&manifest, &paths, &payload_files, None);
+    let timestamp = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if opts.format == Format::Iso {
+        let image_bytes = write_iso(opts, &esp, &payload, &volume_id, &seed, timestamp, ui)?;
+        return Ok(summary(
+            opts,
+            &manifest,
+            &paths,
+            &infos,
+            paths_compressed,
+            image_bytes,
+            started,
+            planned_at,
+            compressed_at,
+        ));
+    }
     let layout = usb::plan(&esp, &payload, size).map_err(|e| e.to_string())?;
     let ids = usb::Ids {
         disk: ids::uuid(&seed, "disk"),
@@ -457,10 +526,7 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         payload: payload_uuid,
         esp_volume: ids::volume_id(&seed, "esp"),
         payload_volume: ids::volume_id(&seed, "payload"),
-        timestamp: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
+        timestamp,
     };
 
     // Write: a device in place, a file under a temporary name.
@@ -506,7 +572,32 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         })?;
     }
 
-    Ok(Summary {
+    Ok(summary(
+        opts,
+        &manifest,
+        &paths,
+        &infos,
+        paths_compressed,
+        layout.disk_bytes,
+        started,
+        planned_at,
+        compressed_at,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary(
+    opts: &BuildOptions,
+    manifest: &Manifest,
+    paths: &[PayloadPath],
+    infos: &[PathInfo],
+    paths_compressed: usize,
+    image_bytes: u64,
+    started: Instant,
+    planned_at: f64,
+    compressed_at: f64,
+) -> Summary {
+    Summary {
         output: opts.output.clone(),
         hosts: manifest.hosts.len(),
         paths: paths.len(),
@@ -514,14 +605,93 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         compressed_bytes: paths.iter().map(|p| p.nar.file_size).sum(),
         paths_compressed,
         paths_from_cache: paths.len() - paths_compressed,
-        image_bytes: layout.disk_bytes,
+        image_bytes,
         seconds: started.elapsed().as_secs_f64(),
         phase_seconds: Phases {
             plan: planned_at,
             compress: compressed_at - planned_at,
             write: started.elapsed().as_secs_f64() - compressed_at,
         },
-    })
+    }
+}
+
+/// Writes the hybrid ISO: the ESP as a FAT image, the payload tree grafted from the NAR cache
+/// (nothing copied), xorriso in between; under a temporary name, renamed at the end. Returns
+/// the image's size.
+#[allow(clippy::too_many_arguments)]
+fn write_iso(
+    opts: &BuildOptions,
+    esp: &media::fat32::Tree,
+    payload: &media::fat32::Tree,
+    volume_id: &str,
+    seed: &[u8],
+    timestamp: u64,
+    ui: &Ui,
+) -> Result<u64, Error> {
+    let name = opts
+        .output
+        .file_name()
+        .ok_or_else(|| format!("-o {}: not a file name", opts.output.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let partial = opts.output.with_file_name(format!(".{name}.partial"));
+    let scratch = opts.output.with_file_name(format!(".{name}.partial.d"));
+    let _ = fs::remove_file(&partial);
+    let _ = fs::remove_dir_all(&scratch);
+    let result = (|| -> Result<u64, String> {
+        fs::create_dir_all(&scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+        // The ESP, as small as its files allow (the installer never writes to it).
+        let esp_image = scratch.join("esp.img");
+        let geometry = media::fat32::min_geometry(esp, 0);
+        let f = File::create(&esp_image)
+            .map_err(|e| format!("creating {}: {e}", esp_image.display()))?;
+        let esp_opts = media::fat32::VolumeOptions {
+            label: usb::ESP_FS_LABEL.into(),
+            volume_id: ids::volume_id(seed, "esp"),
+            hidden_sectors: 0,
+            timestamp,
+        };
+        let bar = ui.bytes(esp.content_bytes(), "writing the ESP");
+        media::fat32::write(&f, 0, &geometry, esp, &esp_opts, &mut |n| bar.inc(n))
+            .map_err(|e| format!("writing {}: {e}", esp_image.display()))?;
+        bar.finish_and_clear();
+        f.set_len(geometry.bytes())
+            .map_err(|e| format!("sizing {}: {e}", esp_image.display()))?;
+        drop(f);
+
+        let staged = media::iso::stage(payload, &scratch)
+            .map_err(|e| format!("staging the payload in {}: {e}", scratch.display()))?;
+        let spinner = ui.bytes(payload.content_bytes(), "writing the ISO (xorriso)");
+        let job = media::iso::IsoJob {
+            files: &staged.files,
+            empty_dirs: &staged.empty_dirs,
+            esp_image: &esp_image,
+            volume_id,
+            epoch: timestamp,
+            output: &partial,
+            scratch: &scratch,
+        };
+        use media::iso::IsoBackend;
+        media::iso::Xorriso::default()
+            .write_iso(&job)
+            .map_err(|e| format!("writing {}: {e}", opts.output.display()))?;
+        spinner.finish_and_clear();
+        fs::rename(&partial, &opts.output).map_err(|e| {
+            format!(
+                "renaming {} to {}: {e}",
+                partial.display(),
+                opts.output.display()
+            )
+        })?;
+        fs::metadata(&opts.output)
+            .map(|m| m.len())
+            .map_err(|e| format!("{}: {e}", opts.output.display()))
+    })();
+    let _ = fs::remove_dir_all(&scratch);
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    Ok(result?)
 }
 
 #[cfg(test)]

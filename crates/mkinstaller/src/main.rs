@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use manifest::size::human;
-use media::read::{self, Image, Payload};
+use media::read;
 use mkinstaller::build::{self, BuildOptions, Source};
 use mkinstaller::ui::Ui;
 
@@ -68,6 +68,11 @@ struct BuildArgs {
     /// The image file or block device to write.
     #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
+    /// usb (a GPT disk image, or a stick written in place) or iso (a hybrid ISO for CDs and
+    /// BMC virtual media, which can also be dd'ed to a stick) [default: iso if the output
+    /// ends in .iso, else usb]
+    #[arg(long, value_name = "usb|iso")]
+    format: Option<String>,
     /// Pad the image to this size (e.g. 32G, the stick's size); default: just large enough.
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
@@ -138,9 +143,11 @@ fn run_build(a: BuildArgs) -> Result<(), String> {
     let output = a
         .output
         .ok_or("say where to write the image: -o usb.img (see --help)")?;
+    let format = build::Format::for_output(a.format.as_deref(), &output)?;
     let opts = BuildOptions {
         source,
         output,
+        format,
         size: a.size,
         installer: a
             .installer
@@ -180,9 +187,8 @@ fn run_build(a: BuildArgs) -> Result<(), String> {
 }
 
 fn inspect(image: &Path, json: bool) -> Result<(), String> {
-    let img = Image::open(image).map_err(|e| e.to_string())?;
-    let payload = img.fat(img.payload).map_err(|e| e.to_string())?;
-    let s = read::summarise(&payload).map_err(|e| e.to_string())?;
+    let payload = read::open_image_payload(image).map_err(|e| e.to_string())?;
+    let s = read::summarise(payload.as_ref()).map_err(|e| e.to_string())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s).expect("serialises"));
         return Ok(());
@@ -237,16 +243,15 @@ fn inspect(image: &Path, json: bool) -> Result<(), String> {
 }
 
 fn verify(image: &Path, json: bool, quiet: bool) -> Result<(), String> {
-    let img = Image::open(image).map_err(|e| e.to_string())?;
-    let payload = img.fat(img.payload).map_err(|e| e.to_string())?;
-    let total = read::summarise(&payload)
+    let payload = read::open_image_payload(image).map_err(|e| e.to_string())?;
+    let total = read::summarise(payload.as_ref())
         .map(|s| s.compressed_bytes)
         .unwrap_or(0);
     let ui = Ui {
         quiet: quiet || json,
     };
     let bar = ui.bytes(total, "verifying");
-    let v = read::verify(&payload, &mut |n| bar.inc(n)).map_err(|e| e.to_string())?;
+    let v = read::verify(payload.as_ref(), &mut |n| bar.inc(n)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));

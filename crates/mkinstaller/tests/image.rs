@@ -39,6 +39,20 @@ impl Env {
         cmd.output().unwrap()
     }
 
+    /// [`Env::mkinstaller`] with one more environment variable.
+    fn mkinstaller_env(&self, args: &[&str], key: &str, value: &str) -> Output {
+        let cache = self.path("cache");
+        Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
+            .args(args)
+            .arg("--installer")
+            .arg(&self.installer)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env(key, value)
+            .output()
+            .unwrap()
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.mkinstaller(args);
         assert!(
@@ -117,7 +131,13 @@ fn check_image(img: &Path, tops: &[String]) {
     drop(esp);
 
     let payload = FatMount::new(&lo.partition(2));
-    let from = format!("file://{}", payload.path().display());
+    nix_installs_every_host(payload.path(), tops);
+}
+
+/// `nix copy --from file://TREE` of every host into a fresh store passes `nix-store --verify`
+/// and holds the host's whole closure.
+fn nix_installs_every_host(tree: &Path, tops: &[String]) {
+    let from = format!("file://{}", tree.display());
     for top in tops {
         let root = tempfile::tempdir().unwrap();
         let r = root.path().to_str().unwrap();
@@ -493,4 +513,140 @@ fn writes_straight_to_a_block_device() {
     // The image fills the whole "stick", whose old contents are gone from the table's view.
     assert_eq!(fs::metadata(&backing).unwrap().len(), 160 << 20);
     check_image(&backing, std::slice::from_ref(&top));
+}
+
+/// `-o fleet.iso`: a hybrid image that xorriso reads as an ISO with a UEFI El Torito entry and
+/// sgdisk as a valid GPT disk with the ESP appended; its payload, extracted with xorriso (this
+/// kernel has no iso9660), serves `nix copy` for every host; `inspect` and `verify` read it
+/// (and verify finds a flipped byte); the same inputs give the same bytes, and another
+/// SOURCE_DATE_EPOCH other bytes; `--size` is refused for an ISO.
+#[test]
+fn iso_output_is_a_hybrid_iso_nix_can_read() {
+    let env = Env::new();
+    let (hosts, tops) = env.fleet("1");
+    let hosts_s = hosts.to_str().unwrap();
+    let (a, b) = (env.path("a.iso"), env.path("b.iso"));
+    env.ok(&["--mass", hosts_s, "-o", a.to_str().unwrap(), "--quiet"]);
+    // Another second, and the second build takes the NARs from the cache: neither may show.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.ok(&["--mass", hosts_s, "-o", b.to_str().unwrap(), "--quiet"]);
+    let iso = a.to_str().unwrap();
+
+    let toc = Command::new("xorriso")
+        .args(["-indev", iso, "-toc"])
+        .output()
+        .unwrap();
+    let toc =
+        String::from_utf8_lossy(&toc.stdout).to_string() + &String::from_utf8_lossy(&toc.stderr);
+    assert!(
+        toc.contains("platform_id=0xEF"),
+        "no UEFI El Torito entry:\n{toc}"
+    );
+    assert!(
+        toc.contains("Joliet") && toc.contains("Rock_Ridge"),
+        "{toc}"
+    );
+    assert!(toc.contains("AIPAYLOAD_"), "volume id:\n{toc}");
+    let sgdisk = run("sgdisk", &["-v", iso]);
+    assert!(sgdisk.contains("No problems found"), "sgdisk -v: {sgdisk}");
+    let json: serde_json::Value = serde_json::from_str(&run("sfdisk", &["-J", iso])).unwrap();
+    let parts = json["partitiontable"]["partitions"].as_array().unwrap();
+    assert!(
+        parts.iter().any(|p| p["type"] == ESP_TYPE),
+        "no ESP partition: {json}"
+    );
+    // The ESP (checked with fsck and mtools) boots the installer and names this ISO's label.
+    let esp = parts.iter().find(|p| p["type"] == ESP_TYPE).unwrap();
+    let at = esp["start"].as_u64().unwrap() * 512;
+    let entry = run(
+        "mtype",
+        &[
+            "-i",
+            &format!("{iso}@@{at}"),
+            "::/loader/entries/autoinstall.conf",
+        ],
+    );
+    assert!(
+        entry.contains("autoinstall.payload=LABEL=AIPAYLOAD_"),
+        "{entry}"
+    );
+
+    let tree = env.path("extracted");
+    run(
+        "xorriso",
+        &[
+            "-osirrox",
+            "on",
+            "-indev",
+            iso,
+            "-extract",
+            "/",
+            tree.to_str().unwrap(),
+        ],
+    );
+    assert!(tree.join("autoinstall/manifest.json").is_file());
+    assert!(tree.join("autoinstall/reports").is_dir());
+    nix_installs_every_host(&tree, &tops);
+
+    let shown = env.ok(&["inspect", iso, "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["hosts"].as_array().unwrap().len(), 3, "{shown}");
+    env.ok(&["verify", iso, "--quiet"]);
+
+    assert!(
+        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+        "two ISOs of the same fleet differ"
+    );
+    let c = env.path("c.iso");
+    let out = env.mkinstaller_env(
+        &["--mass", hosts_s, "-o", c.to_str().unwrap(), "--quiet"],
+        "SOURCE_DATE_EPOCH",
+        "1700000000",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        fs::read(&a).unwrap() != fs::read(&c).unwrap(),
+        "SOURCE_DATE_EPOCH is ignored"
+    );
+
+    // A flipped byte in the largest NAR: verify names the path.
+    let lbas = run(
+        "xorriso",
+        &[
+            "-indev",
+            iso,
+            "-find",
+            "/nar",
+            "-type",
+            "f",
+            "-exec",
+            "report_lba",
+        ],
+    );
+    let (lba, size) = lbas
+        .lines()
+        .filter_map(|l| l.strip_prefix("File data lba:"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            (f[1].parse::<u64>().unwrap(), f[3].parse::<u64>().unwrap())
+        })
+        .max_by_key(|&(_, size)| size)
+        .expect("NARs on the ISO");
+    let mut bytes = fs::read(&a).unwrap();
+    bytes[(lba * 2048 + size / 2) as usize] ^= 0x55;
+    fs::write(&a, &bytes).unwrap();
+    let out = env.mkinstaller(&["verify", iso]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("/nix/store/"),
+        "{said}"
+    );
+
+    let out = env.mkinstaller(&["--mass", hosts_s, "-o", iso, "--size", "1G"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("--size"), "{said}");
 }

@@ -516,8 +516,8 @@ fn writes_straight_to_a_block_device() {
 }
 
 /// `-o fleet.iso`: a hybrid image that xorriso reads as an ISO with a UEFI El Torito entry and
-/// sgdisk as a valid GPT disk with the ESP appended; its payload, extracted with xorriso (this
-/// kernel has no iso9660), serves `nix copy` for every host; `inspect` and `verify` read it
+/// sgdisk as a valid GPT disk with the ESP appended; mounted (fuseiso: this kernel has no
+/// iso9660), it serves `nix copy` for every host; `inspect` and `verify` read it
 /// (and verify finds a flipped byte); the same inputs give the same bytes, and another
 /// SOURCE_DATE_EPOCH other bytes; `--size` is refused for an ISO.
 #[test]
@@ -571,22 +571,21 @@ fn iso_output_is_a_hybrid_iso_nix_can_read() {
         "{entry}"
     );
 
-    let tree = env.path("extracted");
-    run(
-        "xorriso",
-        &[
-            "-osirrox",
-            "on",
-            "-indev",
-            iso,
-            "-extract",
-            "/",
-            tree.to_str().unwrap(),
-        ],
-    );
+    // Mounted as a user would (through FUSE: this kernel has no iso9660), Nix reads it.
+    let tree = env.path("mounted");
+    fs::create_dir_all(&tree).unwrap();
+    run("fuseiso", &[iso, tree.to_str().unwrap()]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("fusermount").arg("-u").arg(&self.0).status();
+        }
+    }
+    let mounted = Unmount(tree.clone());
     assert!(tree.join("autoinstall/manifest.json").is_file());
     assert!(tree.join("autoinstall/reports").is_dir());
     nix_installs_every_host(&tree, &tops);
+    drop(mounted);
 
     let shown = env.ok(&["inspect", iso, "--json"]);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();

@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use manifest::media::HostEntry;
+use manifest::media::{HostEntry, Manifest, MANIFEST_PATH, MANIFEST_SIG_PATH};
 use nixstore::closure::PathInfo;
 use nixstore::import::{check_compressed, import_checked_compressed};
+use nixstore::keys::PublicKey;
 use nixstore::narinfo::NarInfo;
 use nixstore::StorePath;
 
@@ -41,9 +42,52 @@ impl Closure {
     }
 }
 
+/// The names of `keys`, for messages.
+fn key_names(keys: &[PublicKey]) -> String {
+    keys.iter()
+        .map(|k| k.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The manifest, parsed from the very bytes whose signature (`manifest.json.sig`) was checked
+/// against `keys`.
+pub fn signed_manifest(source: &Source, keys: &[PublicKey]) -> Result<Manifest, String> {
+    let p = source.open().map_err(|e| e.to_string())?;
+    let text = p
+        .read_all(MANIFEST_PATH)
+        .map_err(|e| e.to_string())
+        .and_then(|b| String::from_utf8(b).map_err(|_| format!("{MANIFEST_PATH} is not UTF-8")))?;
+    let sigs: Vec<String> = match p.read_all(MANIFEST_SIG_PATH) {
+        Ok(b) => String::from_utf8_lossy(&b)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if sigs.is_empty() {
+        return Err(format!(
+            "{}: the manifest is not signed, but this installer trusts only signed payloads (keys: {}); rebuild the stick with mkinstaller --sign-key",
+            source.describe(),
+            key_names(keys)
+        ));
+    }
+    if !nixstore::keys::verify_any(keys, &text, &sigs) {
+        return Err(format!(
+            "{}: the manifest's signature is not valid for any trusted key ({}); the payload was altered or signed with another key",
+            source.describe(),
+            key_names(keys)
+        ));
+    }
+    Manifest::parse(&text).map_err(|e| format!("{}: {MANIFEST_PATH}: {e}", source.describe()))
+}
+
 /// Reads the narinfo of every path of `host`'s closure and checks that the closure is whole:
-/// the toplevel is in it and every reference stays inside it.
-pub fn load(source: &Source, host: &HostEntry) -> Result<Closure, String> {
+/// the toplevel is in it and every reference stays inside it. With trusted `keys`, every
+/// narinfo must carry a valid signature by one of them (its NarHash, hence the NAR, is then
+/// vouched for).
+pub fn load(source: &Source, host: &HostEntry, keys: &[PublicKey]) -> Result<Closure, String> {
     let p = source.open().map_err(|e| e.to_string())?;
     let members: BTreeSet<&str> = host.closure.iter().map(String::as_str).collect();
     if !members.contains(host.toplevel.as_str()) {
@@ -57,6 +101,17 @@ pub fn load(source: &Source, host: &HostEntry) -> Result<Closure, String> {
         let sp = StorePath::parse(path)
             .map_err(|e| format!("host {}: {path:?} is not a store path: {e}", host.name))?;
         let info = p.narinfo(&sp).map_err(|e| format!("{path}: {e}"))?;
+        if !keys.is_empty() && !nixstore::keys::verify_any(keys, &info.fingerprint(), &info.sigs) {
+            return Err(format!(
+                "{path}: {} (keys: {}); the payload was altered or signed with another key",
+                if info.sigs.is_empty() {
+                    "not signed, but this installer trusts only signed paths"
+                } else {
+                    "no valid signature by a trusted key"
+                },
+                key_names(keys)
+            ));
+        }
         for r in &info.references {
             if !members.contains(r.to_string().as_str()) {
                 return Err(format!(

@@ -30,6 +30,8 @@ use crate::ui::Ui;
 /// What the operator asked for on the command line.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// With any key here, the manifest and every store path must be signed by one of them.
+    pub trusted_keys: Vec<nixstore::keys::PublicKey>,
     pub payload: Option<PathBuf>,
     pub overrides: Overrides,
     /// `--disk`: a whole-disk node or by-id link; wins over the host's `disk` and the rules.
@@ -224,10 +226,14 @@ fn go(
             None => payload::find(),
         }
         .map_err(|e| e.to_string())?;
-        let manifest = source
-            .open()
-            .and_then(|p| p.manifest())
-            .map_err(|e| e.to_string())?;
+        let manifest = if opts.trusted_keys.is_empty() {
+            source
+                .open()
+                .and_then(|p| p.manifest())
+                .map_err(|e| e.to_string())?
+        } else {
+            closure::signed_manifest(&source, &opts.trusted_keys)?
+        };
         Ok((source, manifest))
     })?;
     run.report.payload = Some(source.describe());
@@ -247,7 +253,9 @@ fn go(
     run.report.chosen_by = Some(chosen_by.clone());
     run.report.toplevel = Some(host.toplevel.clone());
 
-    let closure = run.step("read-closure", |_| closure::load(&source, host))?;
+    let closure = run.step("read-closure", |_| {
+        closure::load(&source, host, &opts.trusted_keys)
+    })?;
     run.report.closure_paths = closure.infos.len();
     run.report.closure_nar_bytes = closure.nar_bytes;
 

@@ -64,6 +64,38 @@ struct Cli {
     /// shell) when running in the installer environment, and nothing elsewhere.
     #[arg(long, value_name = "auto|reboot|poweroff|none", default_value = "auto")]
     finish: String,
+    /// Trust this Nix public key (`name:base64`, as `nix key convert-secret-to-public`
+    /// prints); may be repeated. With any trusted key (here or in
+    /// /etc/nixos-autoinstall/trusted-keys, one per line), the manifest and every store path
+    /// must carry a valid signature by one of them, or nothing is installed.
+    #[arg(long, value_name = "KEY")]
+    trusted_key: Vec<String>,
+}
+
+/// Where the installer environment keeps the public keys it trusts (one per line).
+const TRUSTED_KEYS_FILE: &str = "/etc/nixos-autoinstall/trusted-keys";
+
+/// `--trusted-key` and the environment's file, parsed; an unreadable key is an error, not a
+/// key quietly ignored.
+fn trusted_keys(given: &[String]) -> Result<Vec<nixstore::keys::PublicKey>, String> {
+    let from_file = match std::fs::read_to_string(TRUSTED_KEYS_FILE) {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| (TRUSTED_KEYS_FILE.to_string(), l.to_string()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    given
+        .iter()
+        .map(|k| ("--trusted-key".to_string(), k.clone()))
+        .chain(from_file)
+        .map(|(from, k)| {
+            nixstore::keys::PublicKey::parse(&k)
+                .map_err(|e| format!("{from} {k:?}: {e}; a key reads name:base64"))
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -82,7 +114,15 @@ fn main() -> ExitCode {
                 .unwrap_or("the firmware reports none")
         )),
     }
+    let trusted_keys = match trusted_keys(&cli.trusted_key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("autoinstall-terminal: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = Options {
+        trusted_keys,
         payload: cli.payload.clone(),
         overrides: Overrides {
             host: cli.host.clone(),

@@ -134,6 +134,16 @@ impl Env {
 
     /// [`Env::stick`] written as `name` (`fleet.iso` makes an ISO).
     fn medium(&self, hosts: &[(&str, &str, &str, &str)], name: &str) -> PathBuf {
+        self.medium_with(hosts, name, &[])
+    }
+
+    /// [`Env::medium`] with more mkinstaller arguments.
+    fn medium_with(
+        &self,
+        hosts: &[(&str, &str, &str, &str)],
+        name: &str,
+        more: &[&str],
+    ) -> PathBuf {
         let mut toml = String::from("version = 1\n\n[defaults]\non-unknown-serial = \"refuse\"\nafter-install = \"poweroff\"\nconfirm-seconds = 0\n");
         for (name, serial, top, profile) in hosts {
             toml += &format!("\n[[host]]\nname = \"{name}\"\nserials = [\"{serial}\"]\nsystem = \"{top}\"\nprofile = \"{profile}\"\n");
@@ -154,6 +164,7 @@ impl Env {
             .arg(installer)
             .arg("--cache-dir")
             .arg(self.path("cache"))
+            .args(more)
             .output()
             .unwrap();
         assert!(
@@ -457,6 +468,98 @@ fn installs_from_an_iso() {
     );
     check_installed(&env, &disk, &tops[0], "ext4");
     assert!(fs::read(&iso).unwrap() == before, "the ISO was written to");
+}
+
+/// `mkinstaller --sign-key` and `autoinstall-terminal --trusted-key`: a signed stick installs
+/// under its key; an unsigned stick, another key, and a narinfo whose signature does not
+/// match are each refused before the disk is touched, naming what failed.
+#[test]
+fn signatures_are_required_once_a_key_is_trusted() {
+    let Some((_serial, env, tops)) = root_env() else {
+        return;
+    };
+    let key = nixstore::keys::SecretKey::generate("fleet-test-1").unwrap();
+    let other = nixstore::keys::SecretKey::generate("fleet-test-1").unwrap();
+    let key_file = env.path("secret.key");
+    fs::write(&key_file, key.to_text()).unwrap();
+    let hosts = [("demo-1", "DEMO-SN-0001", tops[0].as_str(), "uefi-ext4")];
+    let signed = env.medium_with(
+        &hosts,
+        "signed.img",
+        &["--sign-key", key_file.to_str().unwrap()],
+    );
+    let unsigned = env.medium(&hosts, "unsigned.img");
+    let disk = LoopDisk::new(env.path("disk.img"), "9G");
+    let trusted = key.public().to_text();
+    let install = |payload: &Path, key: &str| {
+        env.install(&[
+            "--payload",
+            payload.to_str().unwrap(),
+            "--serial",
+            "DEMO-SN-0001",
+            "--disk",
+            &disk.dev,
+            "--trusted-key",
+            key,
+            "--yes",
+        ])
+    };
+    let refused = |out: Output, expect: &str| {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "expected a refusal:\n{err}");
+        assert!(err.contains(expect), "{expect:?} not in:\n{err}");
+        assert!(disk.untouched(), "a refusal wrote to the disk");
+    };
+    refused(install(&unsigned, &trusted), "the manifest is not signed");
+    refused(
+        install(&signed, &other.public().to_text()),
+        "not valid for any trusted key",
+    );
+    // One narinfo's signature made by another key (its manifest still signed): the path is
+    // named. (A payload directory, so the narinfo can be edited.)
+    let tree = env.path("tree");
+    let img = media::read::Image::open(&signed).unwrap();
+    fs::create_dir_all(&tree).unwrap();
+    run(
+        "mcopy",
+        &[
+            "-s",
+            "-n",
+            "-i",
+            &format!("{}@@{}", signed.display(), img.payload.start),
+            "::/*",
+            tree.to_str().unwrap(),
+        ],
+    );
+    let victim = tops[0]
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap();
+    let narinfo = tree.join(format!("{victim}.narinfo"));
+    let text = fs::read_to_string(&narinfo).unwrap();
+    let info = nixstore::narinfo::NarInfo::parse(&text).unwrap();
+    let forged = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("Sig: ") {
+                format!("Sig: {}", other.sign(&info.fingerprint()))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    fs::write(&narinfo, forged).unwrap();
+    refused(install(&tree, &trusted), &tops[0]);
+
+    // Signed by the trusted key: installed.
+    let out = install(&signed, &trusted);
+    assert_ok(&out);
+    check_installed(&env, &disk, &tops[0], "ext4");
 }
 
 #[test]

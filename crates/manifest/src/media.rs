@@ -13,6 +13,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const FORMAT_NAME: &str = "nixos-autoinstall-manifest";
 /// Where the manifest lives in the payload tree.
 pub const MANIFEST_PATH: &str = "autoinstall/manifest.json";
+/// Signatures of the manifest's exact bytes, one `keyname:base64` per line (Nix's key format).
+pub const MANIFEST_SIG_PATH: &str = "autoinstall/manifest.json.sig";
 /// Where installers write their reports back.
 pub const REPORTS_DIR: &str = "autoinstall/reports";
 /// Where each host's extra files are kept.

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use manifest::media::{Manifest, MANIFEST_PATH, REPORTS_DIR};
+use manifest::media::{Manifest, MANIFEST_PATH, MANIFEST_SIG_PATH, REPORTS_DIR};
 use nixstore::binary_cache;
 use nixstore::closure::PathInfo;
 use nixstore::keys::SecretKey;
@@ -72,10 +72,15 @@ pub fn payload_tree(
     for dir in ["nar", "realisations", "log", "debuginfo"] {
         tree.add_dir(dir);
     }
-    tree.add_file(
-        MANIFEST_PATH,
-        Source::Bytes(manifest.to_json().into_bytes()),
-    );
+    let json = manifest.to_json();
+    if let Some(key) = key {
+        // Detached, over the exact bytes: the installer checks them before it trusts a word.
+        tree.add_file(
+            MANIFEST_SIG_PATH,
+            Source::Bytes(format!("{}\n", key.sign(&json)).into_bytes()),
+        );
+    }
+    tree.add_file(MANIFEST_PATH, Source::Bytes(json.into_bytes()));
     tree.add_dir(REPORTS_DIR);
     tree
 }

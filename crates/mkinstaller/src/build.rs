@@ -101,6 +101,8 @@ pub struct BuildOptions {
     pub threads: usize,
     /// Appended to the installer's kernel command line.
     pub kernel_args: String,
+    /// Signs every narinfo and the manifest (`--sign-key`).
+    pub sign_key: Option<PathBuf>,
 }
 
 /// The end-of-run figures (`--json` prints them).
@@ -382,6 +384,19 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         }
     }
     let env = InstallerEnv::load(&opts.installer)?;
+    let key = match &opts.sign_key {
+        None => None,
+        Some(file) => {
+            let text = fs::read_to_string(file)
+                .map_err(|e| format!("--sign-key {}: {e}", file.display()))?;
+            Some(nixstore::keys::SecretKey::parse(text.trim()).map_err(|e| {
+                format!(
+                    "--sign-key {}: {e} (make one with `nix key generate-secret --key-name NAME`)",
+                    file.display()
+                )
+            })?)
+        }
+    };
     let planned = plan_fleet(opts, ui)?;
 
     // Closures: the union in one query, its metadata in another, and each host's closure
@@ -500,7 +515,7 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         Format::Iso => format!("LABEL={volume_id}"),
     };
     let esp = esp_tree(&env, &title, &payload_spec, &opts.kernel_args)?;
-    let payload = payload_tree(&manifest, &paths, &payload_files, None);
+    let payload = payload_tree(&manifest, &paths, &payload_files, key.as_ref());
     let timestamp = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -68,6 +68,10 @@ struct BuildArgs {
     /// The image file or block device to write.
     #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
+    /// Sign every narinfo and the manifest with this Nix secret key (the format `nix key
+    /// generate-secret` writes); installers that trust its public key refuse anything else.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
     /// usb (a GPT disk image, or a stick written in place) or iso (a hybrid ISO for CDs and
     /// BMC virtual media, which can also be dd'ed to a stick) [default: iso if the output
     /// ends in .iso, else usb]
@@ -157,6 +161,7 @@ fn run_build(a: BuildArgs) -> Result<(), String> {
         profiles_dir: a.profiles_dir,
         level: a.level,
         kernel_args: a.kernel_args,
+        sign_key: a.sign_key,
         threads: a
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),

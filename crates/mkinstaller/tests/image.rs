@@ -649,3 +649,81 @@ fn iso_output_is_a_hybrid_iso_nix_can_read() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("--size"), "{said}");
 }
+
+/// `--sign-key`: Nix itself accepts the stick's narinfo signatures under the public key (no
+/// `--no-check-sigs`) and refuses them under another; the manifest carries a detached
+/// signature; an unreadable key file is refused before anything is written.
+#[test]
+fn signed_images_pass_nix_signature_checks() {
+    let env = Env::new();
+    let top = build_fixture("tiny-fleet.nix", Some("host-1"), &[]);
+    let key = nixstore::keys::SecretKey::generate("fleet-sign-test-1").unwrap();
+    let other = nixstore::keys::SecretKey::generate("fleet-sign-test-1").unwrap();
+    let key_file = env.path("secret.key");
+    fs::write(&key_file, key.to_text() + "\n").unwrap();
+    let img = env.path("signed.img");
+    let k = key_file.to_str().unwrap();
+    env.ok(&[
+        "--system",
+        &top,
+        "-o",
+        img.to_str().unwrap(),
+        "--sign-key",
+        k,
+        "--quiet",
+    ]);
+
+    let lo = Loop::attach(&img, true);
+    let payload = FatMount::new(&lo.partition(2));
+    let sig = fs::read_to_string(payload.path().join("autoinstall/manifest.json.sig")).unwrap();
+    let manifest = fs::read_to_string(payload.path().join("autoinstall/manifest.json")).unwrap();
+    assert!(key.public().verify(&manifest, sig.trim()), "{sig}");
+    let from = format!("file://{}", payload.path().display());
+    let copy = |public: &str| {
+        let root = tempfile::tempdir().unwrap();
+        let keys = format!("trusted-public-keys = {public}\nrequire-sigs = true\nsubstituters =");
+        let out = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command"])
+            .args([
+                "copy",
+                "--from",
+                &from,
+                "--to",
+                root.path().to_str().unwrap(),
+                &top,
+            ])
+            .env("NIX_CONFIG", keys)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, said) = copy(&key.public().to_text());
+    assert!(ok, "nix copy refused our signatures: {said}");
+    let (ok, said) = copy(&other.public().to_text());
+    assert!(
+        !ok,
+        "nix copy accepted a path signed by another key: {said}"
+    );
+    drop(payload);
+    drop(lo);
+
+    fs::write(&key_file, "not a key").unwrap();
+    let bad = env.path("bad.img");
+    let out = env.mkinstaller(&[
+        "--system",
+        &top,
+        "-o",
+        bad.to_str().unwrap(),
+        "--sign-key",
+        k,
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("--sign-key"),
+        "{said}"
+    );
+    assert!(!bad.exists());
+}

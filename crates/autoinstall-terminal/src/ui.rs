@@ -36,7 +36,10 @@ impl Ui {
         if self.quiet || !io::stderr().is_terminal() {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let bar = ProgressBar::with_draw_target(
+            Some(total),
+            ProgressDrawTarget::stderr_with_hz(redraws_per_second()),
+        );
         bar.set_style(
             ProgressStyle::with_template(
                 "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -185,5 +188,20 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// How often bars redraw. A serial console at 115200 baud moves about 11 KB/s, and a redraw
+/// with its escape codes is a few hundred bytes: at indicatif's usual 20 per second the bar
+/// alone would take half the line. Serial consoles (the installer's ttyS*, or TERM=vt*) get 2.
+fn redraws_per_second() -> u8 {
+    let tty = std::fs::read_link("/proc/self/fd/2")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let term = std::env::var("TERM").unwrap_or_default();
+    if tty.starts_with("/dev/ttyS") || tty.starts_with("/dev/ttyAMA") || term.starts_with("vt") {
+        2
+    } else {
+        15
     }
 }

@@ -13,6 +13,25 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const FORMAT_NAME: &str = "nixos-autoinstall-manifest";
 /// Where the manifest lives in the payload tree.
 pub const MANIFEST_PATH: &str = "autoinstall/manifest.json";
+/// Per-serial lookups in a `--format cache` site: `<dir>/<key>.json` holds that host's entry,
+/// so an online installer fetches one small static file for its serial.
+pub const HOSTS_LOOKUP_DIR: &str = "autoinstall/hosts";
+
+/// Where a serial's lookup file lives in a cache site: its comparison key (upper case, no
+/// spaces), with every byte outside `A-Z 0-9 . _ -` percent-encoded so it is safe as a file
+/// name and in a URL.
+pub fn host_lookup_path(serial: &str) -> String {
+    let mut name = String::new();
+    for b in crate::serial::key(serial).bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{HOSTS_LOOKUP_DIR}/{name}.json")
+}
+
 /// Signatures of the manifest's exact bytes, one `keyname:base64` per line (Nix's key format).
 pub const MANIFEST_SIG_PATH: &str = "autoinstall/manifest.json.sig";
 /// Where installers write their reports back.
@@ -109,5 +128,27 @@ impl Manifest {
 
     pub fn host(&self, name: &str) -> Option<&HostEntry> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::host_lookup_path;
+
+    #[test]
+    fn lookup_names_are_the_serial_key_and_url_safe() {
+        assert_eq!(
+            host_lookup_path("sn-0001"),
+            "autoinstall/hosts/SN-0001.json"
+        );
+        assert_eq!(
+            host_lookup_path(" Sn 0001 "),
+            "autoinstall/hosts/SN0001.json"
+        );
+        assert_eq!(
+            host_lookup_path("a/b?c#d"),
+            "autoinstall/hosts/A%2FB%3FC%23D.json"
+        );
+        assert_eq!(host_lookup_path(".."), "autoinstall/hosts/...json");
     }
 }

@@ -226,9 +226,13 @@ impl Image {
     }
 }
 
-/// The payload of an installer image: the FAT payload partition of a USB image (or stick), or
-/// the ISO 9660 volume of an ISO.
+/// The payload of an installer image: the FAT payload partition of a USB image (or stick), the
+/// ISO 9660 volume of an ISO, or a payload directory.
 pub fn open_image_payload(path: &Path) -> io::Result<Box<dyn Payload>> {
+    if path.is_dir() {
+        // A `--format cache` site, or a payload tree copied off a stick.
+        return Ok(Box::new(DirPayload(path.to_path_buf())));
+    }
     match Image::open(path) {
         Ok(img) => Ok(Box::new(img.fat(img.payload)?)),
         Err(_) if crate::isoread::is_iso(path) => {

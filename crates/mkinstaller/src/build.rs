@@ -66,6 +66,9 @@ pub enum Format {
     Usb,
     /// A hybrid ISO 9660 image (CD, BMC virtual media, or dd to a stick).
     Iso,
+    /// A directory: the payload tree as a static site (a Nix binary cache with the manifest
+    /// and per-serial lookups), for the online installer behind any HTTP server.
+    Cache,
 }
 
 impl Format {
@@ -74,7 +77,8 @@ impl Format {
         match given {
             Some("usb") | Some("img") => Ok(Format::Usb),
             Some("iso") => Ok(Format::Iso),
-            Some(other) => Err(format!("--format {other}: expected usb or iso")),
+            Some("cache") => Ok(Format::Cache),
+            Some(other) => Err(format!("--format {other}: expected usb, iso or cache")),
             None => Ok(
                 match output
                     .extension()
@@ -368,15 +372,16 @@ fn parallel<T: Sync, R: Send>(
 pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     let started = Instant::now();
     output::check_not_in_use(&opts.output)?;
-    if opts.format == Format::Iso {
+    if opts.format != Format::Usb {
         if opts.size.is_some() {
             return Err(Error(
-                "--size pads a USB image; an ISO is always just large enough".into(),
+                "--size pads a USB image; an ISO or a cache directory is just as large as it needs"
+                    .into(),
             ));
         }
         if fs::metadata(&opts.output).is_ok_and(|m| m.file_type().is_block_device()) {
             return Err(format!(
-                "-o {}: an ISO is written to a file; dd it to the device afterwards (or write a USB image straight to it: -o {} --format usb)",
+                "-o {}: an ISO or a cache directory cannot go on a device; write a USB image straight to it: -o {} --format usb",
                 opts.output.display(),
                 opts.output.display()
             )
@@ -511,7 +516,8 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     };
     let volume_id = format!("AIPAYLOAD_{:08X}", ids::volume_id(&seed, "iso"));
     let payload_spec = match opts.format {
-        Format::Usb => format!("PARTUUID={payload_uuid}"),
+        // A cache site has no ESP of its own (the online installer's medium is another one).
+        Format::Usb | Format::Cache => format!("PARTUUID={payload_uuid}"),
         Format::Iso => format!("LABEL={volume_id}"),
     };
     let esp = esp_tree(&env, &title, &payload_spec, &opts.kernel_args)?;
@@ -520,15 +526,25 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    if opts.format == Format::Iso {
-        let image_bytes = write_iso(opts, &esp, &payload, &volume_id, &seed, timestamp, ui)?;
+    let other_bytes = match opts.format {
+        Format::Usb => None,
+        Format::Cache => {
+            let mut payload = payload.clone();
+            add_host_lookups(&mut payload, &manifest, key.as_ref());
+            Some(write_cache_dir(opts, &payload, ui)?)
+        }
+        Format::Iso => Some(write_iso(
+            opts, &esp, &payload, &volume_id, &seed, timestamp, ui,
+        )?),
+    };
+    if let Some(bytes) = other_bytes {
         return Ok(summary(
             opts,
             &manifest,
             &paths,
             &infos,
             paths_compressed,
-            image_bytes,
+            bytes,
             started,
             planned_at,
             compressed_at,
@@ -628,6 +644,81 @@ fn summary(
             write: started.elapsed().as_secs_f64() - compressed_at,
         },
     }
+}
+
+/// The per-serial lookup files of a cache site (and their signatures, with a key).
+fn add_host_lookups(
+    payload: &mut media::fat32::Tree,
+    manifest: &Manifest,
+    key: Option<&nixstore::keys::SecretKey>,
+) {
+    for h in &manifest.hosts {
+        let entry = serde_json::to_string_pretty(h).expect("a host entry serialises") + "\n";
+        for serial in &h.serials {
+            let at = manifest::media::host_lookup_path(serial);
+            if let Some(k) = key {
+                let sig = format!("{}\n", k.sign(&entry));
+                payload.add_file(
+                    &format!("{at}.sig"),
+                    media::fat32::Source::Bytes(sig.into_bytes()),
+                );
+            }
+            payload.add_file(&at, media::fat32::Source::Bytes(entry.clone().into_bytes()));
+        }
+    }
+}
+
+/// Writes the payload as a directory (`--format cache`): built beside the output under a
+/// temporary name, then swapped in. An existing output is replaced only if it is one of ours
+/// (it has a manifest) or empty, so a mistyped -o never empties someone's directory. Returns
+/// the bytes of file contents.
+fn write_cache_dir(
+    opts: &BuildOptions,
+    payload: &media::fat32::Tree,
+    ui: &Ui,
+) -> Result<u64, Error> {
+    let out = &opts.output;
+    if out.exists() {
+        let ours = out.join(manifest::media::MANIFEST_PATH).is_file();
+        let empty = fs::read_dir(out)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !out.is_dir() || !(ours || empty) {
+            return Err(format!(
+                "-o {}: exists and is not a payload directory written by mkinstaller; name a new or empty directory",
+                out.display()
+            )
+            .into());
+        }
+    }
+    let name = out
+        .file_name()
+        .ok_or_else(|| format!("-o {}: not a directory name", out.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let partial = out.with_file_name(format!(".{name}.partial"));
+    let old = out.with_file_name(format!(".{name}.old"));
+    let _ = fs::remove_dir_all(&partial);
+    fs::create_dir_all(&partial).map_err(|e| format!("creating {}: {e}", partial.display()))?;
+    let bar = ui.bytes(payload.content_bytes(), "writing");
+    let written = media::dirout::write_tree(payload, &partial, &mut |n| bar.inc(n));
+    bar.finish_and_clear();
+    let bytes = match written {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(format!("writing {}: {e}", out.display()).into());
+        }
+    };
+    let _ = fs::remove_dir_all(&old);
+    if out.exists() {
+        fs::rename(out, &old)
+            .map_err(|e| format!("moving the old {} aside: {e}", out.display()))?;
+    }
+    fs::rename(&partial, out)
+        .map_err(|e| format!("renaming {} to {}: {e}", partial.display(), out.display()))?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(bytes)
 }
 
 /// Writes the hybrid ISO: the ESP as a FAT image, the payload tree grafted from the NAR cache

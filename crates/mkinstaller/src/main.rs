@@ -72,10 +72,11 @@ struct BuildArgs {
     /// generate-secret` writes); installers that trust its public key refuse anything else.
     #[arg(long, value_name = "FILE")]
     sign_key: Option<PathBuf>,
-    /// usb (a GPT disk image, or a stick written in place) or iso (a hybrid ISO for CDs and
-    /// BMC virtual media, which can also be dd'ed to a stick) [default: iso if the output
-    /// ends in .iso, else usb]
-    #[arg(long, value_name = "usb|iso")]
+    /// usb (a GPT disk image, or a stick written in place), iso (a hybrid ISO for CDs and
+    /// BMC virtual media, which can also be dd'ed to a stick) or cache (a directory any
+    /// static HTTP server can serve: a Nix binary cache with the manifest and per-serial
+    /// lookups) [default: iso if the output ends in .iso, else usb]
+    #[arg(long, value_name = "usb|iso|cache")]
     format: Option<String>,
     /// Pad the image to this size (e.g. 32G, the stick's size); default: just large enough.
     #[arg(long, value_parser = parse_size)]

@@ -727,3 +727,74 @@ fn signed_images_pass_nix_signature_checks() {
     );
     assert!(!bad.exists());
 }
+
+/// `--format cache -o site/`: a directory that is a Nix binary cache (`nix copy --from
+/// file://site` installs every host) with the manifest, a signed lookup file per serial
+/// (under the serial's key, URL-safe), read by `inspect` and `verify`; rebuilt in place; a
+/// directory that is not ours is refused.
+#[test]
+fn cache_directory_output_is_a_binary_cache_with_per_serial_lookups() {
+    let env = Env::new();
+    let (hosts, tops) = env.fleet("1");
+    let hosts_s = hosts.to_str().unwrap();
+    let key = nixstore::keys::SecretKey::generate("site-test-1").unwrap();
+    let key_file = env.path("secret.key");
+    fs::write(&key_file, key.to_text()).unwrap();
+    let site = env.path("site");
+    let site_s = site.to_str().unwrap();
+    let k = key_file.to_str().unwrap();
+    env.ok(&[
+        "--mass",
+        hosts_s,
+        "--format",
+        "cache",
+        "-o",
+        site_s,
+        "--sign-key",
+        k,
+        "--quiet",
+    ]);
+    nix_installs_every_host(&site, &tops);
+    for (i, top) in tops.iter().enumerate() {
+        let lookup = site.join(format!("autoinstall/hosts/TEST-SN-{:04}.json", i + 1));
+        let text = fs::read_to_string(&lookup).unwrap();
+        let entry: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(entry["toplevel"], top.as_str(), "{text}");
+        assert_eq!(entry["name"], format!("host-{}", i + 1));
+        let sig = fs::read_to_string(lookup.with_extension("json.sig")).unwrap();
+        assert!(key.public().verify(&text, sig.trim()), "{sig}");
+    }
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", site_s, "--json"])).unwrap();
+    assert_eq!(shown["hosts"].as_array().unwrap().len(), 3);
+    env.ok(&["verify", site_s, "--quiet"]);
+    // Again onto the same directory: replaced, still whole.
+    env.ok(&[
+        "--mass", hosts_s, "--format", "cache", "-o", site_s, "--quiet",
+    ]);
+    assert!(!site
+        .join("autoinstall/hosts/TEST-SN-0001.json.sig")
+        .exists());
+    env.ok(&["verify", site_s, "--quiet"]);
+
+    let theirs = env.path("theirs");
+    fs::create_dir_all(&theirs).unwrap();
+    fs::write(theirs.join("keep"), "someone's file").unwrap();
+    let out = env.mkinstaller(&[
+        "--mass",
+        hosts_s,
+        "--format",
+        "cache",
+        "-o",
+        theirs.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("not a payload directory"),
+        "{said}"
+    );
+    assert_eq!(
+        fs::read_to_string(theirs.join("keep")).unwrap(),
+        "someone's file"
+    );
+}

@@ -798,3 +798,60 @@ fn cache_directory_output_is_a_binary_cache_with_per_serial_lookups() {
         "someone's file"
     );
 }
+
+/// A `--format cache` site behind a real nginx on 127.0.0.1: Nix installs every host from it
+/// over HTTP with signatures required, and the per-serial lookup is one static GET.
+#[test]
+fn a_cache_site_served_by_nginx_is_a_signed_binary_cache() {
+    let env = Env::new();
+    let (hosts, tops) = env.fleet("1");
+    let key = nixstore::keys::SecretKey::generate("site-http-test-1").unwrap();
+    let key_file = env.path("secret.key");
+    fs::write(&key_file, key.to_text()).unwrap();
+    let site = env.path("site");
+    env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "--format",
+        "cache",
+        "-o",
+        site.to_str().unwrap(),
+        "--sign-key",
+        key_file.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let server = testkit::Nginx::serve(&site);
+    let config = format!(
+        "trusted-public-keys = {}\nrequire-sigs = true\nsubstituters =",
+        key.public().to_text()
+    );
+    for top in &tops {
+        let root = tempfile::tempdir().unwrap();
+        let out = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command", "copy"])
+            .args([
+                "--from",
+                &server.url(),
+                "--to",
+                root.path().to_str().unwrap(),
+                top,
+            ])
+            .env("NIX_CONFIG", &config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nix copy over HTTP: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(requisites(Some(root.path()), top), requisites(None, top));
+    }
+    let lookup = run(
+        "curl",
+        &[
+            "-fsS",
+            &format!("{}/autoinstall/hosts/TEST-SN-0002.json", server.url()),
+        ],
+    );
+    assert!(lookup.contains(&tops[1]), "{lookup}");
+}

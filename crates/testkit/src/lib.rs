@@ -242,3 +242,71 @@ pub fn requisites(store: Option<&Path>, path: &str) -> Vec<String> {
     paths.sort();
     paths
 }
+
+/// A real nginx serving `dir` on 127.0.0.1 (a free port), as a child process with its pid,
+/// logs and temporary files under a scratch prefix; stopped on drop.
+pub struct Nginx {
+    pub port: u16,
+    child: std::process::Child,
+    _prefix: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn serve(dir: &Path) -> Nginx {
+        let prefix = tempfile::tempdir().unwrap();
+        // A port the kernel just handed out is free; nginx binds it right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let p = prefix.path().display();
+        let conf = format!(
+            "master_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log {p}/access.log;\n  client_body_temp_path {p}/body;\n\
+             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n\
+             uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+             types {{ application/json json; text/x-nix-narinfo narinfo; }}\n\
+             default_type application/octet-stream;\n\
+             server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+            dir.display()
+        );
+        let conf_file = prefix.path().join("nginx.conf");
+        fs::write(&conf_file, conf).unwrap();
+        let mut child = Command::new("nginx")
+            .args(["-c", conf_file.to_str().unwrap(), "-p"])
+            .arg(prefix.path())
+            .args(["-g", "daemon off;"])
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting nginx: {e} (tests/setup installs it)"));
+        // Up when it answers.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Nginx {
+                    port,
+                    child,
+                    _prefix: prefix,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "nginx did not listen on 127.0.0.1:{port}: {}",
+            fs::read_to_string(prefix.path().join("error.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -25,9 +25,10 @@ struct Cli {
     /// Print the machine's SMBIOS serial, UUID and MAC addresses, and exit.
     #[arg(long)]
     identify: bool,
-    /// The payload: an installer image or stick, its payload partition, or a payload
-    /// directory. Default: $AUTOINSTALL_PAYLOAD_DEVICE, else the disk that carries one.
-    #[arg(long, value_name = "DIR|DEVICE|IMAGE")]
+    /// The payload: an installer image or stick, its payload partition, an ISO or CD
+    /// (/dev/sr0), or a payload directory. Default: $AUTOINSTALL_PAYLOAD_DEVICE, else the disk
+    /// or CD that carries one.
+    #[arg(long, value_name = "DIR|DEVICE|IMAGE|ISO")]
     payload: Option<PathBuf>,
     /// Install this host, whatever the serial.
     #[arg(long, value_name = "NAME")]

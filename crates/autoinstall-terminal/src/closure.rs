@@ -198,17 +198,22 @@ pub fn verify(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), String> {
     parallel(source, closure, jobs, &|p, info| {
-        let file = p
-            .open(&info.url)
-            .map_err(|e| format!("{}: {e}", info.store_path))?;
-        let counted = Counting {
-            inner: file,
-            progress,
-        };
-        check_compressed(counted, Path::new(&info.url), info)
+        check_compressed(open_counted(p, info, progress)?, Path::new(&info.url), info)
             .map(|_| ())
             .map_err(|e| e.to_string())
     })
+}
+
+/// The compressed file of `info` on the payload, its bytes counted into `progress`.
+fn open_counted<'a>(
+    p: &'a dyn media::read::Payload,
+    info: &NarInfo,
+    progress: &'a (dyn Fn(u64) + Sync),
+) -> Result<Counting<'a, Box<dyn std::io::Read + 'a>>, String> {
+    let inner = p
+        .open(&info.url)
+        .map_err(|e| format!("{}: {e}", info.store_path))?;
+    Ok(Counting { inner, progress })
 }
 
 /// Copies the closure into `store_dir` (the target's `/nix/store`) after [`verify`] passed:
@@ -226,14 +231,8 @@ pub fn copy(
     std::thread::scope(|s| {
         let flusher = s.spawn(|| flush_while_copying(store_dir, &done));
         let result = parallel(source, closure, jobs, &|p, info| {
-            let file = p
-                .open(&info.url)
-                .map_err(|e| format!("{}: {e}", info.store_path))?;
-            let counted = Counting {
-                inner: file,
-                progress,
-            };
-            import_checked_compressed(counted, Path::new(&info.url), info, store_dir)
+            let file = open_counted(p, info, progress)?;
+            import_checked_compressed(file, Path::new(&info.url), info, store_dir)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });

@@ -388,7 +388,11 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
             .into());
         }
     }
-    let env = InstallerEnv::load(&opts.installer)?;
+    // A cache site boots nothing: it needs no installer environment.
+    let env = match opts.format {
+        Format::Cache => None,
+        Format::Usb | Format::Iso => Some(InstallerEnv::load(&opts.installer)?),
+    };
     let key = match &opts.sign_key {
         None => None,
         Some(file) => {
@@ -520,7 +524,10 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         Format::Usb | Format::Cache => format!("PARTUUID={payload_uuid}"),
         Format::Iso => format!("LABEL={volume_id}"),
     };
-    let esp = esp_tree(&env, &title, &payload_spec, &opts.kernel_args)?;
+    let esp = match &env {
+        Some(env) => esp_tree(env, &title, &payload_spec, &opts.kernel_args)?,
+        None => media::fat32::Tree::new(),
+    };
     let payload = payload_tree(&manifest, &paths, &payload_files, key.as_ref());
     let timestamp = std::env::var("SOURCE_DATE_EPOCH")
         .ok()

@@ -134,6 +134,27 @@ fn check_image(img: &Path, tops: &[String]) {
     nix_installs_every_host(payload.path(), tops);
 }
 
+/// `nix copy --from FROM --to ROOT TOP` that trusts only `public` and requires signatures.
+fn nix_copy_requiring_sigs(from: &str, root: &Path, top: &str, public: &str) -> Output {
+    nix_cmd(
+        "nix",
+        &[
+            "copy",
+            "--option",
+            "trusted-public-keys",
+            public,
+            "--option",
+            "require-sigs",
+            "true",
+            "--from",
+            from,
+            "--to",
+            root.to_str().unwrap(),
+            top,
+        ],
+    )
+}
+
 /// `nix copy --from file://TREE` of every host into a fresh store passes `nix-store --verify`
 /// and holds the host's whole closure.
 fn nix_installs_every_host(tree: &Path, tops: &[String]) {
@@ -681,20 +702,7 @@ fn signed_images_pass_nix_signature_checks() {
     let from = format!("file://{}", payload.path().display());
     let copy = |public: &str| {
         let root = tempfile::tempdir().unwrap();
-        let keys = format!("trusted-public-keys = {public}\nrequire-sigs = true\nsubstituters =");
-        let out = Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command"])
-            .args([
-                "copy",
-                "--from",
-                &from,
-                "--to",
-                root.path().to_str().unwrap(),
-                &top,
-            ])
-            .env("NIX_CONFIG", keys)
-            .output()
-            .unwrap();
+        let out = nix_copy_requiring_sigs(&from, root.path(), &top, public);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -821,24 +829,10 @@ fn a_cache_site_served_by_nginx_is_a_signed_binary_cache() {
         "--quiet",
     ]);
     let server = testkit::Nginx::serve(&site);
-    let config = format!(
-        "trusted-public-keys = {}\nrequire-sigs = true\nsubstituters =",
-        key.public().to_text()
-    );
+    let public = key.public().to_text();
     for top in &tops {
         let root = tempfile::tempdir().unwrap();
-        let out = Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "copy"])
-            .args([
-                "--from",
-                &server.url(),
-                "--to",
-                root.path().to_str().unwrap(),
-                top,
-            ])
-            .env("NIX_CONFIG", &config)
-            .output()
-            .unwrap();
+        let out = nix_copy_requiring_sigs(&server.url(), root.path(), top, &public);
         assert!(
             out.status.success(),
             "nix copy over HTTP: {}",

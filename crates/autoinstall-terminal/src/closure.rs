@@ -4,13 +4,14 @@
 //! few buffers and a zstd window, whatever the closure's size.
 
 use std::collections::BTreeSet;
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use manifest::media::{HostEntry, Manifest, MANIFEST_PATH, MANIFEST_SIG_PATH};
+use manifest::media::{HostEntry, Manifest};
 use nixstore::closure::PathInfo;
-use nixstore::import::{check_compressed, import_checked_compressed};
+use nixstore::import::{check_compressed, import_checked_compressed, import_compressed};
 use nixstore::keys::PublicKey;
 use nixstore::narinfo::NarInfo;
 use nixstore::StorePath;
@@ -50,37 +51,41 @@ fn key_names(keys: &[PublicKey]) -> String {
         .join(", ")
 }
 
-/// The manifest, parsed from the very bytes whose signature (`manifest.json.sig`) was checked
-/// against `keys`.
-pub fn signed_manifest(source: &Source, keys: &[PublicKey]) -> Result<Manifest, String> {
-    let p = source.open().map_err(|e| e.to_string())?;
-    let text = p
-        .read_all(MANIFEST_PATH)
-        .map_err(|e| e.to_string())
-        .and_then(|b| String::from_utf8(b).map_err(|_| format!("{MANIFEST_PATH} is not UTF-8")))?;
-    let sigs: Vec<String> = match p.read_all(MANIFEST_SIG_PATH) {
-        Ok(b) => String::from_utf8_lossy(&b)
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    if sigs.is_empty() {
-        return Err(format!(
-            "{}: the manifest is not signed, but this installer trusts only signed payloads (keys: {}); rebuild the stick with mkinstaller --sign-key",
-            source.describe(),
-            key_names(keys)
-        ));
+/// The manifest at `path` of the payload (`autoinstall/manifest.json`, or a cache site's
+/// per-serial lookup, which is a manifest of one host). With trusted `keys`, it is parsed from
+/// the very bytes whose signature (`<path>.sig`) was checked against them. A missing file
+/// keeps its `NotFound` kind, so a caller can tell "not there" from "not valid".
+pub fn read_manifest(source: &Source, path: &str, keys: &[PublicKey]) -> io::Result<Manifest> {
+    let p = source.open()?;
+    let bytes = p.read_all(path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| io::Error::other(format!("{}: {path} is not UTF-8", source.describe())))?;
+    if !keys.is_empty() {
+        let sigs: Vec<String> = match p.read_all(&format!("{path}.sig")) {
+            Ok(b) => String::from_utf8_lossy(&b)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if sigs.is_empty() {
+            return Err(io::Error::other(format!(
+                "{}: {path}: the manifest is not signed, but this installer trusts only signed payloads (keys: {}); rebuild the payload with mkinstaller --sign-key",
+                source.describe(),
+                key_names(keys)
+            )));
+        }
+        if !nixstore::keys::verify_any(keys, &text, &sigs) {
+            return Err(io::Error::other(format!(
+                "{}: {path}: the manifest's signature is not valid for any trusted key ({}); the payload was altered or signed with another key",
+                source.describe(),
+                key_names(keys)
+            )));
+        }
     }
-    if !nixstore::keys::verify_any(keys, &text, &sigs) {
-        return Err(format!(
-            "{}: the manifest's signature is not valid for any trusted key ({}); the payload was altered or signed with another key",
-            source.describe(),
-            key_names(keys)
-        ));
-    }
-    Manifest::parse(&text).map_err(|e| format!("{}: {MANIFEST_PATH}: {e}", source.describe()))
+    Manifest::parse(&text)
+        .map_err(|e| io::Error::other(format!("{}: {path}: {e}", source.describe())))
 }
 
 /// Reads the narinfo of every path of `host`'s closure and checks that the closure is whole:
@@ -216,15 +221,17 @@ fn open_counted<'a>(
     Ok(Counting { inner, progress })
 }
 
-/// Copies the closure into `store_dir` (the target's `/nix/store`) after [`verify`] passed:
-/// per path, decompress, unpack safely under a temporary name, rename into place, and check
-/// that the compressed file is still the one verified (FileHash; see
-/// [`import_checked_compressed`]).
+/// Copies the closure into `store_dir` (the target's `/nix/store`): per path, decompress,
+/// unpack safely under a temporary name, check, and rename into place. `verified` says that
+/// [`verify`] passed on this payload, so the FileHash suffices to know each file is the one
+/// verified (see [`import_checked_compressed`]); otherwise (online, where reading everything
+/// twice would fetch it twice) every file is checked in full as it is unpacked.
 pub fn copy(
     source: &Source,
     closure: &Closure,
     store_dir: &Path,
     jobs: usize,
+    verified: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), String> {
     let done = AtomicBool::new(false);
@@ -232,9 +239,14 @@ pub fn copy(
         let flusher = s.spawn(|| flush_while_copying(store_dir, &done));
         let result = parallel(source, closure, jobs, &|p, info| {
             let file = open_counted(p, info, progress)?;
-            import_checked_compressed(file, Path::new(&info.url), info, store_dir)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let name = Path::new(&info.url);
+            if verified {
+                import_checked_compressed(file, name, info, store_dir)
+            } else {
+                import_compressed(file, name, info, store_dir)
+            }
+            .map(|_| ())
+            .map_err(|e| e.to_string())
         });
         done.store(true, Ordering::SeqCst);
         flusher.thread().unpark();

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use manifest::media::{HostEntry, Manifest};
+use manifest::media::{host_lookup_path, HostEntry, Manifest, MANIFEST_PATH};
 use manifest::profile::Format;
 use manifest::size::human;
 use manifest::AfterInstall;
@@ -23,6 +23,7 @@ use target::{bootloader, disks, format, mount, partition};
 use crate::choose::{self, Choice, Overrides};
 use crate::closure::{self, Closure};
 use crate::identify::Identity;
+use crate::online::{Retry, Site};
 use crate::payload::{self, Source};
 use crate::report::{DiskSummary, Outcome, PartitionSummary, Report, StepError, StepTime};
 use crate::ui::Ui;
@@ -33,6 +34,12 @@ pub struct Options {
     /// With any key here, the manifest and every store path must be signed by one of them.
     pub trusted_keys: Vec<nixstore::keys::PublicKey>,
     pub payload: Option<PathBuf>,
+    /// `--url`: a cache site to install from over HTTP(S) (when no `payload` is given).
+    pub url: Option<String>,
+    /// `--insecure`: online without signatures (labs only).
+    pub insecure: bool,
+    /// Online: attempts per file.
+    pub retries: u32,
     pub overrides: Overrides,
     /// `--disk`: a whole-disk node or by-id link; wins over the host's `disk` and the rules.
     pub disk: Option<String>,
@@ -220,19 +227,22 @@ fn go(
     after_out: &mut Option<AfterInstall>,
 ) -> Result<Outcome, Fail> {
     let opts = run.opts;
-    let (source, manifest) = run.step("load-payload", |_| {
-        let source = match &opts.payload {
-            Some(p) => payload::from_arg(p),
-            None => payload::find(),
-        }
-        .map_err(|e| e.to_string())?;
-        let manifest = if opts.trusted_keys.is_empty() {
-            source
-                .open()
-                .and_then(|p| p.manifest())
-                .map_err(|e| e.to_string())?
-        } else {
-            closure::signed_manifest(&source, &opts.trusted_keys)?
+    let (source, manifest) = run.step("load-payload", |r| {
+        let source = match (&opts.payload, &opts.url) {
+            (Some(p), _) => payload::from_arg(p).map_err(|e| e.to_string())?,
+            (None, Some(url)) => Source::Http(Site::new(
+                url,
+                Retry {
+                    attempts: opts.retries,
+                    ..Retry::default()
+                },
+            )?),
+            (None, None) => payload::find().map_err(|e| e.to_string())?,
+        };
+        let manifest = match &source {
+            Source::Http(site) => online_manifest(r, site)?,
+            _ => closure::read_manifest(&source, MANIFEST_PATH, &opts.trusted_keys)
+                .map_err(|e| e.to_string())?,
         };
         Ok((source, manifest))
     })?;
@@ -285,7 +295,18 @@ fn go(
         return Ok(Outcome::DryRun);
     }
 
+    let online = matches!(source, Source::Http(_));
     run.step("verify", |r| {
+        if online {
+            // Reading the closure twice would fetch it twice. Its narinfos' signatures were
+            // checked (read-closure); each NAR is checked in full as it is unpacked, and a bad
+            // one stops the install before any boot entry exists.
+            r.report.log(
+                "online: every NAR is checked (FileHash, NarHash, structure) while it is unpacked"
+                    .to_string(),
+            );
+            return Ok(());
+        }
         let bar = r.ui.bytes_bar(closure.file_bytes, "verify");
         let res = closure::verify(&source, &closure, opts.jobs, &|n| bar.inc(n));
         bar.finish_and_clear();
@@ -339,6 +360,48 @@ fn go(
     Ok(Outcome::Installed)
 }
 
+/// Online, the host comes first: the site's per-serial lookup (a manifest of that one host)
+/// for this machine's serial, or the whole manifest with `--host`. Signatures are required
+/// unless `--insecure`. A serial the site does not know is refused, never replaced by another
+/// host or a default.
+fn online_manifest(run: &Run, site: &Site) -> Result<Manifest, String> {
+    let opts = run.opts;
+    if opts.trusted_keys.is_empty() && !opts.insecure {
+        return Err(format!(
+            "{}: online installs accept only signed payloads, and this installer trusts no key; give --trusted-key NAME:KEY (or build the installer environment with --trusted-key), or --insecure for a lab; nothing was touched",
+            site.base()
+        ));
+    }
+    let source = Source::Http(site.clone());
+    let (path, serial) = match &opts.overrides.host {
+        Some(_) => (MANIFEST_PATH.to_string(), None),
+        None => {
+            let id = &run.report.identity;
+            let serial = opts
+                .overrides
+                .serial
+                .as_deref()
+                .or(id.serial.as_deref())
+                .ok_or_else(|| {
+                    format!(
+                        "this machine has no usable serial ({}); the online installer finds its host by serial: give --serial or --host; nothing was touched",
+                        id.serial_rejected
+                            .as_deref()
+                            .unwrap_or("the firmware reports none")
+                    )
+                })?;
+            (host_lookup_path(serial), Some(serial))
+        }
+    };
+    closure::read_manifest(&source, &path, &opts.trusted_keys).map_err(|e| match serial {
+        Some(s) if e.kind() == std::io::ErrorKind::NotFound => format!(
+            "serial {s} is not in the fleet at {} ({e}); nothing was touched",
+            site.base()
+        ),
+        _ => format!("{e}; nothing was touched"),
+    })
+}
+
 fn select_host<'m>(run: &mut Run, m: &'m Manifest) -> Result<(&'m HostEntry, String), String> {
     let id = &run.report.identity;
     let choice = choose::choose(
@@ -388,11 +451,16 @@ fn make_plan(
         }
     }
     // The payload's own disk is never a target.
-    let carrier =
-        fs::canonicalize(source.carrier()).unwrap_or_else(|_| source.carrier().to_path_buf());
-    let carrier_disk = disks::whole_disk_of(&carrier).ok();
+    let carrier = source
+        .carrier()
+        .map(|c| fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf()));
+    let carrier_disk = carrier
+        .as_deref()
+        .and_then(|c| disks::whole_disk_of(c).ok());
     for d in &mut facts {
-        if carrier_disk.as_deref() == Some(Path::new(&d.path)) || carrier == Path::new(&d.path) {
+        if carrier_disk.as_deref() == Some(Path::new(&d.path))
+            || carrier.as_deref() == Some(Path::new(&d.path))
+        {
             d.boot_medium = true;
         }
         // Mounts under our own root are an earlier attempt's, which Tear down removes.
@@ -530,8 +598,14 @@ fn install(
             human(closure.nar_bytes)
         ));
         let bar = r.ui.bytes_bar(closure.file_bytes, "copy");
-        let res = closure::copy(source, closure, &store, opts.jobs, &|n| bar.inc(n));
+        let online = matches!(source, Source::Http(_));
+        let res = closure::copy(source, closure, &store, opts.jobs, !online, &|n| bar.inc(n));
         bar.finish_and_clear();
+        if let Source::Http(site) = source {
+            for line in site.retried() {
+                r.report.log(format!("retried: {line}"));
+            }
+        }
         res
     })?;
 

@@ -30,6 +30,20 @@ struct Cli {
     /// or CD that carries one.
     #[arg(long, value_name = "DIR|DEVICE|IMAGE|ISO")]
     payload: Option<PathBuf>,
+    /// Install from a `mkinstaller --format cache` site over HTTP(S) instead of a stick: the
+    /// host is looked up by serial there, and every file must be signed by a trusted key.
+    /// Default: $AUTOINSTALL_URL (the kernel's `autoinstall.url=`), when no --payload is given.
+    #[arg(long, value_name = "URL", conflicts_with = "payload")]
+    url: Option<String>,
+    /// Online without signatures: anyone who can answer for the URL chooses what this machine
+    /// runs. For labs only.
+    #[arg(long)]
+    insecure: bool,
+    /// Online: attempts per file before the install fails (a refused connection, a server
+    /// error or a dropped download is retried after a pause that doubles up to 8 s; a
+    /// download resumes where it stopped).
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    retries: u32,
     /// Install this host, whatever the serial.
     #[arg(long, value_name = "NAME")]
     host: Option<String>,
@@ -122,9 +136,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let url = cli.url.clone().or_else(|| {
+        std::env::var("AUTOINSTALL_URL")
+            .ok()
+            .filter(|u| !u.is_empty() && cli.payload.is_none())
+    });
+    let insecure = cli.insecure || std::env::var("AUTOINSTALL_INSECURE").as_deref() == Ok("1");
+    if insecure {
+        eprintln!("autoinstall-terminal: WARNING: --insecure: signatures are NOT checked; whoever answers for the URL decides what this machine runs");
+    }
     let opts = Options {
         trusted_keys,
         payload: cli.payload.clone(),
+        url,
+        insecure,
+        retries: cli.retries.max(1),
         overrides: Overrides {
             host: cli.host.clone(),
             serial: cli.serial.clone(),

@@ -9,6 +9,8 @@ use manifest::media::REPORTS_DIR;
 use media::isoread::{self, IsoPayload};
 use media::read::{DirPayload, Extent, FatPayload, Image, Payload, Slice};
 
+use crate::online::Site;
+
 /// A payload, by location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -20,6 +22,9 @@ pub enum Source {
     /// The ISO 9660 volume of a CD, BMC virtual medium, ISO file, or hybrid ISO on a stick:
     /// read-only.
     Iso(PathBuf),
+    /// A `--format cache` site over HTTP(S) (`--url`, `autoinstall.url=`): read-only, and
+    /// no disk of this machine carries it.
+    Http(Site),
 }
 
 impl Source {
@@ -29,6 +34,7 @@ impl Source {
             Source::Dir(d) => Box::new(DirPayload(d.clone())),
             Source::Fat { device, extent } => Box::new(FatPayload::open(device, *extent)?),
             Source::Iso(device) => Box::new(IsoPayload::open(device)?),
+            Source::Http(site) => Box::new(site.clone()),
         })
     }
 
@@ -39,15 +45,17 @@ impl Source {
                 format!("{} (FAT at byte {})", device.display(), extent.start)
             }
             Source::Iso(device) => format!("{} (ISO 9660)", device.display()),
+            Source::Http(site) => site.base().to_string(),
         }
     }
 
-    /// The device or file that carries the payload: never an install target.
-    pub fn carrier(&self) -> &Path {
+    /// The device or file that carries the payload: never an install target. None online.
+    pub fn carrier(&self) -> Option<&Path> {
         match self {
-            Source::Dir(d) => d,
-            Source::Fat { device, .. } => device,
-            Source::Iso(device) => device,
+            Source::Dir(d) => Some(d),
+            Source::Fat { device, .. } => Some(device),
+            Source::Iso(device) => Some(device),
+            Source::Http(_) => None,
         }
     }
 
@@ -84,7 +92,7 @@ impl Source {
                 fs.unmount()?;
                 Ok(format!("{}:{REPORTS_DIR}/{name}", self.describe()))
             }
-            Source::Iso(_) => Err(io::Error::new(
+            Source::Iso(_) | Source::Http(_) => Err(io::Error::new(
                 io::ErrorKind::ReadOnlyFilesystem,
                 format!("{} is read-only", self.describe()),
             )),
@@ -180,7 +188,7 @@ pub fn find() -> io::Result<Source> {
             "several disks carry an installer payload ({}); unplug all but one, or name it with --payload",
             found
                 .iter()
-                .map(|s| s.carrier().display().to_string())
+                .filter_map(|s| s.carrier().map(|c| c.display().to_string()))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nixstore::hash::Sha256Hash;
-use testkit::{build_fixture, nix_ok, requisites, run};
+use testkit::{build_fixture, nix_ok, requisites, run, Nginx};
 
 struct Env {
     tmp: tempfile::TempDir,
@@ -847,4 +847,207 @@ fn an_install_killed_mid_copy_reruns_to_success() {
         .unwrap()
         .flatten()
         .any(|e| e.file_name().to_string_lossy().starts_with(".import-")));
+}
+
+/// Whether the disk could boot anything: its first partition (the ESP) has an `EFI` folder.
+fn has_boot_entry(disk: &LoopDisk) -> bool {
+    Command::new("mdir")
+        .args(["-b", "-i", &disk.part(1), "::/EFI"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A copy of the site at `from`, named `name`, changed by `edit`.
+fn site_variant(env: &Env, from: &Path, name: &str, edit: &dyn Fn(&Path)) -> PathBuf {
+    let to = env.path(name);
+    run("cp", &["-a", from.to_str().unwrap(), to.to_str().unwrap()]);
+    edit(&to);
+    to
+}
+
+/// Waits until the install `child` is unpacking into the target's store (a path under its
+/// temporary name exists), or fails the test if it ends first.
+fn wait_until_copying(child: &mut std::process::Child, store: &Path) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        let partial = fs::read_dir(store)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".import-"))
+            })
+            .unwrap_or(false);
+        if partial {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the install ended ({status}) before it was caught copying");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the install did not start copying within 120 s");
+}
+
+/// The online installer against a real nginx serving a signed `--format cache` site: without
+/// a trusted key, with the wrong key, for a serial the site does not know, and with a
+/// narinfo's signature removed it refuses before the disk is touched; a tampered NAR and a
+/// server that goes away for good fail the install with no boot entry on the disk; a server
+/// stopped mid-copy and started again a moment later costs a retry, and the install
+/// completes (the download resumed, the result checked like any install).
+#[test]
+fn installs_online_from_a_signed_cache_site_and_fails_closed() {
+    let Some((_serial, env, tops)) = root_env() else {
+        return;
+    };
+    let key = nixstore::keys::SecretKey::generate("fleet-online-1").unwrap();
+    let other = nixstore::keys::SecretKey::generate("fleet-online-1").unwrap();
+    let key_file = env.path("secret.key");
+    fs::write(&key_file, key.to_text()).unwrap();
+    let site = env.medium_with(
+        &[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")],
+        "site",
+        &[
+            "--format",
+            "cache",
+            "--sign-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    let top_hash = tops[0]
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
+    let unsigned_narinfo = site_variant(&env, &site, "site-unsigned", &|dir| {
+        let narinfo = dir.join(format!("{top_hash}.narinfo"));
+        let text = fs::read_to_string(&narinfo).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with("Sig: "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&narinfo, kept).unwrap();
+    });
+    let tampered_nar = site_variant(&env, &site, "site-tampered", &|dir| {
+        // The largest NAR: a byte in its middle flipped.
+        let biggest = fs::read_dir(dir.join("nar"))
+            .unwrap()
+            .flatten()
+            .max_by_key(|e| e.metadata().unwrap().len())
+            .unwrap()
+            .path();
+        let mut bytes = fs::read(&biggest).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        fs::write(&biggest, bytes).unwrap();
+    });
+
+    let disk = LoopDisk::new(env.path("disk.img"), "9G");
+    let trusted = key.public().to_text();
+    let install = |url: &str, serial: &str, more: &[&str]| {
+        let mut args = vec![
+            "--url", url, "--serial", serial, "--disk", &disk.dev, "--yes",
+        ];
+        args.extend_from_slice(more);
+        env.install(&args)
+    };
+    let refused = |out: Output, expect: &str| {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "expected a refusal:\n{err}");
+        assert!(err.contains(expect), "{expect:?} not in:\n{err}");
+        assert!(disk.untouched(), "a refusal wrote to the disk");
+    };
+    let server = Nginx::serve(&site);
+    let url = server.url();
+    refused(
+        install(&url, "DEMO-SN-0001", &[]),
+        "online installs accept only signed payloads",
+    );
+    refused(
+        install(
+            &url,
+            "DEMO-SN-0001",
+            &["--trusted-key", &other.public().to_text()],
+        ),
+        "not valid for any trusted key",
+    );
+    refused(
+        install(&url, "NOT-IN-THE-FLEET-42", &["--trusted-key", &trusted]),
+        &format!("serial NOT-IN-THE-FLEET-42 is not in the fleet at {url}"),
+    );
+    let unsigned = Nginx::serve(&unsigned_narinfo);
+    refused(
+        install(
+            &unsigned.url(),
+            "DEMO-SN-0001",
+            &["--trusted-key", &trusted],
+        ),
+        &tops[0],
+    );
+
+    // A tampered NAR is found as it is unpacked: the install fails, nothing boots.
+    let tampered = Nginx::serve(&tampered_nar);
+    let out = install(
+        &tampered.url(),
+        "DEMO-SN-0001",
+        &["--trusted-key", &trusted],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("install failed at step copy-closure"), "{err}");
+    assert!(!has_boot_entry(&disk));
+
+    // A slow server (so the copy can be caught half-way), stopped mid-copy.
+    let mut slow = Nginx::serve_with(&site, "limit_rate 1m;");
+    let spawn = |url: &str, more: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
+            .args([
+                "--url",
+                url,
+                "--serial",
+                "DEMO-SN-0001",
+                "--disk",
+                &disk.dev,
+            ])
+            .args(["--yes", "--trusted-key", &trusted, "--finish", "none"])
+            .args(["--root", env.path("root").to_str().unwrap()])
+            .args(more)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let store = env.path("root/nix/store");
+    // Gone for good: after its attempts the install fails, nothing boots.
+    let mut child = spawn(&slow.url(), &["--retries", "2"]);
+    wait_until_copying(&mut child, &store);
+    slow.stop();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("gave up on nar/") && err.contains("after 2 attempts"),
+        "{err}"
+    );
+    assert!(!has_boot_entry(&disk));
+
+    // Back 1.5 s later: retried, resumed, installed.
+    slow.start();
+    let mut child = spawn(&slow.url(), &[]);
+    wait_until_copying(&mut child, &store);
+    slow.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    slow.start();
+    let out = child.wait_with_output().unwrap();
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("retrying in"), "{err}");
+    assert!(
+        slow.access_log().contains(" 206 "),
+        "no download resumed with a Range request:\n{}",
+        slow.access_log()
+    );
+    check_installed(&env, &disk, &tops[0], "ext4");
 }

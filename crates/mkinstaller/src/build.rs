@@ -653,14 +653,20 @@ fn summary(
     }
 }
 
-/// The per-serial lookup files of a cache site (and their signatures, with a key).
+/// The per-serial lookup files of a cache site (and their signatures, with a key): each is
+/// the manifest cut down to that one host, so the online installer reads and checks it as
+/// it reads a whole manifest, and fetches a few KiB however large the fleet.
 fn add_host_lookups(
     payload: &mut media::fat32::Tree,
     manifest: &Manifest,
     key: Option<&nixstore::keys::SecretKey>,
 ) {
     for h in &manifest.hosts {
-        let entry = serde_json::to_string_pretty(h).expect("a host entry serialises") + "\n";
+        let entry = Manifest {
+            hosts: vec![h.clone()],
+            ..manifest.clone()
+        }
+        .to_json();
         for serial in &h.serials {
             let at = manifest::media::host_lookup_path(serial);
             if let Some(k) = key {

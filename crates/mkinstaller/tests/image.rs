@@ -766,9 +766,11 @@ fn cache_directory_output_is_a_binary_cache_with_per_serial_lookups() {
     for (i, top) in tops.iter().enumerate() {
         let lookup = site.join(format!("autoinstall/hosts/TEST-SN-{:04}.json", i + 1));
         let text = fs::read_to_string(&lookup).unwrap();
-        let entry: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(entry["toplevel"], top.as_str(), "{text}");
-        assert_eq!(entry["name"], format!("host-{}", i + 1));
+        // A manifest of that one host.
+        let one = manifest::media::Manifest::parse(&text).unwrap();
+        assert_eq!(one.hosts.len(), 1, "{text}");
+        assert_eq!(one.hosts[0].toplevel, top.as_str(), "{text}");
+        assert_eq!(one.hosts[0].name, format!("host-{}", i + 1));
         let sig = fs::read_to_string(lookup.with_extension("json.sig")).unwrap();
         assert!(key.public().verify(&text, sig.trim()), "{sig}");
     }

@@ -247,12 +247,17 @@ pub fn requisites(store: Option<&Path>, path: &str) -> Vec<String> {
 /// logs and temporary files under a scratch prefix; stopped on drop.
 pub struct Nginx {
     pub port: u16,
-    child: std::process::Child,
-    _prefix: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    prefix: tempfile::TempDir,
 }
 
 impl Nginx {
     pub fn serve(dir: &Path) -> Nginx {
+        Nginx::serve_with(dir, "")
+    }
+
+    /// [`Nginx::serve`] with more directives in its `server` block (e.g. `limit_rate 1m;`).
+    pub fn serve_with(dir: &Path, server_extra: &str) -> Nginx {
         let prefix = tempfile::tempdir().unwrap();
         // A port the kernel just handed out is free; nginx binds it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -269,44 +274,66 @@ impl Nginx {
              uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
              types {{ application/json json; text/x-nix-narinfo narinfo; }}\n\
              default_type application/octet-stream;\n\
-             server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+             server {{ listen 127.0.0.1:{port}; root {}; {server_extra} }}\n}}\n",
             dir.display()
         );
-        let conf_file = prefix.path().join("nginx.conf");
-        fs::write(&conf_file, conf).unwrap();
+        fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
+        let mut nginx = Nginx {
+            port,
+            child: None,
+            prefix,
+        };
+        nginx.start();
+        nginx
+    }
+
+    /// Starts it again after [`Nginx::stop`], on the same port.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "nginx is already running");
+        let conf_file = self.prefix.path().join("nginx.conf");
         let mut child = Command::new("nginx")
             .args(["-c", conf_file.to_str().unwrap(), "-p"])
-            .arg(prefix.path())
+            .arg(self.prefix.path())
             .args(["-g", "daemon off;"])
             .spawn()
             .unwrap_or_else(|e| panic!("starting nginx: {e} (tests/setup installs it)"));
         // Up when it answers.
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx {
-                    port,
-                    child,
-                    _prefix: prefix,
-                };
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                self.child = Some(child);
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
         panic!(
-            "nginx did not listen on 127.0.0.1:{port}: {}",
-            fs::read_to_string(prefix.path().join("error.log")).unwrap_or_default()
+            "nginx did not listen on 127.0.0.1:{}: {}",
+            self.port,
+            fs::read_to_string(self.prefix.path().join("error.log")).unwrap_or_default()
         );
+    }
+
+    /// Kills it: open connections drop, new ones are refused.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// The access log so far: one line per request.
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.prefix.path().join("access.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -59,7 +59,7 @@ start_vm() {
   VM_START=$SECONDS
   timeout -k 5 "$limit" qemu-system-x86_64 "$@" <&7 >>"$LOG" 2>&1 &
   VM_PID=$!
-  trap 'stop_vm' EXIT
+  trap 'stop_vm; stop_nginx' EXIT
 }
 
 stop_vm() {
@@ -123,4 +123,46 @@ wait_vm() {
 # expect PATTERN WHAT: the console log must match PATTERN (grep -E), else fail with WHAT.
 expect() {
   console_has "$1" || fail "$2 (no match for /$1/ on the console)"
+}
+
+# start_nginx DIR: serves DIR read-only on 127.0.0.1 (a free port) with a real nginx, a child
+# of this script with its pid, logs and temp files under RUN_DIR/nginx; stopped on exit.
+# Sets NGINX_PORT. (The guest reaches it as 10.0.2.2:NGINX_PORT through QEMU's user network.)
+start_nginx() {
+  local dir=$1 prefix=$RUN_DIR/nginx
+  mkdir -p "$prefix"
+  NGINX_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat >"$prefix/nginx.conf" <<CONF
+master_process off;
+worker_processes 1;
+pid $prefix/nginx.pid;
+error_log $prefix/error.log;
+events { worker_connections 64; }
+http {
+  access_log $prefix/access.log;
+  client_body_temp_path $prefix/body;
+  proxy_temp_path $prefix/proxy;
+  fastcgi_temp_path $prefix/fastcgi;
+  uwsgi_temp_path $prefix/uwsgi;
+  scgi_temp_path $prefix/scgi;
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:$NGINX_PORT; root $dir; }
+}
+CONF
+  nginx -c "$prefix/nginx.conf" -p "$prefix" -g 'daemon off;' &
+  NGINX_PID=$!
+  trap 'stop_vm; stop_nginx' EXIT
+  local n=0
+  until (: <"/dev/tcp/127.0.0.1/$NGINX_PORT") 2>/dev/null; do
+    ((n++ < 100)) || fail "nginx did not listen on 127.0.0.1:$NGINX_PORT: $(cat "$prefix/error.log")"
+    sleep 0.1
+  done
+}
+
+stop_nginx() {
+  if [[ -n "${NGINX_PID:-}" ]]; then
+    kill "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+    NGINX_PID=""
+  fi
 }

@@ -92,9 +92,13 @@ impl Source {
                 fs.unmount()?;
                 Ok(format!("{}:{REPORTS_DIR}/{name}", self.describe()))
             }
-            Source::Iso(_) | Source::Http(_) => Err(io::Error::new(
+            Source::Iso(_) => Err(io::Error::new(
                 io::ErrorKind::ReadOnlyFilesystem,
                 format!("{} is read-only", self.describe()),
+            )),
+            Source::Http(site) => Err(io::Error::new(
+                io::ErrorKind::ReadOnlyFilesystem,
+                format!("the site {} takes no reports", site.base()),
             )),
         }
     }

@@ -14,6 +14,8 @@ pub struct InstallerEnv {
     pub initrd: PathBuf,
     pub efi: PathBuf,
     pub cmdline: String,
+    /// systemd's EFI stub (`linuxx64.efi.stub`), for a netboot UKI; optional.
+    pub stub: Option<PathBuf>,
 }
 
 fn sized(path: &Path) -> Result<Source, String> {
@@ -48,19 +50,26 @@ impl InstallerEnv {
                 .map_err(|e| format!("{}: {e}", cmdline_file.display()))?
                 .trim()
                 .to_string(),
+            stub: Some(dir.join("linuxx64.efi.stub")).filter(|p| p.is_file()),
         })
     }
 }
 
-/// The ESP tree. `payload` (`PARTUUID=…` on a stick, `LABEL=…` on an ISO) goes on the kernel
-/// command line, so the installer reads the payload of the medium it booted from even when
-/// several are plugged in.
-pub fn esp_tree(
-    env: &InstallerEnv,
-    title: &str,
-    payload: &str,
-    extra_args: &str,
-) -> Result<Tree, String> {
+/// The installer's kernel command line: the environment's own, where the payload is
+/// (`autoinstall.payload=PARTUUID=…` on a stick, `…=LABEL=…` on an ISO, so the installer reads
+/// the medium it booted from even when several are plugged in; `autoinstall.url=…` online),
+/// then the user's extra arguments.
+pub fn kernel_options(env: &InstallerEnv, source_arg: &str, extra_args: &str) -> String {
+    let mut options = format!("{} {source_arg}", env.cmdline);
+    if !extra_args.trim().is_empty() {
+        options = format!("{options} {}", extra_args.trim());
+    }
+    options
+}
+
+/// The ESP tree: systemd-boot, the environment, and an entry booting it with `options`
+/// (see [`kernel_options`]) plus a rescue-shell entry.
+pub fn esp_tree(env: &InstallerEnv, title: &str, options: &str) -> Result<Tree, String> {
     let mut tree = Tree::new();
     tree.add_file("EFI/BOOT/BOOTX64.EFI", sized(&env.efi)?);
     tree.add_file("autoinstall/kernel", sized(&env.kernel)?);
@@ -72,10 +81,6 @@ pub fn esp_tree(
             b"timeout 0\ndefault autoinstall.conf\nconsole-mode keep\neditor no\n".to_vec(),
         ),
     );
-    let mut options = format!("{} autoinstall.payload={payload}", env.cmdline);
-    if !extra_args.trim().is_empty() {
-        options = format!("{options} {}", extra_args.trim());
-    }
     let entry = |t: &str, extra: &str| {
         format!("title {t}\nlinux /autoinstall/kernel\ninitrd /autoinstall/initrd\noptions {options}{extra}\n")
     };

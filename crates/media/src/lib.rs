@@ -10,6 +10,7 @@ pub mod ids;
 pub mod iso;
 pub mod isoread;
 pub mod narcache;
+pub mod netboot;
 pub mod payload;
 pub mod read;
 pub mod usb;

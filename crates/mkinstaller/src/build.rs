@@ -17,7 +17,7 @@ use manifest::media::{
     ExtraFile, HostEntry, Manifest, Mode, EXTRA_FILES_DIR, FORMAT_NAME, FORMAT_VERSION,
 };
 use manifest::size::human;
-use media::esp::{esp_tree, InstallerEnv};
+use media::esp::{esp_tree, kernel_options, InstallerEnv};
 use media::narcache::{CachedNar, NarCache};
 use media::payload::{payload_tree, PayloadFile, PayloadPath};
 use media::{ids, usb};
@@ -51,6 +51,9 @@ impl From<String> for Error {
 pub enum Source {
     /// A fleet file; with `host`, a per-host stick that installs that host whatever the serial.
     Mass { file: PathBuf, host: Option<String> },
+    /// No fleet: boot media for the online installer, which fetches from the cache site at
+    /// `url` (made by `--mass … --format cache`).
+    Online { url: String },
     /// One toplevel, installed whatever the serial.
     System {
         path: String,
@@ -69,6 +72,9 @@ pub enum Format {
     /// A directory: the payload tree as a static site (a Nix binary cache with the manifest
     /// and per-serial lookups), for the online installer behind any HTTP server.
     Cache,
+    /// A directory for a TFTP/HTTP boot server: kernel, initrd (with the payload in it, or
+    /// with `--online`, without), an iPXE script and a UKI.
+    Netboot,
 }
 
 impl Format {
@@ -78,7 +84,10 @@ impl Format {
             Some("usb") | Some("img") => Ok(Format::Usb),
             Some("iso") => Ok(Format::Iso),
             Some("cache") => Ok(Format::Cache),
-            Some(other) => Err(format!("--format {other}: expected usb, iso or cache")),
+            Some("netboot") => Ok(Format::Netboot),
+            Some(other) => Err(format!(
+                "--format {other}: expected usb, iso, cache or netboot"
+            )),
             None => Ok(
                 match output
                     .extension()
@@ -141,6 +150,7 @@ struct Planned {
 
 fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
     let (fleet, mode, base_dir) = match &opts.source {
+        Source::Online { .. } => unreachable!("online boot media plan no fleet"),
         Source::Mass { file, host } => {
             let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
             let mut fleet = Fleet::parse(file, &text).map_err(|e| e.to_string())?;
@@ -375,23 +385,26 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     if opts.format != Format::Usb {
         if opts.size.is_some() {
             return Err(Error(
-                "--size pads a USB image; an ISO or a cache directory is just as large as it needs"
+                "--size pads a USB image; an ISO or a directory is just as large as it needs"
                     .into(),
             ));
         }
         if fs::metadata(&opts.output).is_ok_and(|m| m.file_type().is_block_device()) {
             return Err(format!(
-                "-o {}: an ISO or a cache directory cannot go on a device; write a USB image straight to it: -o {} --format usb",
+                "-o {}: an ISO or a directory cannot go on a device; write a USB image straight to it: -o {} --format usb",
                 opts.output.display(),
                 opts.output.display()
             )
             .into());
         }
     }
+    if let Source::Online { url } = &opts.source {
+        return build_online_boot(opts, url, started, ui);
+    }
     // A cache site boots nothing: it needs no installer environment.
     let env = match opts.format {
         Format::Cache => None,
-        Format::Usb | Format::Iso => Some(InstallerEnv::load(&opts.installer)?),
+        Format::Usb | Format::Iso | Format::Netboot => Some(InstallerEnv::load(&opts.installer)?),
     };
     let key = match &opts.sign_key {
         None => None,
@@ -447,32 +460,7 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         hosts: entries,
     };
 
-    // The output's size, if it is fixed (a device, or --size).
-    let is_device = fs::metadata(&opts.output)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
-    let device_bytes = if is_device {
-        let mut f =
-            File::open(&opts.output).map_err(|e| format!("{}: {e}", opts.output.display()))?;
-        Some(
-            f.seek(SeekFrom::End(0))
-                .map_err(|e| format!("{}: {e}", opts.output.display()))?,
-        )
-    } else {
-        None
-    };
-    if let (Some(size), Some(dev)) = (opts.size, device_bytes) {
-        if size > dev {
-            return Err(format!(
-                "--size {} is larger than {} ({})",
-                human(size),
-                opts.output.display(),
-                human(dev)
-            )
-            .into());
-        }
-    }
-    let size = opts.size.or(device_bytes);
+    let size = output_size(opts)?;
 
     // Compress what the cache lacks (the output is not touched yet: a --size found too small
     // below still writes nothing but the cache, which the next run reuses), largest first so the threads finish together.
@@ -512,7 +500,6 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     // Trees, layout, identifiers.
     let manifest_json = manifest.to_json();
     let seed = Sha256::digest(manifest_json.as_bytes());
-    let esp_uuid = ids::uuid(&seed, "esp");
     let payload_uuid = ids::uuid(&seed, "payload");
     let title = match manifest.mode {
         Mode::Mass => format!("NixOS autoinstall ({} hosts)", manifest.hosts.len()),
@@ -523,16 +510,23 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         // A cache site has no ESP of its own (the online installer's medium is another one).
         Format::Usb | Format::Cache => format!("PARTUUID={payload_uuid}"),
         Format::Iso => format!("LABEL={volume_id}"),
+        Format::Netboot => media::netboot::EMBEDDED_PAYLOAD_DIR.to_string(),
     };
-    let esp = match &env {
-        Some(env) => esp_tree(env, &title, &payload_spec, &opts.kernel_args)?,
-        None => media::fat32::Tree::new(),
+    let options = env.as_ref().map(|env| {
+        kernel_options(
+            env,
+            &format!("autoinstall.payload={payload_spec}"),
+            &opts.kernel_args,
+        )
+    });
+    let esp = match (&env, &options) {
+        (Some(env), Some(options)) if opts.format != Format::Netboot => {
+            esp_tree(env, &title, options)?
+        }
+        _ => media::fat32::Tree::new(),
     };
     let payload = payload_tree(&manifest, &paths, &payload_files, key.as_ref());
-    let timestamp = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let timestamp = source_date_epoch();
     let other_bytes = match opts.format {
         Format::Usb => None,
         Format::Cache => {
@@ -543,6 +537,16 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         Format::Iso => Some(write_iso(
             opts, &esp, &payload, &volume_id, &seed, timestamp, ui,
         )?),
+        Format::Netboot => {
+            let nb = media::netboot::Netboot {
+                env: env.as_ref().expect("netboot loads the environment"),
+                options: options.as_deref().expect("netboot has options"),
+                title: &title,
+                embedded: Some(&payload),
+                mtime: timestamp.max(1) as u32,
+            };
+            Some(write_netboot(opts, &nb, ui)?)
+        }
     };
     if let Some(bytes) = other_bytes {
         return Ok(summary(
@@ -557,17 +561,43 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
             compressed_at,
         ));
     }
-    let layout = usb::plan(&esp, &payload, size).map_err(|e| e.to_string())?;
+    let disk_bytes = write_usb(opts, &esp, &payload, &seed, timestamp, size, ui)?;
+    Ok(summary(
+        opts,
+        &manifest,
+        &paths,
+        &infos,
+        paths_compressed,
+        disk_bytes,
+        started,
+        planned_at,
+        compressed_at,
+    ))
+}
+
+/// Writes the USB image: a device in place, a file under a temporary name renamed at the end.
+/// Returns the disk's size.
+fn write_usb(
+    opts: &BuildOptions,
+    esp: &media::fat32::Tree,
+    payload: &media::fat32::Tree,
+    seed: &[u8],
+    timestamp: u64,
+    size: Option<u64>,
+    ui: &Ui,
+) -> Result<u64, Error> {
+    let layout = usb::plan(esp, payload, size).map_err(|e| e.to_string())?;
     let ids = usb::Ids {
-        disk: ids::uuid(&seed, "disk"),
-        esp: esp_uuid,
-        payload: payload_uuid,
-        esp_volume: ids::volume_id(&seed, "esp"),
-        payload_volume: ids::volume_id(&seed, "payload"),
+        disk: ids::uuid(seed, "disk"),
+        esp: ids::uuid(seed, "esp"),
+        payload: ids::uuid(seed, "payload"),
+        esp_volume: ids::volume_id(seed, "esp"),
+        payload_volume: ids::volume_id(seed, "payload"),
         timestamp,
     };
 
     // Write: a device in place, a file under a temporary name.
+    let is_device = is_block_device(&opts.output);
     let target = if is_device {
         opts.output.clone()
     } else {
@@ -591,7 +621,7 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         .map_err(|e| format!("opening {} for writing: {e}", target.display()))?;
     let total = esp.content_bytes() + payload.content_bytes();
     let bar = ui.bytes(total, "writing");
-    let written = usb::write(&mut out, &layout, &esp, &payload, &ids, &mut |n| bar.inc(n));
+    let written = usb::write(&mut out, &layout, esp, payload, &ids, &mut |n| bar.inc(n));
     bar.finish_and_clear();
     if let Err(e) = written {
         if !is_device {
@@ -610,17 +640,116 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         })?;
     }
 
-    Ok(summary(
-        opts,
-        &manifest,
-        &paths,
-        &infos,
-        paths_compressed,
-        layout.disk_bytes,
-        started,
-        planned_at,
-        compressed_at,
-    ))
+    Ok(layout.disk_bytes)
+}
+
+fn is_block_device(path: &Path) -> bool {
+    fs::metadata(path)
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false)
+}
+
+/// The output's size, if it is fixed: a device's, or `--size` (which must fit the device).
+fn output_size(opts: &BuildOptions) -> Result<Option<u64>, Error> {
+    let device_bytes = if is_block_device(&opts.output) {
+        let mut f =
+            File::open(&opts.output).map_err(|e| format!("{}: {e}", opts.output.display()))?;
+        Some(
+            f.seek(SeekFrom::End(0))
+                .map_err(|e| format!("{}: {e}", opts.output.display()))?,
+        )
+    } else {
+        None
+    };
+    if let (Some(size), Some(dev)) = (opts.size, device_bytes) {
+        if size > dev {
+            return Err(format!(
+                "--size {} is larger than {} ({})",
+                human(size),
+                opts.output.display(),
+                human(dev)
+            )
+            .into());
+        }
+    }
+    Ok(opts.size.or(device_bytes))
+}
+
+/// `--online URL`: boot media that carry only the installer environment, with
+/// `autoinstall.url=URL` on its kernel command line. No fleet is read: the site is the fleet.
+fn build_online_boot(
+    opts: &BuildOptions,
+    url: &str,
+    started: Instant,
+    ui: &Ui,
+) -> Result<Summary, Error> {
+    check_online_url(url)?;
+    if opts.format == Format::Cache {
+        return Err(Error(
+            "--online makes boot media that fetch from a cache site; make the site itself with --mass HOSTS.TOML --format cache -o DIR".into(),
+        ));
+    }
+    let env = InstallerEnv::load(&opts.installer)?;
+    let options = kernel_options(&env, &format!("autoinstall.url={url}"), &opts.kernel_args);
+    let title = format!("NixOS autoinstall (online: {url})");
+    let seed = Sha256::digest(options.as_bytes());
+    let timestamp = source_date_epoch();
+    let empty = media::fat32::Tree::new();
+    let bytes = match opts.format {
+        Format::Usb => {
+            let size = output_size(opts)?;
+            let esp = esp_tree(&env, &title, &options)?;
+            write_usb(opts, &esp, &empty, &seed, timestamp, size, ui)?
+        }
+        Format::Iso => {
+            let esp = esp_tree(&env, &title, &options)?;
+            let volume_id = format!("AIONLINE_{:08X}", ids::volume_id(&seed, "iso"));
+            write_iso(opts, &esp, &empty, &volume_id, &seed, timestamp, ui)?
+        }
+        Format::Netboot => {
+            let nb = media::netboot::Netboot {
+                env: &env,
+                options: &options,
+                title: &title,
+                embedded: None,
+                mtime: timestamp.max(1) as u32,
+            };
+            write_netboot(opts, &nb, ui)?
+        }
+        Format::Cache => unreachable!("refused above"),
+    };
+    Ok(Summary {
+        output: opts.output.clone(),
+        hosts: 0,
+        paths: 0,
+        nar_bytes: 0,
+        compressed_bytes: 0,
+        paths_compressed: 0,
+        paths_from_cache: 0,
+        image_bytes: bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        phase_seconds: Phases::default(),
+    })
+}
+
+/// A URL the installer can use, and that survives the kernel command line (no spaces or
+/// quotes, which would split or end the option).
+fn check_online_url(url: &str) -> Result<(), Error> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !url.contains(|c: char| c.is_whitespace() || c == '"' || c.is_control()) => Ok(()),
+        _ => Err(format!("--online {url:?}: expected the cache site's http:// or https:// URL, without spaces or quotes (e.g. http://10.0.0.1/fleet)").into()),
+    }
+}
+
+/// `SOURCE_DATE_EPOCH`, else 0: every time written into an image (reproducible builds).
+fn source_date_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -690,15 +819,50 @@ fn write_cache_dir(
     payload: &media::fat32::Tree,
     ui: &Ui,
 ) -> Result<u64, Error> {
-    let out = &opts.output;
+    replace_dir(&opts.output, |partial| {
+        let bar = ui.bytes(payload.content_bytes(), "writing");
+        let written = media::dirout::write_tree(payload, partial, &mut |n| bar.inc(n));
+        bar.finish_and_clear();
+        written.map_err(|e| format!("writing {}: {e}", opts.output.display()))
+    })
+}
+
+/// Writes the netboot directory (`--format netboot`).
+fn write_netboot(opts: &BuildOptions, nb: &media::netboot::Netboot, ui: &Ui) -> Result<u64, Error> {
+    let written = replace_dir(&opts.output, |partial| {
+        let bar = ui.bytes(
+            nb.embedded.map_or(0, |t| t.content_bytes()),
+            "writing the initrd",
+        );
+        let w = media::netboot::write(partial, nb, &mut |n| bar.inc(n));
+        bar.finish_and_clear();
+        let w = w.map_err(|e| format!("writing {}: {e}", opts.output.display()))?;
+        if !w.uki {
+            ui.say(&format!(
+                "no {} (UKI): the installer environment {} has no linuxx64.efi.stub; iPXE boots without it",
+                media::netboot::UKI,
+                nb.env.dir.display()
+            ));
+        }
+        Ok(w.bytes)
+    })?;
+    Ok(written)
+}
+
+/// Fills a fresh directory with `fill`, then swaps it in for `out`. An existing `out` is
+/// replaced only if it is one of ours (a manifest or an iPXE script of ours) or empty, so a
+/// mistyped -o never empties someone's directory. Returns what `fill` returns (bytes).
+fn replace_dir(out: &Path, fill: impl FnOnce(&Path) -> Result<u64, String>) -> Result<u64, Error> {
     if out.exists() {
-        let ours = out.join(manifest::media::MANIFEST_PATH).is_file();
+        let ours = out.join(manifest::media::MANIFEST_PATH).is_file()
+            || fs::read_to_string(out.join(media::netboot::SCRIPT))
+                .is_ok_and(|s| s.starts_with("#!ipxe\n# NixOS autoinstall"));
         let empty = fs::read_dir(out)
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);
         if !out.is_dir() || !(ours || empty) {
             return Err(format!(
-                "-o {}: exists and is not a payload directory written by mkinstaller; name a new or empty directory",
+                "-o {}: exists and is not a directory written by mkinstaller; name a new or empty directory",
                 out.display()
             )
             .into());
@@ -713,14 +877,11 @@ fn write_cache_dir(
     let old = out.with_file_name(format!(".{name}.old"));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).map_err(|e| format!("creating {}: {e}", partial.display()))?;
-    let bar = ui.bytes(payload.content_bytes(), "writing");
-    let written = media::dirout::write_tree(payload, &partial, &mut |n| bar.inc(n));
-    bar.finish_and_clear();
-    let bytes = match written {
+    let bytes = match fill(&partial) {
         Ok(b) => b,
         Err(e) => {
             let _ = fs::remove_dir_all(&partial);
-            return Err(format!("writing {}: {e}", out.display()).into());
+            return Err(e.into());
         }
     };
     let _ = fs::remove_dir_all(&old);

@@ -19,7 +19,7 @@ const DEFAULT_INSTALLER: &str = "/var/lib/nixos-autoinstall/installer";
     long_about = "Write bootable installer images that carry the NixOS closures of one host or of a \
                   whole fleet keyed by SMBIOS serial. Boot a machine from the image and \
                   autoinstall-terminal installs the host whose serial it reads.",
-    after_help = "Examples:\n  mkinstaller --mass hosts.toml -o usb.img\n  mkinstaller --mass hosts.toml --host web-1 -o web-1.img\n  mkinstaller --system /nix/store/…-nixos-system-x -o x.img\n  mkinstaller inspect usb.img --json\n  mkinstaller verify usb.img",
+    after_help = "Examples:\n  mkinstaller --mass hosts.toml -o usb.img\n  mkinstaller --mass hosts.toml --host web-1 -o web-1.img\n  mkinstaller --system /nix/store/…-nixos-system-x -o x.img\n  mkinstaller --mass hosts.toml --sign-key k.sec --format cache -o site/\n  mkinstaller --online http://10.0.0.1/site --format netboot -o tftp/\n  mkinstaller --mass hosts.toml --format netboot -o tftp/\n  mkinstaller inspect usb.img --json\n  mkinstaller verify usb.img",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -59,6 +59,11 @@ struct BuildArgs {
     /// One NixOS toplevel (a /nix/store path), installed whatever the machine's serial.
     #[arg(long, value_name = "STORE-PATH")]
     system: Option<String>,
+    /// No fleet: boot media (usb, iso or netboot) for the online installer, which finds its
+    /// host by serial at this cache site (made with --mass … --format cache --sign-key) and
+    /// installs from it over HTTP(S).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["mass", "system"])]
+    online: Option<String>,
     /// With --system: the host's name (default: from the toplevel's name).
     #[arg(long, requires = "system")]
     name: Option<String>,
@@ -73,10 +78,12 @@ struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     sign_key: Option<PathBuf>,
     /// usb (a GPT disk image, or a stick written in place), iso (a hybrid ISO for CDs and
-    /// BMC virtual media, which can also be dd'ed to a stick) or cache (a directory any
+    /// BMC virtual media, which can also be dd'ed to a stick), cache (a directory any
     /// static HTTP server can serve: a Nix binary cache with the manifest and per-serial
-    /// lookups) [default: iso if the output ends in .iso, else usb]
-    #[arg(long, value_name = "usb|iso|cache")]
+    /// lookups) or netboot (a directory for a TFTP/HTTP boot server: vmlinuz, initrd with the
+    /// payload in it, boot.ipxe, autoinstall.efi) [default: iso if the output ends in .iso,
+    /// else usb]
+    #[arg(long, value_name = "usb|iso|cache|netboot")]
     format: Option<String>,
     /// Pad the image to this size (e.g. 32G, the stick's size); default: just large enough.
     #[arg(long, value_parser = parse_size)]
@@ -132,16 +139,17 @@ fn main() -> ExitCode {
 }
 
 fn run_build(a: BuildArgs) -> Result<(), String> {
-    let source = match (a.mass, a.system) {
-        (Some(file), None) => Source::Mass { file, host: a.host },
-        (None, Some(path)) => Source::System {
+    let source = match (a.mass, a.system, a.online) {
+        (Some(file), None, None) => Source::Mass { file, host: a.host },
+        (None, Some(path), None) => Source::System {
             path,
             name: a.name,
             profile: a.profile,
         },
+        (None, None, Some(url)) => Source::Online { url },
         _ => {
             return Err(
-                "say what to install: --mass HOSTS.TOML or --system STORE-PATH (see --help)".into(),
+                "say what to install: --mass HOSTS.TOML, --system STORE-PATH, or --online URL for boot media of the online installer (see --help)".into(),
             )
         }
     };
@@ -173,6 +181,13 @@ fn run_build(a: BuildArgs) -> Result<(), String> {
     let s = build::build(&opts, &ui).map_err(|e| e.to_string())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).expect("serialises"));
+    } else if !a.quiet && s.hosts == 0 {
+        eprintln!(
+            "{}: boot media for the online installer, {}, {:.1} s",
+            s.output.display(),
+            human(s.image_bytes),
+            s.seconds
+        );
     } else if !a.quiet {
         let ratio = s.compressed_bytes as f64 / s.nar_bytes.max(1) as f64;
         eprintln!(

@@ -10,15 +10,19 @@
 { config, lib, pkgs, modulesPath, ... }:
 let
   cfg = config.autoinstall.installer;
+  urlArgs = lib.optionals (cfg.url != null) [ "--url" cfg.url ];
   # One installer at a time: the consoles race for the lock, the other one waits and says so.
   run = tty: pkgs.writeShellScript "autoinstall-on-${tty}" ''
     exec ${pkgs.util-linux}/bin/flock --verbose /run/autoinstall.lock \
-      ${cfg.package}/bin/autoinstall-terminal ${lib.escapeShellArgs cfg.extraArgs}
+      ${cfg.package}/bin/autoinstall-terminal ${lib.escapeShellArgs (urlArgs ++ cfg.extraArgs)}
   '';
   onTty = tty: {
     description = "autoinstall-terminal on ${tty}";
-    after = [ "systemd-udev-settle.service" "local-fs.target" ];
-    wants = [ "systemd-udev-settle.service" ];
+    # Online, the network must be up first (DHCP by the netboot profile's dhcpcd).
+    after = [ "systemd-udev-settle.service" "local-fs.target" ]
+      ++ lib.optional (cfg.url != null) "network-online.target";
+    wants = [ "systemd-udev-settle.service" ]
+      ++ lib.optional (cfg.url != null) "network-online.target";
     wantedBy = [ "multi-user.target" ];
     conflicts = [ "getty@${tty}.service" "serial-getty@${tty}.service" ];
     path = cfg.tools;
@@ -55,6 +59,22 @@ in
       default = [ "ttyS0" "tty1" ];
       description = "Consoles autoinstall-terminal runs on (one at a time, whichever starts first).";
     };
+    trustedKeys = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      example = [ "fleet-1:0E5tYf6GzJ8xbOxG5L6d4SV7qBSfbkF1y1hNp3XjJYk=" ];
+      description = ''
+        Nix public keys (name:base64) the installer trusts. With any, it installs only payloads
+        whose manifest and store paths one of them signed (mkinstaller --sign-key); online
+        installs require one.
+      '';
+    };
+    url = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "http://10.0.0.1/fleet";
+      description = "Install online from this `mkinstaller --format cache` site instead of a stick.";
+    };
     tools = lib.mkOption {
       type = lib.types.listOf lib.types.package;
       default = with pkgs; [ e2fsprogs btrfs-progs dosfstools xfsprogs util-linux cryptsetup lvm2 mdadm ];
@@ -73,6 +93,9 @@ in
     # Marks the installer environment: only here does `--finish auto` carry out the stick's
     # after-install action (reboot, poweroff).
     environment.etc."nixos-autoinstall/environment".text = "nixos\n";
+    environment.etc."nixos-autoinstall/trusted-keys" = lib.mkIf (cfg.trustedKeys != [ ]) {
+      text = lib.concatMapStrings (k: k + "\n") cfg.trustedKeys;
+    };
 
     # No password prompts anywhere: the stick is the credential.
     users.users.root.initialHashedPassword = "";

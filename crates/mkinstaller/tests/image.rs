@@ -800,7 +800,7 @@ fn cache_directory_output_is_a_binary_cache_with_per_serial_lookups() {
     ]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && said.contains("not a payload directory"),
+        !out.status.success() && said.contains("is not a directory written by mkinstaller"),
         "{said}"
     );
     assert_eq!(
@@ -850,4 +850,162 @@ fn a_cache_site_served_by_nginx_is_a_signed_binary_cache() {
         ],
     );
     assert!(lookup.contains(&tops[1]), "{lookup}");
+}
+
+/// `--format netboot -o dir/`: the environment's kernel, its initrd with the payload appended
+/// as a cpio archive (GNU cpio extracts it, and the extracted tree is a binary cache Nix
+/// installs every host from), an iPXE script that boots them with the payload's location, and
+/// a UKI whose sections objdump shows (the stand-in environment gets the host's systemd stub).
+/// `--online URL` makes the same files without a fleet, pointing at the site; a bad URL and
+/// `--online` with `--format cache` are refused, writing nothing.
+#[test]
+fn netboot_output_boots_the_installer_with_its_payload_or_a_url() {
+    let env = Env::new();
+    fs::copy(
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        env.installer.join("linuxx64.efi.stub"),
+    )
+    .expect("tests/setup installs systemd-boot-efi, which has the stub");
+    let (hosts, tops) = env.fleet("1");
+    let dir = env.path("tftp");
+    let d = dir.to_str().unwrap();
+    env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "--format",
+        "netboot",
+        "-o",
+        d,
+        "--quiet",
+    ]);
+    let mut names = testkit::list_files(&dir);
+    names.sort();
+    assert_eq!(
+        names,
+        ["autoinstall.efi", "boot.ipxe", "initrd", "vmlinuz"],
+        "{names:?}"
+    );
+    assert!(
+        fs::read(dir.join("vmlinuz")).unwrap() == fs::read(env.installer.join("kernel")).unwrap()
+    );
+    let script = fs::read_to_string(dir.join("boot.ipxe")).unwrap();
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(
+        script.contains("\nkernel vmlinuz initrd=initrd console=tty0 console=ttyS0,115200 autoinstall.payload=/autoinstall-payload\n"),
+        "{script}"
+    );
+    assert!(script.contains("\ninitrd initrd\nboot\n"), "{script}");
+
+    // The initrd: the environment's bytes, zeros to a 4-byte boundary, then our archive.
+    let initrd = fs::read(dir.join("initrd")).unwrap();
+    let base = fs::read(env.installer.join("initrd")).unwrap();
+    assert!(initrd.starts_with(&base));
+    let start = base.len().div_ceil(4) * 4;
+    assert!(initrd[base.len()..start].iter().all(|b| *b == 0));
+    let unpacked = env.path("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    let mut cpio = Command::new("cpio")
+        .args(["-i", "--quiet", "-d", "--no-absolute-filenames", "-D"])
+        .arg(&unpacked)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    cpio.stdin
+        .take()
+        .unwrap()
+        .write_all(&initrd[start..])
+        .unwrap();
+    assert!(cpio.wait().unwrap().success());
+    nix_installs_every_host(&unpacked.join("autoinstall-payload"), &tops);
+
+    // The UKI: systemd's stub with our sections, the command line as in the script.
+    let sections = run(
+        "objdump",
+        &["-h", dir.join("autoinstall.efi").to_str().unwrap()],
+    );
+    for s in [".osrel", ".cmdline", ".linux", ".initrd"] {
+        assert!(sections.contains(s), "{s} missing:\n{sections}");
+    }
+    let cmdline = env.path("cmdline");
+    run(
+        "objcopy",
+        &[
+            "-O",
+            "binary",
+            "--only-section=.cmdline",
+            dir.join("autoinstall.efi").to_str().unwrap(),
+            cmdline.to_str().unwrap(),
+        ],
+    );
+    assert!(fs::read_to_string(&cmdline)
+        .unwrap()
+        .ends_with("autoinstall.payload=/autoinstall-payload"));
+
+    // Online: no fleet, the URL on the command line, the initrd as the environment has it.
+    let online = env.path("online");
+    let o = online.to_str().unwrap();
+    env.ok(&[
+        "--online",
+        "http://10.0.0.1:8080/fleet",
+        "--format",
+        "netboot",
+        "-o",
+        o,
+        "--quiet",
+    ]);
+    let script = fs::read_to_string(online.join("boot.ipxe")).unwrap();
+    assert!(
+        script.contains(" autoinstall.url=http://10.0.0.1:8080/fleet\n"),
+        "{script}"
+    );
+    assert!(fs::read(online.join("initrd")).unwrap() == base);
+    // … and as a USB image: the ESP's entry says the same.
+    let img = env.path("online.img");
+    env.ok(&[
+        "--online",
+        "http://10.0.0.1:8080/fleet",
+        "-o",
+        img.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let esp = media::read::Image::open(&img).unwrap().esp;
+    let entry = run(
+        "mtype",
+        &[
+            "-i",
+            &format!("{}@@{}", img.display(), esp.start),
+            "::/loader/entries/autoinstall.conf",
+        ],
+    );
+    assert!(
+        entry.contains(" autoinstall.url=http://10.0.0.1:8080/fleet"),
+        "{entry}"
+    );
+
+    for (args, said) in [
+        (
+            vec!["--online", "ftp://x/", "--format", "netboot"],
+            "expected the cache site's http://",
+        ),
+        (
+            vec!["--online", "http://x/a b", "--format", "netboot"],
+            "without spaces",
+        ),
+        (
+            vec!["--online", "http://x/", "--format", "cache"],
+            "make the site itself with --mass",
+        ),
+    ] {
+        let bad = env.path("bad");
+        let mut args = args.clone();
+        args.extend(["-o", bad.to_str().unwrap()]);
+        let out = env.mkinstaller(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(said),
+            "{args:?}: {err}"
+        );
+        assert!(!bad.exists());
+    }
 }

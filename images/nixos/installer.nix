@@ -69,6 +69,11 @@ in
         installs require one.
       '';
     };
+    caCertificates = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      description = "PEM file of the CA(s) an online install's HTTPS server must chain to, instead of the public roots.";
+    };
     url = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
@@ -93,6 +98,9 @@ in
     # Marks the installer environment: only here does `--finish auto` carry out the stick's
     # after-install action (reboot, poweroff).
     environment.etc."nixos-autoinstall/environment".text = "nixos\n";
+    environment.etc."nixos-autoinstall/ca.pem" = lib.mkIf (cfg.caCertificates != null) {
+      source = cfg.caCertificates;
+    };
     environment.etc."nixos-autoinstall/trusted-keys" = lib.mkIf (cfg.trustedKeys != [ ]) {
       text = lib.concatMapStrings (k: k + "\n") cfg.trustedKeys;
     };

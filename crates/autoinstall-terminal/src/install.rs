@@ -40,6 +40,8 @@ pub struct Options {
     pub insecure: bool,
     /// Online: attempts per file.
     pub retries: u32,
+    /// Online over HTTPS: trust only these CA certificates (PEM) instead of the public roots.
+    pub ca_pem: Option<Vec<u8>>,
     pub overrides: Overrides,
     /// `--disk`: a whole-disk node or by-id link; wins over the host's `disk` and the rules.
     pub disk: Option<String>,
@@ -236,6 +238,7 @@ fn go(
                     attempts: opts.retries,
                     ..Retry::default()
                 },
+                opts.ca_pem.as_deref(),
             )?),
             (None, None) => payload::find().map_err(|e| e.to_string())?,
         };

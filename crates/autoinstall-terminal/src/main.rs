@@ -44,6 +44,11 @@ struct Cli {
     /// download resumes where it stopped).
     #[arg(long, value_name = "N", default_value_t = 6)]
     retries: u32,
+    /// Online over HTTPS: trust the server's certificate only if it chains to a certificate
+    /// in this PEM file (a fleet's private CA) [default: /etc/nixos-autoinstall/ca.pem when
+    /// it exists, else Mozilla's public roots].
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
     /// Install this host, whatever the serial.
     #[arg(long, value_name = "NAME")]
     host: Option<String>,
@@ -86,6 +91,9 @@ struct Cli {
     #[arg(long, value_name = "KEY")]
     trusted_key: Vec<String>,
 }
+
+/// Where the installer environment keeps a fleet's private CA, if it has one.
+const CA_FILE: &str = "/etc/nixos-autoinstall/ca.pem";
 
 /// Where the installer environment keeps the public keys it trusts (one per line).
 const TRUSTED_KEYS_FILE: &str = "/etc/nixos-autoinstall/trusted-keys";
@@ -141,6 +149,20 @@ fn main() -> ExitCode {
             .ok()
             .filter(|u| !u.is_empty() && cli.payload.is_none())
     });
+    let ca_file = cli
+        .ca_file
+        .clone()
+        .or_else(|| Some(PathBuf::from(CA_FILE)).filter(|p| p.is_file()));
+    let ca_pem = match &ca_file {
+        None => None,
+        Some(f) => match std::fs::read(f) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("autoinstall-terminal: --ca-file {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let insecure = cli.insecure || std::env::var("AUTOINSTALL_INSECURE").as_deref() == Ok("1");
     if insecure {
         eprintln!("autoinstall-terminal: WARNING: --insecure: signatures are NOT checked; whoever answers for the URL decides what this machine runs");
@@ -151,6 +173,7 @@ fn main() -> ExitCode {
         url,
         insecure,
         retries: cli.retries.max(1),
+        ca_pem,
         overrides: Overrides {
             host: cli.host.clone(),
             serial: cli.serial.clone(),

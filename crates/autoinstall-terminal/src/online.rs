@@ -63,8 +63,10 @@ impl PartialEq for Site {
 impl Eq for Site {}
 
 impl Site {
-    /// `url` is the site's top (where `nix-cache-info` is), `http://` or `https://`.
-    pub fn new(url: &str, retry: Retry) -> Result<Site, String> {
+    /// `url` is the site's top (where `nix-cache-info` is), `http://` or `https://`. HTTPS
+    /// servers are checked against Mozilla's roots (compiled in), or only against the
+    /// certificates of `ca_pem` (PEM) when given: a fleet's private CA.
+    pub fn new(url: &str, retry: Retry, ca_pem: Option<&[u8]>) -> Result<Site, String> {
         let base = url.trim().trim_end_matches('/');
         let rest = base
             .strip_prefix("http://")
@@ -77,7 +79,25 @@ impl Site {
                 "{url:?} names no server; e.g. http://10.0.0.1/fleet"
             ));
         }
+        let roots = match ca_pem {
+            None => ureq::tls::RootCerts::WebPki,
+            Some(pem) => {
+                let mut certs = Vec::new();
+                for item in ureq::tls::parse_pem(pem) {
+                    match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("the CA file is not valid PEM: {e}")),
+                    }
+                }
+                if certs.is_empty() {
+                    return Err("the CA file holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)".into());
+                }
+                ureq::tls::RootCerts::new_with_certs(&certs)
+            }
+        };
         let config = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             // Statuses are ours to judge: a 404 is an answer, a 503 a reason to retry.
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
@@ -126,9 +146,16 @@ impl Site {
         if offset > 0 {
             req = req.header("Range", &format!("bytes={offset}-"));
         }
-        let resp = req
-            .call()
-            .map_err(|e| Attempt::Again(format!("{url}: {e}")))?;
+        let resp = req.call().map_err(|e| {
+            let why = format!("{url}: {e}");
+            if transient(&e) {
+                Attempt::Again(why)
+            } else {
+                // A certificate that does not verify, a malformed URL: trying again changes
+                // nothing.
+                Attempt::Final(io::Error::other(why))
+            }
+        })?;
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -228,6 +255,19 @@ impl Site {
         self.inner.retried.lock().unwrap().push(line);
         std::thread::sleep(pause);
         Ok(())
+    }
+}
+
+/// Whether a failed request may succeed if tried again: the network and the server's
+/// availability, not TLS verification or the URL.
+fn transient(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => io.kind() != io::ErrorKind::InvalidData,
+        ureq::Error::Timeout(_)
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Protocol(_) => true,
+        _ => false,
     }
 }
 
@@ -332,10 +372,10 @@ mod tests {
 
     #[test]
     fn urls_are_checked_and_paths_encoded() {
-        assert!(Site::new("ftp://x/", Retry::default()).is_err());
-        assert!(Site::new("http://", Retry::default()).is_err());
-        assert!(Site::new("/srv/site", Retry::default()).is_err());
-        let s = Site::new("http://10.0.2.2:8080/fleet/", Retry::default()).unwrap();
+        assert!(Site::new("ftp://x/", Retry::default(), None).is_err());
+        assert!(Site::new("http://", Retry::default(), None).is_err());
+        assert!(Site::new("/srv/site", Retry::default(), None).is_err());
+        let s = Site::new("http://10.0.2.2:8080/fleet/", Retry::default(), None).unwrap();
         assert_eq!(s.base(), "http://10.0.2.2:8080/fleet");
         assert_eq!(
             s.url("autoinstall/hosts/A%2FB C.json"),
@@ -411,6 +451,7 @@ mod tests {
                 first_pause: Duration::from_millis(10),
                 max_pause: Duration::from_millis(10),
             },
+            None,
         )
         .unwrap();
         let mut got = Vec::new();
@@ -438,6 +479,7 @@ mod tests {
                 first_pause: Duration::from_millis(1),
                 max_pause: Duration::from_millis(1),
             },
+            None,
         )
         .unwrap();
         let err = site.open("nix-cache-info").err().expect("no server");

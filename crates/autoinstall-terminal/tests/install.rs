@@ -470,6 +470,37 @@ fn installs_from_an_iso() {
     assert!(fs::read(&iso).unwrap() == before, "the ISO was written to");
 }
 
+/// A signing key (written to `secret.key` for mkinstaller) and another key of the same name,
+/// which no trust in the first can accept.
+fn signing_keys(
+    env: &Env,
+    name: &str,
+) -> (
+    nixstore::keys::SecretKey,
+    nixstore::keys::SecretKey,
+    PathBuf,
+) {
+    let key = nixstore::keys::SecretKey::generate(name).unwrap();
+    let other = nixstore::keys::SecretKey::generate(name).unwrap();
+    let key_file = env.path("secret.key");
+    fs::write(&key_file, key.to_text()).unwrap();
+    (key, other, key_file)
+}
+
+/// The hash part of a store path (the name of its narinfo, without `.narinfo`).
+fn hash_part(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap();
+    base.split('-').next().unwrap().to_string()
+}
+
+/// A refusal: exit status 3, `expect` said, and not a byte written to `disk`.
+fn assert_refused(out: &Output, expect: &str, disk: &LoopDisk) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(3), "expected a refusal:\n{err}");
+    assert!(err.contains(expect), "{expect:?} not in:\n{err}");
+    assert!(disk.untouched(), "a refusal wrote to the disk");
+}
+
 /// `mkinstaller --sign-key` and `autoinstall-terminal --trusted-key`: a signed stick installs
 /// under its key; an unsigned stick, another key, and a narinfo whose signature does not
 /// match are each refused before the disk is touched, naming what failed.
@@ -478,10 +509,7 @@ fn signatures_are_required_once_a_key_is_trusted() {
     let Some((_serial, env, tops)) = root_env() else {
         return;
     };
-    let key = nixstore::keys::SecretKey::generate("fleet-test-1").unwrap();
-    let other = nixstore::keys::SecretKey::generate("fleet-test-1").unwrap();
-    let key_file = env.path("secret.key");
-    fs::write(&key_file, key.to_text()).unwrap();
+    let (key, other, key_file) = signing_keys(&env, "fleet-test-1");
     let hosts = [("demo-1", "DEMO-SN-0001", tops[0].as_str(), "uefi-ext4")];
     let signed = env.medium_with(
         &hosts,
@@ -504,12 +532,7 @@ fn signatures_are_required_once_a_key_is_trusted() {
             "--yes",
         ])
     };
-    let refused = |out: Output, expect: &str| {
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(3), "expected a refusal:\n{err}");
-        assert!(err.contains(expect), "{expect:?} not in:\n{err}");
-        assert!(disk.untouched(), "a refusal wrote to the disk");
-    };
+    let refused = |out: Output, expect: &str| assert_refused(&out, expect, &disk);
     refused(install(&unsigned, &trusted), "the manifest is not signed");
     refused(
         install(&signed, &other.public().to_text()),
@@ -531,13 +554,7 @@ fn signatures_are_required_once_a_key_is_trusted() {
             tree.to_str().unwrap(),
         ],
     );
-    let victim = tops[0]
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('-')
-        .next()
-        .unwrap();
+    let victim = hash_part(&tops[0]);
     let narinfo = tree.join(format!("{victim}.narinfo"));
     let text = fs::read_to_string(&narinfo).unwrap();
     let info = nixstore::narinfo::NarInfo::parse(&text).unwrap();
@@ -898,10 +915,7 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
     let Some((_serial, env, tops)) = root_env() else {
         return;
     };
-    let key = nixstore::keys::SecretKey::generate("fleet-online-1").unwrap();
-    let other = nixstore::keys::SecretKey::generate("fleet-online-1").unwrap();
-    let key_file = env.path("secret.key");
-    fs::write(&key_file, key.to_text()).unwrap();
+    let (key, other, key_file) = signing_keys(&env, "fleet-online-1");
     let site = env.medium_with(
         &[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")],
         "site",
@@ -912,14 +926,7 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
             key_file.to_str().unwrap(),
         ],
     );
-    let top_hash = tops[0]
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('-')
-        .next()
-        .unwrap()
-        .to_string();
+    let top_hash = hash_part(&tops[0]);
     let unsigned_narinfo = site_variant(&env, &site, "site-unsigned", &|dir| {
         let narinfo = dir.join(format!("{top_hash}.narinfo"));
         let text = fs::read_to_string(&narinfo).unwrap();
@@ -953,12 +960,7 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
         args.extend_from_slice(more);
         env.install(&args)
     };
-    let refused = |out: Output, expect: &str| {
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(3), "expected a refusal:\n{err}");
-        assert!(err.contains(expect), "{expect:?} not in:\n{err}");
-        assert!(disk.untouched(), "a refusal wrote to the disk");
-    };
+    let refused = |out: Output, expect: &str| assert_refused(&out, expect, &disk);
     let server = Nginx::serve(&site);
     let url = server.url();
     refused(
@@ -1000,7 +1002,7 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
     assert!(!has_boot_entry(&disk));
 
     // A slow server (so the copy can be caught half-way), stopped mid-copy.
-    let mut slow = Nginx::serve_with(&site, "limit_rate 1m;");
+    let mut slow = Nginx::serve_with(&site, None, "limit_rate 1m;");
     let spawn = |url: &str, more: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
             .args([
@@ -1049,5 +1051,110 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
         "no download resumed with a Range request:\n{}",
         slow.access_log()
     );
+    check_installed(&env, &disk, &tops[0], "ext4");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl in `dir`:
+/// (ca.pem, server.pem, server.key).
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=fleet-test-ca"];
+    ca.extend(ec);
+    let (ca_key, ca_pem) = (p("ca.key"), p("ca.pem"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_pem]);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    ca.extend(["-addext", "keyUsage=critical,keyCertSign"]);
+    run("openssl", &ca);
+    let (key, csr, pem, ext) = (p("server.key"), p("server.csr"), p("server.pem"), p("ext"));
+    let mut req = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ];
+    req.extend(ec);
+    run("openssl", &req);
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-extfile",
+            &ext,
+        ],
+    );
+    (ca_pem.into(), pem.into(), key.into())
+}
+
+/// HTTPS with a fleet's private CA: checked against the public roots, the server is refused
+/// at once (a certificate does not get better by retrying) with the disk untouched; with
+/// `--ca-file` the same site installs.
+#[test]
+fn installs_online_over_https_with_a_private_ca() {
+    let Some((_serial, env, tops)) = root_env() else {
+        return;
+    };
+    let (key, _, key_file) = signing_keys(&env, "fleet-tls-1");
+    let site = env.medium_with(
+        &[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")],
+        "site",
+        &[
+            "--format",
+            "cache",
+            "--sign-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    let (ca, cert, cert_key) = private_ca(env.tmp.path());
+    let server = Nginx::serve_with(&site, Some((&cert, &cert_key)), "");
+    assert!(server.url().starts_with("https://127.0.0.1:"));
+    let disk = LoopDisk::new(env.path("disk.img"), "9G");
+    let trusted = key.public().to_text();
+    let url = server.url();
+    let install = |more: &[&str]| {
+        let mut args = vec![
+            "--url",
+            &url,
+            "--serial",
+            "DEMO-SN-0001",
+            "--disk",
+            &disk.dev,
+        ];
+        args.extend(["--yes", "--trusted-key", &trusted]);
+        args.extend_from_slice(more);
+        env.install(&args)
+    };
+    let out = install(&[]);
+    assert_refused(&out, "UnknownIssuer", &disk);
+    assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
+
+    let out = install(&["--ca-file", ca.to_str().unwrap()]);
+    assert_ok(&out);
     check_installed(&env, &disk, &tops[0], "ext4");
 }

@@ -247,17 +247,19 @@ pub fn requisites(store: Option<&Path>, path: &str) -> Vec<String> {
 /// logs and temporary files under a scratch prefix; stopped on drop.
 pub struct Nginx {
     pub port: u16,
+    tls: bool,
     child: Option<std::process::Child>,
     prefix: tempfile::TempDir,
 }
 
 impl Nginx {
     pub fn serve(dir: &Path) -> Nginx {
-        Nginx::serve_with(dir, "")
+        Nginx::serve_with(dir, None, "")
     }
 
-    /// [`Nginx::serve`] with more directives in its `server` block (e.g. `limit_rate 1m;`).
-    pub fn serve_with(dir: &Path, server_extra: &str) -> Nginx {
+    /// [`Nginx::serve`] over HTTPS with this certificate and key (PEM files) when `tls` is
+    /// given, and with more directives in its `server` block (e.g. `limit_rate 1m;`).
+    pub fn serve_with(dir: &Path, tls: Option<(&Path, &Path)>, server_extra: &str) -> Nginx {
         let prefix = tempfile::tempdir().unwrap();
         // A port the kernel just handed out is free; nginx binds it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -274,12 +276,20 @@ impl Nginx {
              uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
              types {{ application/json json; text/x-nix-narinfo narinfo; }}\n\
              default_type application/octet-stream;\n\
-             server {{ listen 127.0.0.1:{port}; root {}; {server_extra} }}\n}}\n",
-            dir.display()
+             server {{ listen 127.0.0.1:{port}{}; root {}; {}{server_extra} }}\n}}\n",
+            if tls.is_some() { " ssl" } else { "" },
+            dir.display(),
+            tls.map(|(cert, key)| format!(
+                "ssl_certificate {}; ssl_certificate_key {}; ",
+                cert.display(),
+                key.display()
+            ))
+            .unwrap_or_default()
         );
         fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
         let mut nginx = Nginx {
             port,
+            tls: tls.is_some(),
             child: None,
             prefix,
         };
@@ -323,7 +333,8 @@ impl Nginx {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The access log so far: one line per request.

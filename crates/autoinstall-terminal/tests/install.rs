@@ -127,6 +127,21 @@ impl Env {
             .collect()
     }
 
+    /// A `--format cache` site (under `site`) of demo-1 (DEMO-SN-0001) with toplevel `top`,
+    /// signed with the key in `key_file`.
+    fn demo_1_site(&self, top: &str, key_file: &Path) -> PathBuf {
+        self.medium_with(
+            &[("demo-1", "DEMO-SN-0001", top, "uefi-ext4")],
+            "site",
+            &[
+                "--format",
+                "cache",
+                "--sign-key",
+                key_file.to_str().unwrap(),
+            ],
+        )
+    }
+
     /// A mass stick for `hosts` (name, serial, toplevel, profile) with policy `refuse`.
     fn stick(&self, hosts: &[(&str, &str, &str, &str)]) -> PathBuf {
         self.medium(hosts, "stick.img")
@@ -916,16 +931,7 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
         return;
     };
     let (key, other, key_file) = signing_keys(&env, "fleet-online-1");
-    let site = env.medium_with(
-        &[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")],
-        "site",
-        &[
-            "--format",
-            "cache",
-            "--sign-key",
-            key_file.to_str().unwrap(),
-        ],
-    );
+    let site = env.demo_1_site(&tops[0], &key_file);
     let top_hash = hash_part(&tops[0]);
     let unsigned_narinfo = site_variant(&env, &site, "site-unsigned", &|dir| {
         let narinfo = dir.join(format!("{top_hash}.narinfo"));
@@ -1121,16 +1127,7 @@ fn installs_online_over_https_with_a_private_ca() {
         return;
     };
     let (key, _, key_file) = signing_keys(&env, "fleet-tls-1");
-    let site = env.medium_with(
-        &[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")],
-        "site",
-        &[
-            "--format",
-            "cache",
-            "--sign-key",
-            key_file.to_str().unwrap(),
-        ],
-    );
+    let site = env.demo_1_site(&tops[0], &key_file);
     let (ca, cert, cert_key) = private_ca(env.tmp.path());
     let server = Nginx::serve_with(&site, Some((&cert, &cert_key)), "");
     assert!(server.url().starts_with("https://127.0.0.1:"));

@@ -84,6 +84,10 @@ pub fn unpack<R: Read>(
                 let os_name = OsStr::from_bytes(&name);
                 match node {
                     Node::Regular { executable, size } => {
+                        let mode = if executable { 0o555 } else { 0o444 };
+                        // Created with its final mode when the umask keeps it (the new
+                        // descriptor may write all the same): one system call fewer per file.
+                        let born_right = mode & umask() == 0;
                         let fd = openat(
                             Some(dir),
                             os_name,
@@ -92,7 +96,7 @@ pub fn unpack<R: Read>(
                                 | OFlag::O_EXCL
                                 | OFlag::O_NOFOLLOW
                                 | OFlag::O_CLOEXEC,
-                            Mode::from_bits_truncate(0o600),
+                            Mode::from_bits_truncate(if born_right { mode } else { 0o600 }),
                         )
                         .map_err(|e| io_err(&parser, "creating file", e.into()))?;
                         // SAFETY: a fresh descriptor from openat, owned by nobody else.
@@ -112,9 +116,13 @@ pub fn unpack<R: Read>(
                             Err(Copy::Write(e)) => return Err(io_err(&parser, "writing file", e)),
                         };
                         debug_assert_eq!(written, size);
-                        let mode = if executable { 0o555 } else { 0o444 };
-                        canonicalise(file.as_raw_fd(), mode)
-                            .map_err(|e| io_err(&parser, "setting mode and time", e.into()))?;
+                        let fd = file.as_raw_fd();
+                        if born_right {
+                            futimens(fd, &epoch_one(), &epoch_one())
+                        } else {
+                            canonicalise(fd, mode)
+                        }
+                        .map_err(|e| io_err(&parser, "setting mode and time", e.into()))?;
                         stats.files += 1;
                         stats.bytes += size;
                     }
@@ -186,6 +194,23 @@ fn copy_contents(from: &mut impl Read, to: &mut File, buf: &mut [u8]) -> Result<
         to.write_all(&buf[..n]).map_err(Copy::Write)?;
         written += n as u64;
     }
+}
+
+/// The process's umask, read once (from /proc: the umask call itself would change it, racing
+/// with other threads); all bits set when it cannot be read, so modes are always set
+/// explicitly then.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777)
+    })
 }
 
 fn epoch_one() -> TimeSpec {

@@ -125,13 +125,21 @@ expect() {
   console_has "$1" || fail "$2 (no match for /$1/ on the console)"
 }
 
-# start_nginx DIR: serves DIR read-only on 127.0.0.1 (a free port) with a real nginx, a child
-# of this script with its pid, logs and temp files under RUN_DIR/nginx; stopped on exit.
-# Sets NGINX_PORT. (The guest reaches it as 10.0.2.2:NGINX_PORT through QEMU's user network.)
+# start_nginx DIR [CERT KEY]: serves DIR read-only on 127.0.0.1 (a free port, NGINX_PORT) with
+# a real nginx, a child of this script with its pid, logs and temp files under RUN_DIR/nginx;
+# stopped on exit. With a certificate and key (PEM), also over HTTPS on NGINX_TLS_PORT. (The
+# guest reaches them as 10.0.2.2:PORT through QEMU's user network.)
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 start_nginx() {
-  local dir=$1 prefix=$RUN_DIR/nginx
+  local dir=$1 cert=${2:-} key=${3:-} prefix=$RUN_DIR/nginx tls=""
   mkdir -p "$prefix"
-  NGINX_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  NGINX_PORT=$(free_port)
+  if [[ -n "$cert" ]]; then
+    NGINX_TLS_PORT=$(free_port)
+    tls="listen 127.0.0.1:$NGINX_TLS_PORT ssl; ssl_certificate $cert; ssl_certificate_key $key;"
+  fi
   cat >"$prefix/nginx.conf" <<CONF
 master_process off;
 worker_processes 1;
@@ -146,7 +154,7 @@ http {
   uwsgi_temp_path $prefix/uwsgi;
   scgi_temp_path $prefix/scgi;
   default_type application/octet-stream;
-  server { listen 127.0.0.1:$NGINX_PORT; root $dir; }
+  server { listen 127.0.0.1:$NGINX_PORT; $tls root $dir; }
 }
 CONF
   nginx -c "$prefix/nginx.conf" -p "$prefix" -g 'daemon off;' &

@@ -259,11 +259,17 @@ fn open_counted<'a>(
     p: &'a dyn media::read::Payload,
     info: &NarInfo,
     progress: &'a (dyn Fn(u64) + Sync),
-) -> Result<Counting<'a, Box<dyn std::io::Read + 'a>>, String> {
+) -> Result<Counting<'a, io::Take<Box<dyn std::io::Read + 'a>>>, String> {
     let inner = p
         .open(&info.url)
         .map_err(|e| format!("{}: {e}", info.store_path))?;
-    Ok(Counting { inner, progress })
+    // One byte past FileSize is enough to see it is too long: a server (or a device) that
+    // sends without end cannot keep the install reading forever.
+    let limit = info.file_size.map_or(u64::MAX, |s| s.saturating_add(1));
+    Ok(Counting {
+        inner: io::Read::take(inner, limit),
+        progress,
+    })
 }
 
 /// Copies the closure into `store_dir` (the target's `/nix/store`): per path, decompress,

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use media::read::Payload;
 
+/// The most [`Payload::read_all`] reads from a site: a manifest of a few thousand hosts is a
+/// few tens of MiB.
+const MAX_SMALL_FILE: u64 = 256 << 20;
+
 /// How hard to try before giving up on a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
@@ -132,6 +136,19 @@ impl Site {
             }
         }
         url
+    }
+
+    /// A whole file of at most `cap` bytes; a longer one is an error, read no further.
+    fn read_capped(&self, path: &str, cap: u64) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.open(path)?.take(cap + 1).read_to_end(&mut v)?;
+        if v.len() as u64 > cap {
+            return Err(io::Error::other(format!(
+                "{}: longer than {cap} bytes, which no manifest, lookup or narinfo is",
+                self.url(path)
+            )));
+        }
+        Ok(v)
     }
 
     /// What was retried so far and why, one line each, for the report.
@@ -354,6 +371,12 @@ impl Payload for Site {
         }))
     }
 
+    /// Whole small files (lookups, manifests, narinfos, signatures), at most
+    /// [`MAX_SMALL_FILE`]: a server that sends without end cannot fill the memory.
+    fn read_all(&self, path: &str) -> io::Result<Vec<u8>> {
+        self.read_capped(path, MAX_SMALL_FILE)
+    }
+
     fn list(&self, dir: &str) -> io::Result<Vec<String>> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -462,6 +485,27 @@ mod tests {
         assert!(got == data, "the resumed file differs");
         assert_eq!(server.join().unwrap(), vec![0, 30_000]);
         assert_eq!(site.retried().len(), 1, "{:?}", site.retried());
+    }
+
+    /// A server that streams without end (no length, never closing): a small file's read
+    /// stops at its cap with an error instead of filling the memory.
+    #[test]
+    fn an_endless_small_file_is_cut_off() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = conn.read(&mut req);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            while conn.write_all(&[b'x'; 4096]).is_ok() {}
+        });
+        let site = Site::new(&format!("http://127.0.0.1:{port}"), Retry::default(), None).unwrap();
+        let err = site
+            .read_capped("autoinstall/hosts/X.json", 10_000)
+            .expect_err("an endless file");
+        assert!(err.to_string().contains("longer than 10000 bytes"), "{err}");
     }
 
     #[test]

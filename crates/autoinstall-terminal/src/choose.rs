@@ -24,6 +24,32 @@ pub enum Choice<'a> {
     Refuse { why: String },
 }
 
+/// The serial the host is looked up by: `--serial` when given, under the same rules as the
+/// firmware's (a placeholder counts as none), else the firmware's. Returns the serial, why
+/// there is none, and where it came from.
+pub fn effective_serial<'a>(
+    serial: Option<&'a str>,
+    rejected: Option<&str>,
+    o: &Overrides,
+) -> (
+    Option<std::borrow::Cow<'a, str>>,
+    Option<String>,
+    &'static str,
+) {
+    let given = o.serial.as_deref().map(manifest::serial::normalise);
+    match given {
+        Some(s) => match manifest::serial::junk_reason(&s) {
+            Some(why) => (None, Some(why), "--serial"),
+            None => (Some(std::borrow::Cow::Owned(s)), None, "--serial"),
+        },
+        None => (
+            serial.map(std::borrow::Cow::Borrowed),
+            rejected.map(str::to_string),
+            "the firmware",
+        ),
+    }
+}
+
 /// Chooses the host. `serial` is the machine's normalised serial (`None` when the firmware
 /// has none or a placeholder, with `rejected` saying why).
 pub fn choose<'a>(
@@ -54,15 +80,8 @@ pub fn choose<'a>(
             };
         }
     }
-    // An operator's --serial obeys the same rules as the firmware's: a placeholder is none.
-    let given = o.serial.as_deref().map(manifest::serial::normalise);
-    let given_junk = given.as_deref().and_then(manifest::serial::junk_reason);
-    let (serial, rejected, from) = match (&given, given_junk) {
-        (Some(_), Some(why)) => (None, Some(why), "--serial"),
-        (Some(s), None) => (Some(s.as_str()), None, "--serial"),
-        (None, _) => (serial, rejected.map(str::to_string), "the firmware"),
-    };
-    let unknown = match serial {
+    let (serial, rejected, from) = effective_serial(serial, rejected, o);
+    let unknown = match serial.as_deref() {
         Some(s) => {
             if let Some(host) = m.host_for_serial(s) {
                 return Choice::Host {
@@ -120,6 +139,24 @@ mod tests {
     use super::*;
     use manifest::media::{FORMAT_NAME, FORMAT_VERSION};
     use manifest::AfterInstall;
+
+    /// The serial the online lookup and the stick's choice both use: `--serial` normalised
+    /// and, if a placeholder, none; else the firmware's.
+    #[test]
+    fn the_effective_serial_follows_the_firmware_rules() {
+        let o = |s: Option<&str>| Overrides {
+            host: None,
+            serial: s.map(String::from),
+        };
+        let (s, _, from) = effective_serial(Some("FW-1"), None, &o(Some(" sn-9 ")));
+        assert_eq!((s.as_deref(), from), (Some("sn-9"), "--serial"));
+        let (s, why, _) = effective_serial(Some("FW-1"), None, &o(Some("To Be Filled By O.E.M.")));
+        assert!(s.is_none() && why.is_some());
+        let (s, _, from) = effective_serial(Some("FW-1"), None, &o(None));
+        assert_eq!((s.as_deref(), from), (Some("FW-1"), "the firmware"));
+        let (s, why, _) = effective_serial(None, Some("junk"), &o(None));
+        assert_eq!((s, why.as_deref()), (None, Some("junk")));
+    }
 
     fn manifest(policy: UnknownSerial) -> Manifest {
         let layout = manifest::Profile::parse(

@@ -156,7 +156,7 @@ fn read_narinfos(
     let read = |p: &dyn media::read::Payload, sp: &StorePath| {
         p.narinfo(sp).map_err(|e| format!("{sp}: {e}"))
     };
-    if !matches!(source, Source::Http(_)) {
+    if !source.is_online() {
         return paths.iter().map(|sp| read(p, sp)).collect();
     }
     let next = AtomicUsize::new(0);

@@ -298,9 +298,8 @@ fn go(
         return Ok(Outcome::DryRun);
     }
 
-    let online = matches!(source, Source::Http(_));
     run.step("verify", |r| {
-        if online {
+        if source.is_online() {
             // Reading the closure twice would fetch it twice. Its narinfos' signatures were
             // checked (read-closure); each NAR is checked in full as it is unpacked, and a bad
             // one stops the install before any boot entry exists.
@@ -380,20 +379,18 @@ fn online_manifest(run: &Run, site: &Site) -> Result<Manifest, String> {
         Some(_) => (MANIFEST_PATH.to_string(), None),
         None => {
             let id = &run.report.identity;
-            let serial = opts
-                .overrides
-                .serial
-                .as_deref()
-                .or(id.serial.as_deref())
-                .ok_or_else(|| {
-                    format!(
-                        "this machine has no usable serial ({}); the online installer finds its host by serial: give --serial or --host; nothing was touched",
-                        id.serial_rejected
-                            .as_deref()
-                            .unwrap_or("the firmware reports none")
-                    )
-                })?;
-            (host_lookup_path(serial), Some(serial))
+            let (serial, rejected, from) = choose::effective_serial(
+                id.serial.as_deref(),
+                id.serial_rejected.as_deref(),
+                &opts.overrides,
+            );
+            let serial = serial.ok_or_else(|| {
+                format!(
+                    "this machine has no usable serial ({from}: {}); the online installer finds its host by serial: give --serial or --host; nothing was touched",
+                    rejected.as_deref().unwrap_or("none reported")
+                )
+            })?;
+            (host_lookup_path(&serial), Some(serial))
         }
     };
     closure::read_manifest(&source, &path, &opts.trusted_keys).map_err(|e| match serial {
@@ -601,8 +598,10 @@ fn install(
             human(closure.nar_bytes)
         ));
         let bar = r.ui.bytes_bar(closure.file_bytes, "copy");
-        let online = matches!(source, Source::Http(_));
-        let res = closure::copy(source, closure, &store, opts.jobs, !online, &|n| bar.inc(n));
+        let verified = !source.is_online();
+        let res = closure::copy(source, closure, &store, opts.jobs, verified, &|n| {
+            bar.inc(n)
+        });
         bar.finish_and_clear();
         if let Source::Http(site) = source {
             for line in site.retried() {

@@ -49,6 +49,11 @@ impl Source {
         }
     }
 
+    /// A site over HTTP(S), read once and fetched, rather than a medium at hand.
+    pub fn is_online(&self) -> bool {
+        matches!(self, Source::Http(_))
+    }
+
     /// The device or file that carries the payload: never an install target. None online.
     pub fn carrier(&self) -> Option<&Path> {
         match self {

@@ -85,6 +85,15 @@ fn write_initrd(at: &Path, nb: &Netboot, progress: &mut dyn FnMut(u64)) -> io::R
     w.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
+/// Whether `dir` holds netboot files written here (its script is ours), so that a rebuild
+/// may replace it.
+pub fn written_here(dir: &Path) -> bool {
+    fs::read_to_string(dir.join(SCRIPT)).is_ok_and(|s| s.starts_with(SCRIPT_HEAD))
+}
+
+/// How every script of ours begins (every title starts "NixOS autoinstall").
+const SCRIPT_HEAD: &str = "#!ipxe\n# NixOS autoinstall";
+
 /// The iPXE script: relative names, so it works from wherever it was fetched (TFTP or HTTP).
 /// `initrd=` names the initrd for the kernel's EFI stub.
 pub fn ipxe_script(title: &str, options: &str) -> String {
@@ -166,7 +175,10 @@ mod tests {
             "NixOS autoinstall (2 hosts)",
             "console=ttyS0 autoinstall.url=http://x/",
         );
-        assert!(s.starts_with("#!ipxe\n"));
+        assert!(
+            s.starts_with(SCRIPT_HEAD),
+            "written_here would not know it: {s}"
+        );
         assert!(
             s.contains("\nkernel vmlinuz initrd=initrd console=ttyS0 autoinstall.url=http://x/\n")
         );

@@ -854,9 +854,8 @@ fn write_netboot(opts: &BuildOptions, nb: &media::netboot::Netboot, ui: &Ui) -> 
 /// mistyped -o never empties someone's directory. Returns what `fill` returns (bytes).
 fn replace_dir(out: &Path, fill: impl FnOnce(&Path) -> Result<u64, String>) -> Result<u64, Error> {
     if out.exists() {
-        let ours = out.join(manifest::media::MANIFEST_PATH).is_file()
-            || fs::read_to_string(out.join(media::netboot::SCRIPT))
-                .is_ok_and(|s| s.starts_with("#!ipxe\n# NixOS autoinstall"));
+        let ours =
+            out.join(manifest::media::MANIFEST_PATH).is_file() || media::netboot::written_here(out);
         let empty = fs::read_dir(out)
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);

@@ -389,7 +389,7 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
                     .into(),
             ));
         }
-        if fs::metadata(&opts.output).is_ok_and(|m| m.file_type().is_block_device()) {
+        if is_block_device(&opts.output) {
             return Err(format!(
                 "-o {}: an ISO or a directory cannot go on a device; write a USB image straight to it: -o {} --format usb",
                 opts.output.display(),

@@ -187,7 +187,7 @@ fn read_narinfos(
 /// Runs `work` over every narinfo of the closure on `jobs` threads, largest first (so one big
 /// path does not finish alone at the end), each thread with its own payload handle. Stops at
 /// the first error and returns it.
-fn parallel(
+pub(crate) fn parallel(
     source: &Source,
     closure: &Closure,
     jobs: usize,
@@ -226,7 +226,7 @@ fn parallel(
 }
 
 /// Counts bytes read through it into a progress callback.
-struct Counting<'a, R> {
+pub(crate) struct Counting<'a, R> {
     inner: R,
     progress: &'a (dyn Fn(u64) + Sync),
 }
@@ -255,7 +255,7 @@ pub fn verify(
 }
 
 /// The compressed file of `info` on the payload, its bytes counted into `progress`.
-fn open_counted<'a>(
+pub(crate) fn open_counted<'a>(
     p: &'a dyn media::read::Payload,
     info: &NarInfo,
     progress: &'a (dyn Fn(u64) + Sync),

@@ -22,6 +22,7 @@ use target::{bootloader, disks, format, mount, partition};
 
 use crate::choose::{self, Choice, Overrides};
 use crate::closure::{self, Closure};
+use crate::direct;
 use crate::identify::Identity;
 use crate::online::{Retry, Site};
 use crate::payload::{self, Source};
@@ -53,6 +54,9 @@ pub struct Options {
     /// `--no-bootloader`: install the closure and profile only (closures that are not
     /// bootable systems, benchmarks).
     pub bootloader: bool,
+    /// `--kernel-copy`: mkfs and copy through the mounted file system even where the
+    /// store's file system could be written directly.
+    pub kernel_copy: bool,
 }
 
 /// The plan as shown before confirmation and printed by `--dry-run`.
@@ -564,8 +568,24 @@ fn install(
             .map_err(|e| format!("partitioning {}: {e}", disk_path.display()))
     })?;
 
+    // The partition that holds the store, when it is ext4, is written directly with the
+    // closure in it (crate ext4): no mkfs, and no file created through the kernel.
+    let direct = if opts.kernel_copy {
+        None
+    } else {
+        direct_store(plan)
+    };
+
     run.step("format", |r| {
-        for (p, node) in plan.partitions.iter().zip(&nodes) {
+        for (i, (p, node)) in plan.partitions.iter().zip(&nodes).enumerate() {
+            if direct.as_ref().is_some_and(|(d, _)| *d == i) {
+                r.ui.say(&format!(
+                    "{} ({}) is written as ext4 with the closure in it",
+                    node.display(),
+                    p.part.label,
+                ));
+                continue;
+            }
             r.ui.say(&format!(
                 "formatting {} ({}) as {}",
                 node.display(),
@@ -587,11 +607,7 @@ fn install(
         Ok(())
     })?;
 
-    let staged_esp = run.step("mount", |r| mount_all(r, plan, &nodes, &root))?;
-
-    run.step("copy-closure", |r| {
-        nixstore::register::prepare_root(&root).map_err(|e| e.to_string())?;
-        let store = root.join("nix/store");
+    let copy = |r: &mut Run, store: Option<&direct::StoreFs>| {
         r.ui.say(&format!(
             "copying {} store paths ({})",
             closure.infos.len(),
@@ -599,9 +615,15 @@ fn install(
         ));
         let bar = r.ui.bytes_bar(closure.file_bytes, "copy");
         let verified = !source.is_online();
-        let res = closure::copy(source, closure, &store, opts.jobs, verified, &|n| {
-            bar.inc(n)
-        });
+        let progress = |n| bar.inc(n);
+        let res = match store {
+            Some(store) => direct::write(source, closure, store, opts.jobs, verified, &progress),
+            None => {
+                nixstore::register::prepare_root(&root).map_err(|e| e.to_string())?;
+                let store = root.join("nix/store");
+                closure::copy(source, closure, &store, opts.jobs, verified, &progress)
+            }
+        };
         bar.finish_and_clear();
         if let Source::Http(site) = source {
             for line in site.retried() {
@@ -609,7 +631,25 @@ fn install(
             }
         }
         res
-    })?;
+    };
+    let staged_esp = match &direct {
+        Some((i, store_dir)) => {
+            let p = &plan.partitions[*i];
+            let store = direct::StoreFs {
+                device: &nodes[*i],
+                bytes: p.bytes,
+                label: &p.part.label,
+                store_dir: store_dir.clone(),
+            };
+            run.step("copy-closure", |r| copy(r, Some(&store)))?;
+            run.step("mount", |r| mount_all(r, plan, &nodes, &root))?
+        }
+        None => {
+            let staged = run.step("mount", |r| mount_all(r, plan, &nodes, &root))?;
+            run.step("copy-closure", |r| copy(r, None))?;
+            staged
+        }
+    };
 
     run.step("register", |_| {
         nixstore::register::register(&root, &closure.path_infos()).map_err(|e| e.to_string())
@@ -704,6 +744,27 @@ fn partition_disk(disk_path: &Path, plan: &Plan) -> std::io::Result<(LockedDisk,
 /// installed and its contents are written into the ESP afterwards.
 struct StagedEsp {
     number: u32,
+}
+
+/// The partition holding `/nix/store`, if it is ext4 mounted at `/` or `/nix`, and the
+/// store directory's path inside it.
+fn direct_store(plan: &Plan) -> Option<(usize, Vec<&'static str>)> {
+    let holds = |m: &str| m == "/" || m == "/nix";
+    let (i, p) = plan
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.mount.as_deref().is_some_and(holds))
+        .max_by_key(|(_, p)| p.mount.as_deref().map_or(0, str::len))?;
+    if p.part.format != Format::Ext4 || !p.subvolumes.is_empty() {
+        return None;
+    }
+    let store_dir = if p.mount.as_deref() == Some("/") {
+        vec!["nix", "store"]
+    } else {
+        vec!["store"]
+    };
+    Some((i, store_dir))
 }
 
 fn mount_all(

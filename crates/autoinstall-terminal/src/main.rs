@@ -80,6 +80,11 @@ struct Cli {
     /// bootable systems).
     #[arg(long)]
     no_bootloader: bool,
+    /// Format the store's ext4 file system with mkfs.ext4 and copy the closure through the
+    /// mounted file system, instead of writing the file system with the closure in it
+    /// directly (the default for ext4; slower, kept for comparison).
+    #[arg(long)]
+    kernel_copy: bool,
     /// After a successful install: `auto` does what the stick says (reboot, poweroff or
     /// shell) when running in the installer environment, and nothing elsewhere.
     #[arg(long, value_name = "auto|reboot|poweroff|none", default_value = "auto")]
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         bootloader: !cli.no_bootloader,
+        kernel_copy: cli.kernel_copy,
     };
     let ended = install::run(&opts, &ui, id);
     let r = &ended.report;

@@ -809,76 +809,73 @@ fn an_install_killed_mid_copy_reruns_to_success() {
         .trim()
         .to_string();
     let stick = env.stick(&[("big", "BIG-SN-1", &top, "uefi-ext4")]);
-    let disk = LoopDisk::new(env.path("disk.img"), "9G");
-    let args = [
-        "--payload",
-        stick.to_str().unwrap(),
-        "--host",
-        "big",
-        "--disk",
-        &disk.dev,
-        "--yes",
-        "--no-bootloader",
-        "--jobs",
-        "1",
-        "--quiet",
-    ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
-        .args(args)
-        .args([
-            "--root",
-            env.path("root").to_str().unwrap(),
-            "--finish",
-            "none",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let store = env.path("root/nix/store");
-    let start = Instant::now();
-    let mut killed = false;
-    while start.elapsed() < Duration::from_secs(60) {
-        let partial = fs::read_dir(&store)
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with(".import-"))
-            })
-            .unwrap_or(false);
-        if partial {
-            child.kill().unwrap();
-            killed = true;
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait().unwrap();
-    assert!(
-        killed,
-        "the install finished before it could be interrupted"
-    );
+    // Both ways of writing the store: the ext4 file system written directly (the default)
+    // and through the kernel (--kernel-copy).
+    for mode in [None, Some("--kernel-copy")] {
+        let disk = LoopDisk::new(env.path("disk.img"), "9G");
+        let mut args = vec![
+            "--payload",
+            stick.to_str().unwrap(),
+            "--host",
+            "big",
+            "--disk",
+            &disk.dev,
+            "--yes",
+            "--no-bootloader",
+            "--jobs",
+            "1",
+            "--quiet",
+        ];
+        args.extend(mode);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
+            .args(&args)
+            .args([
+                "--root",
+                env.path("root").to_str().unwrap(),
+                "--finish",
+                "none",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until_copying(
+            &mut child,
+            &env.path("root/nix/store"),
+            &disk.part(2),
+            16 << 20,
+        );
+        let killed = child.try_wait().unwrap().is_none();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            killed,
+            "the install finished before it could be interrupted"
+        );
 
-    // The killed run left its mounts and a half-written path; the rerun takes them down.
-    let out = env.install(&args);
-    assert_ok(&out);
-    let m = Mounted::new(&disk.part(2), env.path("check"));
-    nix_ok(
-        "nix-store",
-        &[
-            "--verify",
-            "--check-contents",
-            "--store",
-            m.0.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(requisites(Some(&m.0), &top), vec![top.clone()]);
-    assert!(!fs::read_dir(m.0.join("nix/store"))
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with(".import-")));
+        // The killed run left a half-written file system (or, through the kernel, its mounts
+        // and a half-written path); the rerun takes them down.
+        let out = env.install(&args);
+        assert_ok(&out);
+        let out_fs = run("blkid", &["-p", "-o", "export", &disk.part(2)]);
+        assert!(out_fs.contains("TYPE=ext4"), "{out_fs}");
+        run("e2fsck", &["-fn", &disk.part(2)]);
+        let m = Mounted::new(&disk.part(2), env.path("check"));
+        nix_ok(
+            "nix-store",
+            &[
+                "--verify",
+                "--check-contents",
+                "--store",
+                m.0.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(requisites(Some(&m.0), &top), vec![top.clone()]);
+        assert!(!fs::read_dir(m.0.join("nix/store"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".import-")));
+    }
 }
 
 /// Whether the disk could boot anything: its first partition (the ESP) has an `EFI` folder.
@@ -897,10 +894,30 @@ fn site_variant(env: &Env, from: &Path, name: &str, edit: &dyn Fn(&Path)) -> Pat
     to
 }
 
-/// Waits until the install `child` is unpacking into the target's store (a path under its
-/// temporary name exists), or fails the test if it ends first.
-fn wait_until_copying(child: &mut std::process::Child, store: &Path) {
+/// Waits until the install `child` is writing the closure into the target, or fails the
+/// test if it ends first: through the kernel, a path under its temporary name shows in the
+/// mounted `store`; written directly (ext4), the store's partition `part` is open in the
+/// installer and at least `min_written` more bytes have gone out since (`/proc/PID/io`).
+fn wait_until_copying(child: &mut std::process::Child, store: &Path, part: &str, min_written: u64) {
+    let pid = child.id();
+    let written = || {
+        fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("write_bytes: "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let has_part_open = || {
+        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == Path::new(part)))
+        })
+    };
     let start = Instant::now();
+    let mut since: Option<u64> = None;
     while start.elapsed() < Duration::from_secs(120) {
         let partial = fs::read_dir(store)
             .map(|d| {
@@ -911,10 +928,15 @@ fn wait_until_copying(child: &mut std::process::Child, store: &Path) {
         if partial {
             return;
         }
+        match since {
+            None if has_part_open() => since = Some(written()),
+            Some(at) if written() >= at + min_written => return,
+            _ => {}
+        }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the install ended ({status}) before it was caught copying");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     panic!("the install did not start copying within 120 s");
 }
@@ -1030,7 +1052,7 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
     let store = env.path("root/nix/store");
     // Gone for good: after its attempts the install fails, nothing boots.
     let mut child = spawn(&slow.url(), &["--retries", "2"]);
-    wait_until_copying(&mut child, &store);
+    wait_until_copying(&mut child, &store, &disk.part(2), 0);
     slow.stop();
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
@@ -1044,7 +1066,7 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
     // Back 1.5 s later: retried, resumed, installed.
     slow.start();
     let mut child = spawn(&slow.url(), &[]);
-    wait_until_copying(&mut child, &store);
+    wait_until_copying(&mut child, &store, &disk.part(2), 0);
     slow.stop();
     std::thread::sleep(Duration::from_millis(1500));
     slow.start();

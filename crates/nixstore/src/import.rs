@@ -276,14 +276,53 @@ fn check_sums<R>(
     Ok(())
 }
 
-/// Runs `nar_step` over the decompressed stream of `compressed`, then checks the compressed
-/// file's own hash and size (all of it, including whatever the decompressor did not need).
-fn through_compressed<R: Read>(
+/// Runs `visit` over the NAR in the compressed file of the path `info` describes, for a
+/// caller that puts the NAR somewhere other than a store directory (e.g. straight into a
+/// file system image). `visit` must read the NAR to its end. Checked: FileHash, FileSize and
+/// NarSize, and NarHash when `nar_hash` is set (leave it unset only when a full check of the
+/// same compressed bytes already passed, as [`import_checked_compressed`] explains). The
+/// caller must treat whatever `visit` wrote as garbage if this fails.
+pub fn read_compressed<R: Read, T>(
     compressed: R,
     file: &Path,
     info: &NarInfo,
-    nar_step: impl FnOnce(&mut dyn Read) -> Result<UnpackStats, ImportError>,
-) -> Result<UnpackStats, ImportError> {
+    nar_hash: bool,
+    visit: impl FnOnce(&mut dyn Read) -> Result<T, ImportError>,
+) -> Result<T, ImportError> {
+    through_compressed(compressed, file, info, |nar| {
+        if nar_hash {
+            let mut hashing = HashingReader::new(nar);
+            let out = visit(&mut hashing)?;
+            check_sums(
+                &info.store_path,
+                hashing.finish(),
+                &info.nar_hash,
+                info.nar_size,
+            )?;
+            Ok(out)
+        } else {
+            let mut counted = Counted { inner: nar, n: 0 };
+            let out = visit(&mut counted)?;
+            if counted.n != info.nar_size {
+                return Err(ImportError::NarSize {
+                    path: info.store_path.clone(),
+                    expected: info.nar_size,
+                    found: counted.n,
+                });
+            }
+            Ok(out)
+        }
+    })
+}
+
+/// Runs `nar_step` over the decompressed stream of `compressed`, then checks the compressed
+/// file's own hash and size (all of it, including whatever the decompressor did not need).
+fn through_compressed<R: Read, T>(
+    compressed: R,
+    file: &Path,
+    info: &NarInfo,
+    nar_step: impl FnOnce(&mut dyn Read) -> Result<T, ImportError>,
+) -> Result<T, ImportError> {
     let path = &info.store_path;
     let io_err = |what: &'static str| {
         move |source| ImportError::Io {

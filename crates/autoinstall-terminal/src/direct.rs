@@ -1,0 +1,196 @@
+//! The store's file system written directly: when the partition that holds `/nix/store` is
+//! ext4, the closure's NARs are laid out as that file system in one pass (crate `ext4`)
+//! instead of mkfs, mount and tens of thousands of file creations through the kernel. The
+//! checks are those of [`closure::copy`]: every NAR's structure (the parser's rules: no
+//! name with a slash, no `..`, bounded depth), FileHash and sizes, and the NAR hash too when
+//! no verify pass ran before. What could not be checked before writing fails the install
+//! with the partition half written, which the next run formats again.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Mutex;
+
+use ext4::{Entry, Fs, Writer, FT_DIR, FT_LNK, FT_REG};
+use nixstore::import::{read_compressed, ImportError};
+use nixstore::nar::{Event, Node, Parser};
+use nixstore::StorePath;
+
+use crate::closure::{self, Closure};
+use crate::payload::Source;
+
+/// Where the store goes.
+pub struct StoreFs<'a> {
+    /// The partition's device node.
+    pub device: &'a Path,
+    pub bytes: u64,
+    pub label: &'a str,
+    /// The store directory's path in the file system: `["nix", "store"]` for a root
+    /// file system, `["store"]` for one mounted at `/nix`.
+    pub store_dir: Vec<&'a str>,
+}
+
+/// Writes the file system with `closure` in its store. `verified` as for [`closure::copy`].
+pub fn write(
+    source: &Source,
+    closure: &Closure,
+    target: &StoreFs,
+    jobs: usize,
+    verified: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), String> {
+    let on = |e: io::Error| format!("{}: {e}", target.device.display());
+    let random = || {
+        target::ids::random_uuid()
+            .map(|u| u.into_bytes())
+            .map_err(|e| e.to_string())
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    let fs = Fs::create(
+        target.device,
+        target.bytes,
+        ext4::Options {
+            label: target.label.to_string(),
+            uuid: random()?,
+            hash_seed: random()?,
+            now,
+            blocks_per_group: 32768,
+        },
+    )
+    .map_err(on)?;
+    let dir_inos = target
+        .store_dir
+        .iter()
+        .map(|_| fs.new_inode())
+        .collect::<io::Result<Vec<u32>>>()
+        .map_err(on)?;
+    let store_ino = *dir_inos.last().expect("the store is below the root");
+
+    let writers: Mutex<Vec<Writer>> = Mutex::new(Vec::new());
+    let paths: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    // Past eight threads the disk, not decompression, sets the pace; each thread holds a
+    // 4 MiB buffer, so more would only cost memory.
+    closure::parallel(source, closure, jobs.min(8), &|p, info| {
+        let file = closure::open_counted(p, info, progress)?;
+        let mut w = writers.lock().unwrap().pop().unwrap_or_else(|| fs.writer());
+        let entry = read_compressed(file, Path::new(&info.url), info, !verified, |nar| {
+            put_nar(&fs, &mut w, nar, &info.store_path, store_ino, target.device)
+        });
+        writers.lock().unwrap().push(w);
+        paths
+            .lock()
+            .unwrap()
+            .push(entry.map_err(|e| e.to_string())?);
+        Ok(())
+    })?;
+    for w in writers.into_inner().unwrap() {
+        w.finish().map_err(on)?;
+    }
+
+    // The store directory (sticky and group-writable, as on NixOS) and those above it.
+    let mut entries = paths.into_inner().unwrap();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut w = fs.writer();
+    for (i, &ino) in dir_inos.iter().enumerate().rev() {
+        let parent = if i == 0 {
+            ext4::ROOT_INO
+        } else {
+            dir_inos[i - 1]
+        };
+        let (perm, contents) = if i + 1 == dir_inos.len() {
+            (0o1775, std::mem::take(&mut entries))
+        } else {
+            let child = Entry {
+                name: target.store_dir[i + 1].as_bytes().to_vec(),
+                ino: dir_inos[i + 1],
+                file_type: FT_DIR,
+            };
+            (0o755, vec![child])
+        };
+        fs.dir(&mut w, ino, parent, perm, now, &contents)
+            .map_err(on)?;
+    }
+    w.finish().map_err(on)?;
+    fs.finish(vec![Entry {
+        name: target.store_dir[0].as_bytes().to_vec(),
+        ino: dir_inos[0],
+        file_type: FT_DIR,
+    }])
+    .map_err(on)
+}
+
+/// Lays out one NAR as store path `path` (in the store directory `store_ino`); returns its
+/// entry for the store directory. Modes and times are the store's canonical ones.
+fn put_nar(
+    fs: &Fs,
+    w: &mut Writer,
+    nar: &mut dyn Read,
+    path: &StorePath,
+    store_ino: u32,
+    device: &Path,
+) -> Result<Entry, ImportError> {
+    let nar_err = |source| ImportError::Nar {
+        path: path.clone(),
+        source,
+    };
+    let io_err = |source| ImportError::Io {
+        path: path.clone(),
+        what: "writing into",
+        file: device.to_path_buf(),
+        source,
+    };
+    let mut parser = Parser::new(nar);
+    // The open directories, innermost last: their inodes and entries so far.
+    let mut open: Vec<(u32, Vec<Entry>)> = Vec::new();
+    let mut top = None;
+    while let Some(event) = parser.next_event().map_err(nar_err)? {
+        match event {
+            Event::Node { name, node } => {
+                let ino = fs.new_inode().map_err(io_err)?;
+                let file_type = match node {
+                    Node::Regular { executable, size } => {
+                        let perm = if executable { 0o555 } else { 0o444 };
+                        fs.file(w, ino, perm, 1, size, &mut parser.contents())
+                            .map_err(|e| match e.kind() {
+                                // The NAR ended inside the file: say so as the parser would.
+                                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
+                                    ImportError::Io {
+                                        path: path.clone(),
+                                        what: "reading the NAR for",
+                                        file: device.to_path_buf(),
+                                        source: e,
+                                    }
+                                }
+                                _ => io_err(e),
+                            })?;
+                        FT_REG
+                    }
+                    Node::Symlink { target } => {
+                        fs.symlink(w, ino, 1, &target).map_err(io_err)?;
+                        FT_LNK
+                    }
+                    Node::Directory => FT_DIR,
+                };
+                let entry = Entry {
+                    name: name.unwrap_or_else(|| path.base_name().as_bytes().to_vec()),
+                    ino,
+                    file_type,
+                };
+                match open.last_mut() {
+                    Some((_, entries)) => entries.push(entry),
+                    None => top = Some(entry),
+                }
+                if file_type == FT_DIR {
+                    open.push((ino, Vec::new()));
+                }
+            }
+            Event::EndDirectory => {
+                let (ino, entries) = open.pop().expect("the parser pairs directory ends");
+                let parent = open.last().map_or(store_ino, |(i, _)| *i);
+                fs.dir(w, ino, parent, 0o555, 1, &entries).map_err(io_err)?;
+            }
+        }
+    }
+    Ok(top.expect("a NAR that parsed has a root node"))
+}

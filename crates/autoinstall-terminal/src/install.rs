@@ -746,8 +746,9 @@ struct StagedEsp {
     number: u32,
 }
 
-/// The partition holding `/nix/store`, if it is ext4 mounted at `/` or `/nix`, and the
-/// store directory's path inside it.
+/// The partition holding `/nix/store`, if it is ext4 mounted at `/` or `/nix` and of a size
+/// the ext4 writer handles (16 MiB to 16 TiB; else mkfs.ext4 and the copy through the kernel
+/// do it), and the store directory's path inside it.
 fn direct_store(plan: &Plan) -> Option<(usize, Vec<&'static str>)> {
     let holds = |m: &str| m == "/" || m == "/nix";
     let (i, p) = plan
@@ -756,7 +757,10 @@ fn direct_store(plan: &Plan) -> Option<(usize, Vec<&'static str>)> {
         .enumerate()
         .filter(|(_, p)| p.mount.as_deref().is_some_and(holds))
         .max_by_key(|(_, p)| p.mount.as_deref().map_or(0, str::len))?;
-    if p.part.format != Format::Ext4 || !p.subvolumes.is_empty() {
+    if p.part.format != Format::Ext4
+        || !p.subvolumes.is_empty()
+        || !(ext4::MIN_BYTES..=ext4::MAX_BYTES).contains(&p.bytes)
+    {
         return None;
     }
     let store_dir = if p.mount.as_deref() == Some("/") {

@@ -8,6 +8,10 @@
 //! lazily, as it does after mkfs). Without `64bit` it is limited to 16 TiB.
 
 pub const BLOCK: u64 = 4096;
+/// The largest file system written here: 2^32 blocks (without the `64bit` feature).
+pub const MAX_BYTES: u64 = (u32::MAX as u64) * BLOCK;
+/// The smallest.
+pub const MIN_BYTES: u64 = 16 << 20;
 pub const INODE_SIZE: u64 = 256;
 pub const INODES_PER_BLOCK: u64 = BLOCK / INODE_SIZE;
 pub const DESC_SIZE: u64 = 32;
@@ -58,10 +62,10 @@ impl Geometry {
     /// makes them, except in tests that want many groups from a small image).
     pub fn new(bytes: u64, blocks_per_group: u64) -> Result<Geometry, LayoutError> {
         assert!(blocks_per_group.is_multiple_of(8) && blocks_per_group <= 8 * BLOCK);
-        if bytes < 16 << 20 {
+        if bytes < MIN_BYTES {
             return Err(LayoutError::TooSmall { bytes });
         }
-        if bytes / BLOCK > u32::MAX as u64 {
+        if bytes > MAX_BYTES {
             return Err(LayoutError::TooBig { bytes });
         }
         let mut blocks = bytes / BLOCK;
@@ -321,5 +325,14 @@ mod tests {
         assert_eq!(g.groups, 1);
         assert_eq!(g.blocks, 32768);
         assert!(Geometry::new(1 << 20, 32768).is_err());
+        assert_eq!(
+            Geometry::new(MAX_BYTES + BLOCK, 32768),
+            Err(LayoutError::TooBig {
+                bytes: MAX_BYTES + BLOCK
+            })
+        );
+        let biggest = Geometry::new(MAX_BYTES, 32768).unwrap();
+        assert_eq!(biggest.groups, 131072);
+        assert_eq!(biggest.gdt_blocks, 1024);
     }
 }

@@ -28,7 +28,7 @@ pub use dir::{Entry, FT_DIR, FT_LNK, FT_REG};
 pub use inode::Run;
 use inode::{Data, Inode, S_IFDIR, S_IFLNK, S_IFREG};
 use layout::{Geometry, GroupDesc, Super, BLOCK, INODES_PER_BLOCK, INODE_SIZE};
-pub use layout::{LayoutError, ROOT_INO};
+pub use layout::{LayoutError, MAX_BYTES, MIN_BYTES, ROOT_INO};
 
 /// Blocks a writer packs before it writes them out: 4 MiB.
 const REGION_BLOCKS: u64 = 1024;

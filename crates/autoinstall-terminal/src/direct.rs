@@ -65,7 +65,7 @@ pub fn write(
         .map(|_| fs.new_inode())
         .collect::<io::Result<Vec<u32>>>()
         .map_err(on)?;
-    let store_ino = *dir_inos.last().expect("the store is below the root");
+    let staging_ino = fs.new_inode().map_err(on)?;
 
     let writers: Mutex<Vec<Writer>> = Mutex::new(Vec::new());
     let paths: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
@@ -75,7 +75,14 @@ pub fn write(
         let file = closure::open_counted(p, info, progress)?;
         let mut w = writers.lock().unwrap().pop().unwrap_or_else(|| fs.writer());
         let entry = read_compressed(file, Path::new(&info.url), info, !verified, |nar| {
-            put_nar(&fs, &mut w, nar, &info.store_path, store_ino, target.device)
+            put_nar(
+                &fs,
+                &mut w,
+                nar,
+                &info.store_path,
+                staging_ino,
+                target.device,
+            )
         });
         writers.lock().unwrap().push(w);
         paths
@@ -88,40 +95,75 @@ pub fn write(
         w.finish().map_err(on)?;
     }
 
-    // The store directory (sticky and group-writable, as on NixOS) and those above it.
+    // The paths wait in STAGING beside an empty store directory (sticky and group-writable,
+    // as on NixOS) until `move_into_store`; then the directories above them.
     let mut entries = paths.into_inner().unwrap();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let n = dir_inos.len();
+    let parent_of_store = if n >= 2 {
+        dir_inos[n - 2]
+    } else {
+        ext4::ROOT_INO
+    };
     let mut w = fs.writer();
-    for (i, &ino) in dir_inos.iter().enumerate().rev() {
+    fs.dir(&mut w, staging_ino, parent_of_store, 0o700, now, &entries)
+        .map_err(on)?;
+    fs.dir(&mut w, dir_inos[n - 1], parent_of_store, 0o1775, now, &[])
+        .map_err(on)?;
+    let dir_entry = |name: &str, ino| Entry {
+        name: name.as_bytes().to_vec(),
+        ino,
+        file_type: FT_DIR,
+    };
+    let mut below = vec![
+        dir_entry(target.store_dir[n - 1], dir_inos[n - 1]),
+        dir_entry(STAGING, staging_ino),
+    ];
+    for i in (0..n - 1).rev() {
         let parent = if i == 0 {
             ext4::ROOT_INO
         } else {
             dir_inos[i - 1]
         };
-        let (perm, contents) = if i + 1 == dir_inos.len() {
-            (0o1775, std::mem::take(&mut entries))
-        } else {
-            let child = Entry {
-                name: target.store_dir[i + 1].as_bytes().to_vec(),
-                ino: dir_inos[i + 1],
-                file_type: FT_DIR,
-            };
-            (0o755, vec![child])
-        };
-        fs.dir(&mut w, ino, parent, perm, now, &contents)
+        fs.dir(&mut w, dir_inos[i], parent, 0o755, now, &below)
             .map_err(on)?;
+        below = vec![dir_entry(target.store_dir[i], dir_inos[i])];
     }
     w.finish().map_err(on)?;
-    fs.finish(vec![Entry {
-        name: target.store_dir[0].as_bytes().to_vec(),
-        ino: dir_inos[0],
-        file_type: FT_DIR,
-    }])
-    .map_err(on)
+    fs.finish(below).map_err(on)
 }
 
-/// Lays out one NAR as store path `path` (in the store directory `store_ino`); returns its
-/// entry for the store directory. Modes and times are the store's canonical ones.
+/// Where [`write`] leaves the store paths: beside the store directory, in `/nix`.
+pub const STAGING: &str = ".autoinstall-store";
+
+/// Moves the store paths from [`STAGING`] into `/nix/store` of the system mounted at
+/// `root`, through the kernel. The writer makes only linear directories, and /nix/store is
+/// the directory that keeps growing for the life of the machine: grown by the kernel past
+/// one block, it gets a hashed index, so looking up or adding a path stays cheap with tens of
+/// thousands of them. A few hundred renames; returns how many.
+pub fn move_into_store(root: &Path) -> Result<usize, String> {
+    let staging = root.join("nix").join(STAGING);
+    let store = root.join("nix/store");
+    let at = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: io::Error| format!("{}: {e}", p.display())
+    };
+    let mut names = std::fs::read_dir(&staging)
+        .and_then(|d| {
+            d.map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<Vec<_>>>()
+        })
+        .map_err(at(&staging))?;
+    names.sort();
+    for name in &names {
+        std::fs::rename(staging.join(name), store.join(name)).map_err(at(&store.join(name)))?;
+    }
+    std::fs::remove_dir(&staging).map_err(at(&staging))?;
+    Ok(names.len())
+}
+
+/// Lays out one NAR as store path `path` (in the directory `store_ino`); returns its entry
+/// for that directory. Modes and times are the store's canonical ones.
 fn put_nar(
     fs: &Fs,
     w: &mut Writer,

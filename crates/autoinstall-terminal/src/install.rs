@@ -642,7 +642,14 @@ fn install(
                 store_dir: store_dir.clone(),
             };
             run.step("copy-closure", |r| copy(r, Some(&store)))?;
-            run.step("mount", |r| mount_all(r, plan, &nodes, &root))?
+            run.step("mount", |r| {
+                let staged = mount_all(r, plan, &nodes, &root)?;
+                let n = direct::move_into_store(&root)?;
+                r.report.log(format!(
+                    "moved {n} store paths into /nix/store (indexed by the kernel)"
+                ));
+                Ok(staged)
+            })?
         }
         None => {
             let staged = run.step("mount", |r| mount_all(r, plan, &nodes, &root))?;

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -312,6 +312,10 @@ fn check_installed(env: &Env, disk: &LoopDisk, toplevel: &str, root_fs: &str) {
         "nix-store",
         &["--verify", "--check-contents", "--store", store_s],
     );
+    // Every path was moved into the store: none is left where the ext4 writer put it.
+    assert!(!store.join("nix/.autoinstall-store").exists());
+    let store_meta = fs::metadata(store.join("nix/store")).unwrap();
+    assert_eq!(store_meta.permissions().mode() & 0o7777, 0o1775);
     assert_eq!(
         requisites(Some(&store), toplevel),
         requisites(None, toplevel)

@@ -1,6 +1,11 @@
-//! Directory contents in ext4's linear format. Pure: no I/O.
+//! Directory contents in ext4's linear format, each block ending in the checksum tail that
+//! `metadata_csum` wants. Pure: no I/O.
 
+use crate::crc32c::crc32c;
 use crate::layout::{put16, put32, BLOCK};
+
+/// The tail at the end of every directory block: a fake entry holding the block's checksum.
+const TAIL: usize = 12;
 
 pub const FT_REG: u8 = 1;
 pub const FT_DIR: u8 = 2;
@@ -19,7 +24,8 @@ fn entry_len(name_len: usize) -> usize {
 }
 
 /// The blocks of a directory `ino` in `parent` holding `entries` (`.` and `..` first, as
-/// ext4 wants them). Entries never cross a block; the last of each block stretches to its end.
+/// ext4 wants them). Entries never cross a block; the last of each block stretches to the
+/// block's checksum tail, which [`set_checksums`] fills in.
 pub fn encode(ino: u32, parent: u32, entries: &[Entry]) -> Vec<u8> {
     let dots = [
         Entry {
@@ -33,18 +39,17 @@ pub fn encode(ino: u32, parent: u32, entries: &[Entry]) -> Vec<u8> {
             file_type: FT_DIR,
         },
     ];
-    let block = BLOCK as usize;
-    let mut out = vec![0u8; block];
+    let mut out = empty_block();
     let mut last_at = 0usize; // where the block's last entry starts
     let mut at = 0usize;
     for e in dots.iter().chain(entries) {
         let len = entry_len(e.name.len());
-        if at + len > out.len() {
-            // Stretch the block's last entry to the block's end, then start a new block.
-            let end = out.len();
+        if at + len > out.len() - TAIL {
+            // Stretch the block's last entry to the tail, then start a new block.
+            let end = out.len() - TAIL;
             put16(&mut out, last_at + 4, (end - last_at) as u16);
-            at = end;
-            out.resize(end + block, 0);
+            at = out.len();
+            out.extend(empty_block());
         }
         put32(&mut out, at, e.ino);
         put16(&mut out, at + 4, len as u16);
@@ -54,9 +59,27 @@ pub fn encode(ino: u32, parent: u32, entries: &[Entry]) -> Vec<u8> {
         last_at = at;
         at += len;
     }
-    let end = out.len();
+    let end = out.len() - TAIL;
     put16(&mut out, last_at + 4, (end - last_at) as u16);
     out
+}
+
+/// A directory block with no entries: one unused entry up to the tail, and the tail.
+pub fn empty_block() -> Vec<u8> {
+    let block = BLOCK as usize;
+    let mut b = vec![0u8; block];
+    put16(&mut b, 4, (block - TAIL) as u16);
+    put16(&mut b, block - TAIL + 4, TAIL as u16);
+    b[block - TAIL + 7] = 0xDE; // the tail's marker
+    b
+}
+
+/// Fills in the checksum tail of every block, with the directory inode's checksum seed.
+pub fn set_checksums(blocks: &mut [u8], inode_seed: u32) {
+    for b in blocks.chunks_mut(BLOCK as usize) {
+        let crc = crc32c(inode_seed, &b[..BLOCK as usize - TAIL]);
+        put32(b, BLOCK as usize - 4, crc);
+    }
 }
 
 #[cfg(test)]
@@ -67,7 +90,8 @@ mod tests {
     fn entries_fill_blocks_and_the_last_stretches() {
         let one = encode(2, 2, &[]);
         assert_eq!(one.len(), 4096);
-        assert_eq!(u16::from_le_bytes([one[16], one[17]]), 4096 - 12);
+        // "..": from byte 12 to the tail at 4084.
+        assert_eq!(u16::from_le_bytes([one[16], one[17]]), 4084 - 12);
         let many: Vec<Entry> = (0..300)
             .map(|i| Entry {
                 name: format!("{i:0>40}").into_bytes(),
@@ -76,9 +100,9 @@ mod tests {
             })
             .collect();
         let blocks = encode(12, 2, &many);
-        // 48 bytes per entry: 85 in the first block after the dots, 85 per block after.
+        // 48 bytes per entry: 84 in the first block after the dots, 85 per block after.
         assert_eq!(blocks.len(), 4 * 4096);
-        // Walk every block: the rec_lens of each add up to exactly one block.
+        // Walk every block: the rec_lens of each add up to exactly one block, the tail last.
         for b in blocks.chunks(4096) {
             let mut at = 0;
             while at < 4096 {

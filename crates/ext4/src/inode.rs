@@ -1,5 +1,6 @@
 //! Inodes and their extent trees, encoded. Pure: no I/O.
 
+use crate::crc32c::crc32c;
 use crate::layout::{put16, put32, BLOCK, INODE_SIZE};
 
 pub const S_IFREG: u16 = 0o100000;
@@ -158,6 +159,35 @@ impl Inode {
         };
         (b, leaves)
     }
+}
+
+/// The seed of an inode's own checksums (the inode, its extent and directory blocks): the
+/// file system's seed continued over the inode number and generation (always 0 here).
+pub fn inode_seed(fs_seed: u32, ino: u32) -> u32 {
+    crc32c(crc32c(fs_seed, &ino.to_le_bytes()), &0u32.to_le_bytes())
+}
+
+/// Sets an inode's checksum: the CRC of all its bytes with the checksum as zero, its low
+/// half in `l_i_checksum_lo` and, when the inode's extra fields reach `i_checksum_hi` (an
+/// empty reserved inode's do not), its high half there.
+pub fn set_inode_checksum(b: &mut [u8], inode_seed: u32) {
+    let has_hi = u16::from_le_bytes([b[0x80], b[0x81]]) >= 4;
+    put16(b, 0x7C, 0);
+    if has_hi {
+        put16(b, 0x82, 0);
+    }
+    let crc = crc32c(inode_seed, &b[..INODE_SIZE as usize]);
+    put16(b, 0x7C, crc as u16);
+    if has_hi {
+        put16(b, 0x82, (crc >> 16) as u16);
+    }
+}
+
+/// Sets an extent leaf block's checksum, in the four bytes after its last possible extent.
+pub fn set_leaf_checksum(leaf: &mut [u8], inode_seed: u32) {
+    let tail = 12 + 12 * PER_LEAF;
+    let crc = crc32c(inode_seed, &leaf[..tail]);
+    put32(leaf, tail, crc);
 }
 
 #[cfg(test)]

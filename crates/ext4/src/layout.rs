@@ -2,10 +2,14 @@
 //! and group descriptors. Pure: no I/O.
 //!
 //! The file system made here is what `mkfs.ext4` would make with `-b 4096 -I 256 -O
-//! ^64bit,^flex_bg,^resize_inode,^metadata_csum,uninit_bg`: 4 KiB blocks, 256-byte inodes,
-//! extents, a journal, sparse superblock backups, and group descriptor checksums so that
-//! untouched groups need no bitmaps or inode tables written (the kernel initialises them
-//! lazily, as it does after mkfs). Without `64bit` it is limited to 16 TiB.
+//! ^64bit,^flex_bg,^resize_inode`: 4 KiB blocks, 256-byte inodes, extents, a journal, sparse
+//! superblock backups, and metadata checksums (`metadata_csum`: superblock, group
+//! descriptors, bitmaps, inodes, extent and directory blocks), whose group descriptor
+//! checksums also let untouched groups go without bitmaps or inode tables written (the
+//! kernel initialises them lazily, as it does after mkfs). Without `64bit` it is limited to
+//! 16 TiB.
+
+use crate::crc32c::crc32c;
 
 pub const BLOCK: u64 = 4096;
 /// The largest file system written here: 2^32 blocks (without the `64bit` feature).
@@ -30,7 +34,7 @@ const INCOMPAT_FILETYPE: u32 = 0x2;
 const INCOMPAT_EXTENTS: u32 = 0x40;
 const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 const RO_COMPAT_LARGE_FILE: u32 = 0x2;
-const RO_COMPAT_GDT_CSUM: u32 = 0x10;
+const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 const RO_COMPAT_DIR_NLINK: u32 = 0x20;
 const RO_COMPAT_EXTRA_ISIZE: u32 = 0x40;
 
@@ -188,11 +192,24 @@ pub struct GroupDesc {
     pub used_dirs: u16,
     pub flags: u16,
     pub itable_unused: u16,
+    /// The low halves of the bitmaps' checksums (see [`bitmap_checksum`]).
+    pub block_bitmap_csum: u16,
+    pub inode_bitmap_csum: u16,
+}
+
+/// The seed of every metadata checksum but the superblock's: the CRC of the UUID.
+pub fn csum_seed(uuid: &[u8; 16]) -> u32 {
+    crc32c(!0, uuid)
+}
+
+/// A bitmap's checksum over its first `bytes` bytes (blocks or inodes per group / 8).
+pub fn bitmap_checksum(seed: u32, bitmap: &[u8], bytes: usize) -> u32 {
+    crc32c(seed, &bitmap[..bytes])
 }
 
 impl GroupDesc {
-    /// The 32 bytes of group `g`'s descriptor, checksummed with the file system's `uuid`.
-    pub fn encode(&self, g: u32, uuid: &[u8; 16]) -> [u8; DESC_SIZE as usize] {
+    /// The 32 bytes of group `g`'s descriptor, checksummed with the file system's `seed`.
+    pub fn encode(&self, g: u32, seed: u32) -> [u8; DESC_SIZE as usize] {
         let mut d = [0u8; DESC_SIZE as usize];
         put32(&mut d, 0x00, self.block_bitmap);
         put32(&mut d, 0x04, self.inode_bitmap);
@@ -201,11 +218,12 @@ impl GroupDesc {
         put16(&mut d, 0x0E, self.free_inodes);
         put16(&mut d, 0x10, self.used_dirs);
         put16(&mut d, 0x12, self.flags);
+        put16(&mut d, 0x18, self.block_bitmap_csum);
+        put16(&mut d, 0x1A, self.inode_bitmap_csum);
         put16(&mut d, 0x1C, self.itable_unused);
-        let mut crc = crate::crc16::crc16(!0, uuid);
-        crc = crate::crc16::crc16(crc, &g.to_le_bytes());
-        crc = crate::crc16::crc16(crc, &d[..0x1E]);
-        put16(&mut d, 0x1E, crc);
+        // Over the group number and the descriptor with its checksum field as zero.
+        let crc = crc32c(crc32c(seed, &g.to_le_bytes()), &d);
+        put16(&mut d, 0x1E, crc as u16);
         d
     }
 }
@@ -259,7 +277,7 @@ impl Super {
             0x64,
             RO_COMPAT_SPARSE_SUPER
                 | RO_COMPAT_LARGE_FILE
-                | RO_COMPAT_GDT_CSUM
+                | RO_COMPAT_METADATA_CSUM
                 | RO_COMPAT_DIR_NLINK
                 | RO_COMPAT_EXTRA_ISIZE,
         );
@@ -279,6 +297,9 @@ impl Super {
         put16(&mut s, 0x15C, 32); // extra inode size
         put16(&mut s, 0x15E, 32);
         put32(&mut s, 0x160, 0x1); // signed directory hash (x86's char)
+        s[0x175] = 1; // checksums are CRC-32C
+        let crc = crc32c(!0, &s[..0x3FC]);
+        put32(&mut s, 0x3FC, crc);
         s
     }
 }

@@ -12,7 +12,7 @@
 //! [`layout`] says where things go, [`inode`] and [`dir`] encode them; this module does the
 //! I/O. Nothing reaches the device outside `[0, bytes)` of the file it is given.
 
-mod crc16;
+mod crc32c;
 pub mod dir;
 pub mod inode;
 pub mod layout;
@@ -52,6 +52,8 @@ pub struct Options {
 pub struct Fs {
     geo: Geometry,
     opts: Options,
+    /// The seed of the metadata checksums (from the UUID).
+    seed: u32,
     /// Data goes through this one, with `O_DIRECT` where the device allows it.
     direct: File,
     /// Metadata goes through the page cache: small writes, merged by the kernel.
@@ -249,6 +251,7 @@ impl Fs {
             geo.blocks * BLOCK,
         );
         let fs = Fs {
+            seed: layout::csum_seed(&opts.uuid),
             io,
             opts,
             direct,
@@ -348,8 +351,12 @@ impl Fs {
                 leaves_needed * inode::PER_LEAF
             )));
         }
+        let inode_seed = inode::inode_seed(self.seed, ino);
         let leaf_blocks = if leaves_needed > 0 {
-            let (_, leaves) = inode.encode(&vec![0; leaves_needed]);
+            let (_, mut leaves) = inode.encode(&vec![0; leaves_needed]);
+            for leaf in &mut leaves {
+                inode::set_leaf_checksum(leaf, inode_seed);
+            }
             let runs = w.bytes(&leaves.concat())?;
             runs.iter().flat_map(|r| r.start..r.start + r.len).collect()
         } else {
@@ -363,14 +370,17 @@ impl Fs {
         self.put_inode_bytes(ino, &bytes)
     }
 
+    /// Checksums the inode and files it into its table block.
     fn put_inode_bytes(&self, ino: u32, bytes: &[u8]) -> io::Result<()> {
+        let mut bytes = bytes.to_vec();
+        inode::set_inode_checksum(&mut bytes, inode::inode_seed(self.seed, ino));
         let (block, offset) = self.geo.inode_location(ino);
         let full = {
             let mut t = self.table.lock().unwrap();
             let slot = t
                 .entry(block)
                 .or_insert_with(|| (0, vec![0u8; BLOCK as usize].into_boxed_slice()));
-            slot.1[offset as usize..(offset + INODE_SIZE) as usize].copy_from_slice(bytes);
+            slot.1[offset as usize..(offset + INODE_SIZE) as usize].copy_from_slice(&bytes);
             slot.0 += 1;
             if slot.0 as u64 == INODES_PER_BLOCK {
                 t.remove(&block)
@@ -440,7 +450,8 @@ impl Fs {
         mtime: u32,
         entries: &[Entry],
     ) -> io::Result<()> {
-        let blocks = dir::encode(ino, parent, entries);
+        let mut blocks = dir::encode(ino, parent, entries);
+        dir::set_checksums(&mut blocks, inode::inode_seed(self.seed, ino));
         let subdirs = entries.iter().filter(|e| e.file_type == FT_DIR).count();
         let runs = w.bytes(&blocks)?;
         self.put_inode(
@@ -481,10 +492,12 @@ impl Fs {
         // lost+found gets four blocks, as mkfs makes it, so fsck has room to put things.
         let mut lf = dir::encode(layout::LOST_FOUND_INO, ROOT_INO, &[]);
         for _ in 0..3 {
-            let mut empty = vec![0u8; BLOCK as usize];
-            layout::put16(&mut empty, 4, BLOCK as u16);
-            lf.extend(empty);
+            lf.extend(dir::empty_block());
         }
+        dir::set_checksums(
+            &mut lf,
+            inode::inode_seed(self.seed, layout::LOST_FOUND_INO),
+        );
         let runs = w.bytes(&lf)?;
         self.put_inode(
             &mut w,
@@ -548,6 +561,12 @@ impl Fs {
         be(&mut sb, 0x18, 1); // first transaction expected
         sb[0x30..0x40].copy_from_slice(&self.opts.uuid);
         be(&mut sb, 0x40, 1); // one user: this file system
+                              // As mkfs does with metadata_csum: journal checksums v3, CRC-32C, and the journal
+                              // superblock's own checksum over its 1024 bytes.
+        be(&mut sb, 0x28, 0x10); // incompat: csum v3
+        sb[0x50] = 4; // CRC-32C
+        let crc = crc32c::crc32c(!0, &sb[..1024]);
+        be(&mut sb, 0xFC, crc);
         self.write_meta(&sb, runs[0].start * BLOCK)?;
         let inode = Inode {
             mode: S_IFREG | 0o600,
@@ -628,6 +647,7 @@ impl Fs {
                 .saturating_sub(g * geo.inodes_per_group)
                 .min(geo.inodes_per_group);
             let mut flags = 0;
+            let (mut block_csum, mut inode_csum) = (0, 0);
             if inodes_here == 0 {
                 flags |= layout::BG_INODE_UNINIT;
             } else {
@@ -635,11 +655,15 @@ impl Fs {
                 for bit in (0..inodes_here).chain(geo.inodes_per_group..8 * BLOCK) {
                     ib[(bit / 8) as usize] |= 1 << (bit % 8);
                 }
+                let bytes = (geo.inodes_per_group / 8) as usize;
+                inode_csum = layout::bitmap_checksum(self.seed, &ib, bytes) as u16;
                 self.write_meta(&ib, geo.inode_bitmap(g) * BLOCK)?;
             }
             if data == 0 && inodes_here == 0 && g + 1 < geo.groups {
                 flags |= layout::BG_BLOCK_UNINIT;
             } else {
+                let bytes = (geo.blocks_per_group / 8) as usize;
+                block_csum = layout::bitmap_checksum(self.seed, &bitmap, bytes) as u16;
                 self.write_meta(&bitmap, geo.block_bitmap(g) * BLOCK)?;
             }
             let free = blocks - meta - data;
@@ -654,13 +678,15 @@ impl Fs {
                 used_dirs: a.dirs[g as usize],
                 flags,
                 itable_unused: (geo.inodes_per_group - inodes_here) as u16,
+                block_bitmap_csum: block_csum,
+                inode_bitmap_csum: inode_csum,
             });
         }
         let mut gdt = vec![0u8; (geo.gdt_blocks * BLOCK) as usize];
         for (g, d) in descs.iter().enumerate() {
             let at = g * layout::DESC_SIZE as usize;
             gdt[at..at + layout::DESC_SIZE as usize]
-                .copy_from_slice(&d.encode(g as u32, &self.opts.uuid));
+                .copy_from_slice(&d.encode(g as u32, self.seed));
         }
         let sup = Super {
             free_blocks,

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use ext4::{Entry, Fs, Writer, FT_DIR, FT_LNK, FT_REG};
 use nixstore::import::{read_compressed, ImportError};
-use nixstore::nar::{Event, Node, Parser};
+use nixstore::nar::{Event, NarError, NarErrorKind, Node, Parser};
 use nixstore::StorePath;
 
 use crate::closure::{self, Closure};
@@ -44,9 +44,7 @@ pub fn write(
             .map(|u| u.into_bytes())
             .map_err(|e| e.to_string())
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32);
+    let now = crate::report::now() as u32;
     let fs = Fs::create(
         target.device,
         target.bytes,
@@ -193,19 +191,29 @@ fn put_nar(
                 let file_type = match node {
                     Node::Regular { executable, size } => {
                         let perm = if executable { 0o555 } else { 0o444 };
-                        fs.file(w, ino, perm, 1, size, &mut parser.contents())
-                            .map_err(|e| match e.kind() {
-                                // The NAR ended inside the file: say so as the parser would.
-                                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
-                                    ImportError::Io {
-                                        path: path.clone(),
-                                        what: "reading the NAR for",
-                                        file: device.to_path_buf(),
-                                        source: e,
-                                    }
-                                }
-                                _ => io_err(e),
-                            })?;
+                        let mut contents = Reading {
+                            inner: parser.contents(),
+                            failed: false,
+                        };
+                        let res = fs.file(w, ino, perm, 1, size, &mut contents);
+                        let read_failed = contents.failed;
+                        match res {
+                            // The archive's fault (it ends inside the file, or its bytes
+                            // could not be read): said as the unpacker says it.
+                            Err(e) if read_failed => {
+                                let kind = if e.kind() == io::ErrorKind::UnexpectedEof {
+                                    NarErrorKind::Truncated
+                                } else {
+                                    NarErrorKind::Io(e)
+                                };
+                                return Err(nar_err(NarError {
+                                    path: parser.entry_path(),
+                                    kind,
+                                }));
+                            }
+                            Err(e) => return Err(io_err(e)),
+                            Ok(()) => {}
+                        }
                         FT_REG
                     }
                     Node::Symlink { target } => {
@@ -235,4 +243,64 @@ fn put_nar(
         }
     }
     Ok(top.expect("a NAR that parsed has a root node"))
+}
+
+/// A file's contents as the NAR gives them, remembering whether reading failed, so that a
+/// truncated or unreadable archive is not reported as the disk's fault.
+struct Reading<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for Reading<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A NAR that ends inside a file is the archive's fault, reported as the unpacker does,
+    /// and a full one lays out as its entry.
+    #[test]
+    fn a_truncated_nar_is_reported_as_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("bin")).unwrap();
+        std::fs::write(tree.join("bin/tool"), vec![7u8; 100_000]).unwrap();
+        let mut nar = Vec::new();
+        nixstore::nar::encode(&tree, &mut nar).unwrap();
+        let image = dir.path().join("fs.img");
+        let bytes = 64 << 20;
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        let fs = Fs::create(
+            &image,
+            bytes,
+            ext4::Options {
+                label: "t".into(),
+                uuid: [1; 16],
+                hash_seed: [2; 16],
+                now: 1,
+                blocks_per_group: 8192,
+            },
+        )
+        .unwrap();
+        let mut w = fs.writer();
+        let path = StorePath::parse("/nix/store/00000000000000000000000000000000-tree").unwrap();
+        let entry = put_nar(&fs, &mut w, &mut &nar[..], &path, ext4::ROOT_INO, &image).unwrap();
+        assert_eq!(entry.name, path.base_name().as_bytes());
+        assert_eq!(entry.file_type, FT_DIR);
+        let cut = &nar[..nar.len() - 50_000];
+        let e = put_nar(&fs, &mut w, &mut &cut[..], &path, ext4::ROOT_INO, &image).unwrap_err();
+        assert!(
+            matches!(&e, ImportError::Nar { source, .. } if matches!(source.kind, NarErrorKind::Truncated)),
+            "{e}"
+        );
+        assert!(e.to_string().contains("bin/tool"), "{e}");
+    }
 }

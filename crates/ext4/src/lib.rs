@@ -367,12 +367,11 @@ impl Fs {
             let g = (ino as u64 - 1) / self.geo.inodes_per_group;
             self.alloc.lock().unwrap().dirs[g as usize] += 1;
         }
-        self.put_inode_bytes(ino, &bytes)
+        self.put_inode_bytes(ino, bytes)
     }
 
     /// Checksums the inode and files it into its table block.
-    fn put_inode_bytes(&self, ino: u32, bytes: &[u8]) -> io::Result<()> {
-        let mut bytes = bytes.to_vec();
+    fn put_inode_bytes(&self, ino: u32, mut bytes: [u8; INODE_SIZE as usize]) -> io::Result<()> {
         inode::set_inode_checksum(&mut bytes, inode::inode_seed(self.seed, ino));
         let (block, offset) = self.geo.inode_location(ino);
         let full = {
@@ -523,13 +522,13 @@ impl Fs {
         self.io.drain()?;
         // The reserved inodes other than the root and the journal stay empty.
         for ino in (1..layout::FIRST_INO).filter(|&i| i != ROOT_INO && i != layout::JOURNAL_INO) {
-            self.put_inode_bytes(ino, &[0u8; INODE_SIZE as usize])?;
+            self.put_inode_bytes(ino, [0u8; INODE_SIZE as usize])?;
         }
         let next_ino = self.alloc.lock().unwrap().next_ino;
         let pending: Vec<(u64, TableBlock)> = self.table.lock().unwrap().drain().collect();
+        // Only the table block of the last inodes may be partly filled.
+        let (last, _) = self.geo.inode_location(next_ino - 1);
         for (block, (_, data)) in pending {
-            // Only the table block of the last inodes may be partly filled.
-            let (last, _) = self.geo.inode_location(next_ino - 1);
             if block != last {
                 return Err(io::Error::other(format!(
                     "inode table block {block} has inodes that were never written (a bug)"

@@ -178,6 +178,10 @@ mod tests {
         Manifest {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
+            kind: manifest::media::Kind::Fleet,
+            lookup_key: None,
+            fleet: None,
+            generation: 0,
             generator: "test".into(),
             mode: Mode::Mass,
             on_unknown_serial: policy,

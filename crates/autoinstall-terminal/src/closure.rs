@@ -3,15 +3,15 @@
 //! store. Both passes run on all cores, one payload handle per worker; memory per worker is a
 //! few buffers and a zstd window, whatever the closure's size.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use manifest::media::{HostEntry, Manifest};
+use manifest::media::{limits, Expected, HostEntry, Manifest};
 use nixstore::closure::PathInfo;
-use nixstore::import::{check_compressed, import_checked_compressed, import_compressed};
+use nixstore::import::{check_compressed, import_compressed, Check, FilePin};
 use nixstore::keys::PublicKey;
 use nixstore::narinfo::NarInfo;
 use nixstore::StorePath;
@@ -52,40 +52,49 @@ fn key_names(keys: &[PublicKey]) -> String {
 }
 
 /// The manifest at `path` of the payload (`autoinstall/manifest.json`, or a cache site's
-/// per-serial lookup, which is a manifest of one host). With trusted `keys`, it is parsed from
-/// the very bytes whose signature (`<path>.sig`) was checked against them. A missing file
-/// keeps its `NotFound` kind, so a caller can tell "not there" from "not valid".
-pub fn read_manifest(source: &Source, path: &str, keys: &[PublicKey]) -> io::Result<Manifest> {
+/// per-serial lookup, which is a manifest of one host), read to at most `cap` bytes. With
+/// trusted `keys`, it is parsed from the very bytes whose signature (`<path>.sig`) was checked
+/// against them. Then it must be what `expected` says: the kind of file, the serial a lookup
+/// answers for, the fleet and a generation no older than the installer was told (see
+/// [`Manifest::answers`]). A missing file keeps its `NotFound` kind, so a caller can tell
+/// "not there" from "not valid".
+pub fn read_manifest(
+    source: &Source,
+    path: &str,
+    cap: u64,
+    keys: &[PublicKey],
+    expected: &Expected,
+) -> io::Result<Manifest> {
     let p = source.open()?;
-    let bytes = p.read_all(path)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| io::Error::other(format!("{}: {path} is not UTF-8", source.describe())))?;
+    let at = |what: String| io::Error::other(format!("{}: {path}: {what}", source.describe()));
+    let bytes = p.read_capped(path, cap)?;
+    let text = String::from_utf8(bytes).map_err(|_| at("it is not UTF-8".into()))?;
     if !keys.is_empty() {
-        let sigs: Vec<String> = match p.read_all(&format!("{path}.sig")) {
+        let sigs: Vec<String> = match p.read_capped(&format!("{path}.sig"), limits::SIGNATURE) {
             Ok(b) => String::from_utf8_lossy(&b)
                 .lines()
                 .map(|l| l.trim().to_string())
                 .filter(|l| !l.is_empty())
                 .collect(),
-            Err(_) => Vec::new(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
         };
         if sigs.is_empty() {
-            return Err(io::Error::other(format!(
-                "{}: {path}: the manifest is not signed, but this installer trusts only signed payloads (keys: {}); rebuild the payload with mkinstaller --sign-key",
-                source.describe(),
+            return Err(at(format!(
+                "the manifest is not signed, but this installer trusts only signed payloads (keys: {}); rebuild the payload with mkinstaller --sign-key",
                 key_names(keys)
             )));
         }
         if !nixstore::keys::verify_any(keys, &text, &sigs) {
-            return Err(io::Error::other(format!(
-                "{}: {path}: the manifest's signature is not valid for any trusted key ({}); the payload was altered or signed with another key",
-                source.describe(),
+            return Err(at(format!(
+                "the manifest's signature is not valid for any trusted key ({}); the payload was altered or signed with another key",
                 key_names(keys)
             )));
         }
     }
-    Manifest::parse(&text)
-        .map_err(|e| io::Error::other(format!("{}: {path}: {e}", source.describe())))
+    let m = Manifest::parse(&text).map_err(at)?;
+    m.answers(expected).map_err(at)?;
+    Ok(m)
 }
 
 /// Reads the narinfo of every path of `host`'s closure and checks that the closure is whole:
@@ -153,8 +162,20 @@ fn read_narinfos(
     p: &dyn media::read::Payload,
     paths: &[StorePath],
 ) -> Result<Vec<NarInfo>, String> {
+    // Each narinfo is capped (limits::NARINFO), and so is their sum: a hostile payload's
+    // narinfos cannot take more memory than a closure of this many paths could need.
+    let budget = (paths.len() as u64 * limits::NARINFOS_PER_PATH).max(limits::NARINFOS_MIN_TOTAL);
+    let spent = std::sync::atomic::AtomicU64::new(0);
     let read = |p: &dyn media::read::Payload, sp: &StorePath| {
-        p.narinfo(sp).map_err(|e| format!("{sp}: {e}"))
+        let info = p.narinfo(sp).map_err(|e| format!("{sp}: {e}"))?;
+        let size = info.to_text().len() as u64;
+        if spent.fetch_add(size, Ordering::SeqCst) + size > budget {
+            return Err(format!(
+                "{sp}: the closure's narinfos take more than {budget} bytes together, far more than {} paths need; the payload is damaged or hostile",
+                paths.len()
+            ));
+        }
+        Ok(info)
     };
     if !source.is_online() {
         return paths.iter().map(|sp| read(p, sp)).collect();
@@ -239,50 +260,65 @@ impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
     }
 }
 
+/// What the verify pass measured of each compressed file: its hash and size, computed from
+/// the bytes it checked in full, kept in memory. A later pass that reads the same bytes
+/// again (see [`Check::Pinned`]) needs no NAR hash; one that reads other bytes (a medium
+/// swapped or altered between the passes) fails. Never taken from the medium itself: a
+/// narinfo's FileHash is not signed.
+#[derive(Debug, Default)]
+pub struct Pins(HashMap<StorePath, FilePin>);
+
+impl Pins {
+    /// How the writing pass checks `path`: against its pin, or in full when it has none.
+    pub fn check(&self, path: &StorePath) -> Check {
+        self.0.get(path).map_or(Check::Full, |p| Check::Pinned(*p))
+    }
+}
+
 /// Checks every file of the closure in full (FileHash, FileSize, NarHash, NarSize, NAR
-/// structure), writing nothing. `progress` hears compressed bytes.
+/// structure), writing nothing, and returns what it measured of each file. `progress`
+/// hears compressed bytes.
 pub fn verify(
     source: &Source,
     closure: &Closure,
     jobs: usize,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), String> {
+) -> Result<Pins, String> {
+    let pins = Mutex::new(HashMap::new());
     parallel(source, closure, jobs, &|p, info| {
-        check_compressed(open_counted(p, info, progress)?, Path::new(&info.url), info)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
+        let (_, pin) =
+            check_compressed(open_counted(p, info, progress)?, Path::new(&info.url), info)
+                .map_err(|e| e.to_string())?;
+        pins.lock().unwrap().insert(info.store_path.clone(), pin);
+        Ok(())
+    })?;
+    Ok(Pins(pins.into_inner().unwrap()))
 }
 
-/// The compressed file of `info` on the payload, its bytes counted into `progress`.
+/// The compressed file of `info` on the payload, its bytes counted into `progress`. (How
+/// much is read of it is bounded by the reader: see `nixstore::import`.)
 pub(crate) fn open_counted<'a>(
     p: &'a dyn media::read::Payload,
     info: &NarInfo,
     progress: &'a (dyn Fn(u64) + Sync),
-) -> Result<Counting<'a, io::Take<Box<dyn std::io::Read + 'a>>>, String> {
+) -> Result<Counting<'a, Box<dyn std::io::Read + 'a>>, String> {
     let inner = p
         .open(&info.url)
         .map_err(|e| format!("{}: {e}", info.store_path))?;
-    // One byte past FileSize is enough to see it is too long: a server (or a device) that
-    // sends without end cannot keep the install reading forever.
-    let limit = info.file_size.map_or(u64::MAX, |s| s.saturating_add(1));
-    Ok(Counting {
-        inner: io::Read::take(inner, limit),
-        progress,
-    })
+    Ok(Counting { inner, progress })
 }
 
 /// Copies the closure into `store_dir` (the target's `/nix/store`): per path, decompress,
-/// unpack safely under a temporary name, check, and rename into place. `verified` says that
-/// [`verify`] passed on this payload, so the FileHash suffices to know each file is the one
-/// verified (see [`import_checked_compressed`]); otherwise (online, where reading everything
-/// twice would fetch it twice) every file is checked in full as it is unpacked.
+/// unpack safely under a temporary name, check, and rename into place. With `pins` (the
+/// verify pass ran), each file must be the very bytes that pass checked; without (online,
+/// where reading everything twice would fetch it twice), each is checked in full as it is
+/// unpacked.
 pub fn copy(
     source: &Source,
     closure: &Closure,
     store_dir: &Path,
     jobs: usize,
-    verified: bool,
+    pins: Option<&Pins>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), String> {
     let done = AtomicBool::new(false);
@@ -290,18 +326,15 @@ pub fn copy(
         let flusher = s.spawn(|| flush_while_copying(store_dir, &done));
         let result = parallel(source, closure, jobs, &|p, info| {
             let file = open_counted(p, info, progress)?;
-            let name = Path::new(&info.url);
-            if verified {
-                import_checked_compressed(file, name, info, store_dir)
-            } else {
-                import_compressed(file, name, info, store_dir)
-            }
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            let check = pins.map_or(Check::Full, |pins| pins.check(&info.store_path));
+            import_compressed(file, Path::new(&info.url), info, store_dir, check)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         });
         done.store(true, Ordering::SeqCst);
         flusher.thread().unpark();
-        result
+        let flushed = flusher.join().expect("the flusher does not panic");
+        result.and(flushed)
     })
 }
 
@@ -310,15 +343,25 @@ pub fn copy(
 /// could sit in the page cache and be written only by the final sync, with the processors
 /// idle. Flushing the file system every quarter second overlaps the writes with the
 /// decompression and leaves the final sync little to do.
-fn flush_while_copying(store_dir: &Path, done: &AtomicBool) {
+fn flush_while_copying(store_dir: &Path, done: &AtomicBool) -> Result<(), String> {
+    // Opening fails only if the store directory vanished, which the copy reports itself.
     let Ok(dir) = std::fs::File::open(store_dir) else {
-        return; // nothing lost: the final sync writes everything anyway
+        return Ok(());
     };
     while !done.load(Ordering::SeqCst) {
         std::thread::park_timeout(std::time::Duration::from_millis(250));
         if done.load(Ordering::SeqCst) {
             break;
         }
-        let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir));
+        // A failed writeback (an I/O error on the target disk) is reported here, once: the
+        // install must not carry on as if the files were on the disk.
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| {
+            format!(
+                "writing the closure to {}: the disk reported an error: {}",
+                store_dir.display(),
+                e.desc()
+            )
+        })?;
     }
+    Ok(())
 }

@@ -2,8 +2,8 @@
 //! ext4, the closure's NARs are laid out as that file system in one pass (crate `ext4`)
 //! instead of mkfs, mount and tens of thousands of file creations through the kernel. The
 //! checks are those of [`closure::copy`]: every NAR's structure (the parser's rules: no
-//! name with a slash, no `..`, bounded depth), FileHash and sizes, and the NAR hash too when
-//! no verify pass ran before. What could not be checked before writing fails the install
+//! name with a slash, no `..`, bounded depth), sizes, and either the NAR hash or (after the
+//! verify pass) the file hash that pass measured. What could not be checked before writing fails the install
 //! with the partition half written, which the next run formats again.
 
 use std::io::{self, Read};
@@ -11,11 +11,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use ext4::{Entry, Fs, Writer, FT_DIR, FT_LNK, FT_REG};
-use nixstore::import::{read_compressed, ImportError};
+use nixstore::import::{read_compressed, Check, ImportError};
 use nixstore::nar::{Event, NarError, NarErrorKind, Node, Parser};
 use nixstore::StorePath;
 
-use crate::closure::{self, Closure};
+use crate::closure::{self, Closure, Pins};
 use crate::payload::Source;
 
 /// Where the store goes.
@@ -29,13 +29,13 @@ pub struct StoreFs<'a> {
     pub store_dir: Vec<&'a str>,
 }
 
-/// Writes the file system with `closure` in its store. `verified` as for [`closure::copy`].
+/// Writes the file system with `closure` in its store. `pins` as for [`closure::copy`].
 pub fn write(
     source: &Source,
     closure: &Closure,
     target: &StoreFs,
     jobs: usize,
-    verified: bool,
+    pins: Option<&Pins>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), String> {
     let on = |e: io::Error| format!("{}: {e}", target.device.display());
@@ -72,7 +72,8 @@ pub fn write(
     closure::parallel(source, closure, jobs.min(8), &|p, info| {
         let file = closure::open_counted(p, info, progress)?;
         let mut w = writers.lock().unwrap().pop().unwrap_or_else(|| fs.writer());
-        let entry = read_compressed(file, Path::new(&info.url), info, !verified, |nar| {
+        let check = pins.map_or(Check::Full, |pins| pins.check(&info.store_path));
+        let entry = read_compressed(file, Path::new(&info.url), info, check, |nar| {
             put_nar(
                 &fs,
                 &mut w,
@@ -83,10 +84,8 @@ pub fn write(
             )
         });
         writers.lock().unwrap().push(w);
-        paths
-            .lock()
-            .unwrap()
-            .push(entry.map_err(|e| e.to_string())?);
+        let (entry, _) = entry.map_err(|e| e.to_string())?;
+        paths.lock().unwrap().push(entry);
         Ok(())
     })?;
     for w in writers.into_inner().unwrap() {

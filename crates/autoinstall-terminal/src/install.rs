@@ -4,24 +4,23 @@
 //! stops the run and names its step. Nothing on any disk is written before Confirm.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use manifest::media::{host_lookup_path, HostEntry, Manifest, MANIFEST_PATH};
+use manifest::media::{host_lookup_path, limits, Expected, HostEntry, Manifest, MANIFEST_PATH};
 use manifest::profile::Format;
 use manifest::size::human;
 use manifest::AfterInstall;
 use nixstore::hash::Sha256Hash;
-use target::blockdev::{self, LockedDisk, PartSpan};
+use target::blockdev::{self, Hold, LockedDisk, PartSpan};
 use target::plan::{self, DiskFacts, PartitionPlan, PlanError};
 use target::{bootloader, disks, format, mount, partition};
 
 use crate::choose::{self, Choice, Overrides};
-use crate::closure::{self, Closure};
+use crate::closure::{self, Closure, Pins};
 use crate::direct;
 use crate::identify::Identity;
 use crate::online::{Retry, Site};
@@ -34,6 +33,10 @@ use crate::ui::Ui;
 pub struct Options {
     /// With any key here, the manifest and every store path must be signed by one of them.
     pub trusted_keys: Vec<nixstore::keys::PublicKey>,
+    /// `--fleet`: install only from manifests of this fleet.
+    pub fleet: Option<String>,
+    /// `--min-generation`: refuse manifests older than this generation.
+    pub min_generation: Option<u64>,
     pub payload: Option<PathBuf>,
     /// `--url`: a cache site to install from over HTTP(S) (when no `payload` is given).
     pub url: Option<String>,
@@ -59,6 +62,18 @@ pub struct Options {
     pub kernel_copy: bool,
 }
 
+impl Options {
+    /// What a manifest must be to be installed from: a lookup for `serial`, or the whole
+    /// fleet; of the fleet and generation the installer was told.
+    fn expected<'a>(&'a self, serial: Option<&'a str>) -> Expected<'a> {
+        Expected {
+            serial,
+            fleet: self.fleet.as_deref(),
+            min_generation: self.min_generation,
+        }
+    }
+}
+
 /// The plan as shown before confirmation and printed by `--dry-run`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -70,6 +85,9 @@ pub struct Plan {
     pub closure_paths: usize,
     pub closure_nar_bytes: u64,
     pub disk: DiskFacts,
+    /// The disk still carries mounts an earlier attempt of ours left under `--root`: Tear
+    /// down removes them before the disk can be held exclusively.
+    pub earlier_attempt: bool,
     pub disk_bytes_needed: u64,
     pub partitions: Vec<PlannedPartition>,
     pub after_install: AfterInstall,
@@ -144,6 +162,7 @@ pub struct Ended {
 
 /// The steps that only read: a stop in any of them leaves every disk as it was.
 const BEFORE_ANY_WRITE: &[&str] = &[
+    "hold-disk",
     "load-payload",
     "select-host",
     "read-closure",
@@ -248,8 +267,14 @@ fn go(
         };
         let manifest = match &source {
             Source::Http(site) => online_manifest(r, site)?,
-            _ => closure::read_manifest(&source, MANIFEST_PATH, &opts.trusted_keys)
-                .map_err(|e| e.to_string())?,
+            _ => closure::read_manifest(
+                &source,
+                MANIFEST_PATH,
+                limits::MANIFEST,
+                &opts.trusted_keys,
+                &opts.expected(None),
+            )
+            .map_err(|e| e.to_string())?,
         };
         Ok((source, manifest))
     })?;
@@ -276,8 +301,24 @@ fn go(
     run.report.closure_paths = closure.infos.len();
     run.report.closure_nar_bytes = closure.nar_bytes;
 
-    let plan = run.step("plan", |r| {
-        make_plan(r, &source, &manifest, host, &chosen_by, &closure)
+    let (plan, held) = run.step("plan", |r| {
+        let plan = make_plan(r, &source, &manifest, host, &chosen_by, &closure)?;
+        // Held exclusively from here to the end (see blockdev::Hold): a disk someone else
+        // holds (a VM, ZFS, a mapper, RAID) is refused now, before anything is written.
+        // A disk with an earlier attempt's mounts is held once Tear down removed them.
+        let path = Path::new(&plan.disk.path);
+        let held = match (opts.dry_run, plan.earlier_attempt) {
+            (_, true) => None,
+            (true, false) => {
+                blockdev::check_not_held(path).map_err(|e| format!("{e}; nothing was touched"))?;
+                None
+            }
+            (false, false) => Some(
+                blockdev::open_locked(path, Hold::Exclusive)
+                    .map_err(|e| format!("{e}; nothing was touched"))?,
+            ),
+        };
+        Ok((plan, held))
     })?;
     run.report.disk = Some(DiskSummary {
         path: plan.disk.path.clone(),
@@ -302,7 +343,7 @@ fn go(
         return Ok(Outcome::DryRun);
     }
 
-    run.step("verify", |r| {
+    let pins = run.step("verify", |r| {
         if source.is_online() {
             // Reading the closure twice would fetch it twice. Its narinfos' signatures were
             // checked (read-closure); each NAR is checked in full as it is unpacked, and a bad
@@ -311,12 +352,12 @@ fn go(
                 "online: every NAR is checked (FileHash, NarHash, structure) while it is unpacked"
                     .to_string(),
             );
-            return Ok(());
+            return Ok(None);
         }
         let bar = r.ui.bytes_bar(closure.file_bytes, "verify");
         let res = closure::verify(&source, &closure, opts.jobs, &|n| bar.inc(n));
         bar.finish_and_clear();
-        res.map_err(|e| {
+        res.map(Some).map_err(|e| {
             format!("the payload is damaged or was tampered with; nothing was touched: {e}")
         })
     })?;
@@ -334,7 +375,7 @@ fn go(
         }
     })?;
 
-    let result = install(run, &source, host, &plan, &closure);
+    let result = install(run, &source, host, &plan, &closure, pins.as_ref(), held);
     if result.is_err() {
         // Whatever failed, the disk must not boot a half-installed system, and the next
         // attempt must find nothing mounted.
@@ -344,7 +385,7 @@ fn go(
             .iter()
             .find(|p| p.part.format == Format::Vfat)
         {
-            if let Ok(disk) = blockdev::open_locked(Path::new(&plan.disk.path)) {
+            if let Ok(disk) = blockdev::open_locked(Path::new(&plan.disk.path), Hold::Shared) {
                 let block = plan.disk.logical_block_size;
                 if format::format_esp(
                     disk.file(),
@@ -379,8 +420,8 @@ fn online_manifest(run: &Run, site: &Site) -> Result<Manifest, String> {
         ));
     }
     let source = Source::Http(site.clone());
-    let (path, serial) = match &opts.overrides.host {
-        Some(_) => (MANIFEST_PATH.to_string(), None),
+    let (path, cap, serial) = match &opts.overrides.host {
+        Some(_) => (MANIFEST_PATH.to_string(), limits::MANIFEST, None),
         None => {
             let id = &run.report.identity;
             let (serial, rejected, from) = choose::effective_serial(
@@ -394,15 +435,18 @@ fn online_manifest(run: &Run, site: &Site) -> Result<Manifest, String> {
                     rejected.as_deref().unwrap_or("none reported")
                 )
             })?;
-            (host_lookup_path(&serial), Some(serial))
+            (host_lookup_path(&serial), limits::LOOKUP, Some(serial))
         }
     };
-    closure::read_manifest(&source, &path, &opts.trusted_keys).map_err(|e| match serial {
-        Some(s) if e.kind() == std::io::ErrorKind::NotFound => format!(
-            "serial {s} is not in the fleet at {} ({e}); nothing was touched",
-            site.base()
-        ),
-        _ => format!("{e}; nothing was touched"),
+    let expected = opts.expected(serial.as_deref());
+    closure::read_manifest(&source, &path, cap, &opts.trusted_keys, &expected).map_err(|e| {
+        match serial {
+            Some(s) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                "serial {s} is not in the fleet at {} ({e}); nothing was touched",
+                site.base()
+            ),
+            _ => format!("{e}; nothing was touched"),
+        }
     })
 }
 
@@ -461,6 +505,7 @@ fn make_plan(
     let carrier_disk = carrier
         .as_deref()
         .and_then(|c| disks::whole_disk_of(c).ok());
+    let mut earlier: Vec<String> = Vec::new();
     for d in &mut facts {
         if carrier_disk.as_deref() == Some(Path::new(&d.path))
             || carrier.as_deref() == Some(Path::new(&d.path))
@@ -469,8 +514,12 @@ fn make_plan(
         }
         // Mounts under our own root are an earlier attempt's, which Tear down removes.
         let root = opts.root.to_string_lossy().to_string();
+        let before = d.mounted.len();
         d.mounted
             .retain(|m| !(m == &root || m.starts_with(&format!("{root}/"))));
+        if d.mounted.len() != before {
+            earlier.push(d.path.clone());
+        }
     }
     let needed = plan::disk_bytes_needed(&host.layout, closure.nar_bytes);
     let chosen = match plan::choose_disk(&facts, &host.layout.disk, explicit.as_deref(), needed) {
@@ -529,6 +578,7 @@ fn make_plan(
         toplevel: host.toplevel.clone(),
         closure_paths: closure.infos.len(),
         closure_nar_bytes: closure.nar_bytes,
+        earlier_attempt: earlier.contains(&chosen.path),
         disk: chosen,
         disk_bytes_needed: needed,
         partitions,
@@ -543,6 +593,8 @@ fn install(
     host: &HostEntry,
     plan: &Plan,
     closure: &Closure,
+    pins: Option<&Pins>,
+    held: Option<LockedDisk>,
 ) -> Result<(), Fail> {
     let opts = run.opts;
     let root = opts.root.clone();
@@ -561,11 +613,18 @@ fn install(
         Ok(())
     })?;
 
+    let held = match held {
+        Some(d) => d,
+        None => run.step("hold-disk", |_| {
+            blockdev::open_locked(&disk_path, Hold::Exclusive)
+                .map_err(|e| format!("{e}; nothing was written"))
+        })?,
+    };
+
     // Held to the end: the lock keeps udev and other installers off the disk.
-    let (disk, nodes) = run.step("partition", |r| {
+    let (mut disk, nodes) = run.step("partition", |r| {
         r.ui.say(&format!("partitioning {}", disk_path.display()));
-        partition_disk(&disk_path, plan)
-            .map_err(|e| format!("partitioning {}: {e}", disk_path.display()))
+        partition_disk(held, plan).map_err(|e| format!("partitioning {}: {e}", disk_path.display()))
     })?;
 
     // The partition that holds the store, when it is ext4, is written directly with the
@@ -575,6 +634,16 @@ fn install(
     } else {
         direct_store(plan)
     };
+
+    // mkfs and mount claim the partitions they work on, which the kernel refuses while the
+    // whole disk is held exclusively: from the first of them on, the lock alone holds it.
+    let external_mkfs = plan.partitions.iter().enumerate().any(|(i, p)| {
+        !matches!(p.part.format, Format::Vfat | Format::None)
+            && direct.as_ref().is_none_or(|(d, _)| *d != i)
+    });
+    if external_mkfs {
+        disk = release_exclusive(run, disk, "mkfs")?;
+    }
 
     run.step("format", |r| {
         for (i, (p, node)) in plan.partitions.iter().zip(&nodes).enumerate() {
@@ -614,14 +683,24 @@ fn install(
             human(closure.nar_bytes)
         ));
         let bar = r.ui.bytes_bar(closure.file_bytes, "copy");
-        let verified = !source.is_online();
+        if let Source::Http(site) = source {
+            // The whole copy's deadline, from signed sizes: ten minutes, plus the time the
+            // slowest pace each file is allowed (online::Retry::min_rate) would take for all.
+            let pace = nixstore::import::max_compressed_size(closure.nar_bytes) as f64
+                / Retry::default().min_rate as f64;
+            site.set_deadline(
+                std::time::Instant::now()
+                    + std::time::Duration::from_secs(600)
+                    + std::time::Duration::from_secs_f64(pace),
+            );
+        }
         let progress = |n| bar.inc(n);
         let res = match store {
-            Some(store) => direct::write(source, closure, store, opts.jobs, verified, &progress),
+            Some(store) => direct::write(source, closure, store, opts.jobs, pins, &progress),
             None => {
                 nixstore::register::prepare_root(&root).map_err(|e| e.to_string())?;
                 let store = root.join("nix/store");
-                closure::copy(source, closure, &store, opts.jobs, verified, &progress)
+                closure::copy(source, closure, &store, opts.jobs, pins, &progress)
             }
         };
         bar.finish_and_clear();
@@ -642,6 +721,7 @@ fn install(
                 store_dir: store_dir.clone(),
             };
             run.step("copy-closure", |r| copy(r, Some(&store)))?;
+            disk = release_exclusive(run, disk, "mount")?;
             run.step("mount", |r| {
                 let staged = mount_all(r, plan, &nodes, &root)?;
                 let n = direct::move_into_store(&root)?;
@@ -652,6 +732,7 @@ fn install(
             })?
         }
         None => {
+            disk = release_exclusive(run, disk, "mount")?;
             let staged = run.step("mount", |r| mount_all(r, plan, &nodes, &root))?;
             run.step("copy-closure", |r| copy(r, None))?;
             staged
@@ -693,9 +774,11 @@ fn install(
         kept.finish(Outcome::Installed);
         write_target_report(&root, &kept)
             .map_err(|e| format!("writing the report to {}: {e}", TARGET_REPORTS_DIR))?;
-        nix::unistd::sync();
+        mount::sync_all_under(&root).map_err(|e| e.to_string())?;
         mount::unmount_all(&root).map_err(|e| e.to_string())?;
-        disk.file().sync_all().map_err(|e| e.to_string())?;
+        disk.file()
+            .sync_all()
+            .map_err(|e| format!("flushing {}: {e}", disk.path().display()))?;
         Ok(())
     })?;
     drop(disk);
@@ -716,9 +799,21 @@ fn write_target_report(root: &Path, report: &Report) -> std::io::Result<()> {
     )
 }
 
+/// The disk, held without `O_EXCL` from now on, so that `who` can claim its partitions.
+fn release_exclusive(run: &mut Run, disk: LockedDisk, who: &str) -> Result<LockedDisk, Fail> {
+    if disk.hold() == Hold::Shared {
+        return Ok(disk);
+    }
+    run.report.log(format!(
+        "the disk is held by its lock alone from here: {who} claims its partitions"
+    ));
+    let path = disk.path().to_path_buf();
+    disk.share()
+        .map_err(|e| Fail("partition", format!("{}: {e}", path.display())))
+}
+
 /// Wipes, writes the GPT, tells the kernel, and returns the partition nodes.
-fn partition_disk(disk_path: &Path, plan: &Plan) -> std::io::Result<(LockedDisk, Vec<PathBuf>)> {
-    let disk = blockdev::open_locked(disk_path)?;
+fn partition_disk(disk: LockedDisk, plan: &Plan) -> std::io::Result<(LockedDisk, Vec<PathBuf>)> {
     let size = disk.size()?;
     let block = disk.logical_block_size()?;
     if size != plan.disk.size || block != plan.disk.logical_block_size {
@@ -730,9 +825,12 @@ fn partition_disk(disk_path: &Path, plan: &Plan) -> std::io::Result<(LockedDisk,
     disk.forget_partitions()?;
     disk.wipe_signatures()?;
     let parts: Vec<PartitionPlan> = plan.partitions.iter().map(|p| p.part.clone()).collect();
-    // Old file systems at the same offsets would show through: clear each partition's start.
+    // Old file systems and RAID members at the same offsets would show through: clear each
+    // partition's first and last MiB (an md v1.0 or v0.90 superblock sits at the end).
     for p in &parts {
-        disk.wipe(p.first_lba * block, (1 << 20).min(p.bytes(block)))?;
+        let (start, len) = (p.first_lba * block, p.bytes(block));
+        disk.wipe(start, MIB.min(len))?;
+        disk.wipe(start + len.saturating_sub(MIB), MIB.min(len))?;
     }
     partition::write_gpt(disk.file(), size, block, &parts)?;
     let spans: Vec<PartSpan> = parts
@@ -746,6 +844,8 @@ fn partition_disk(disk_path: &Path, plan: &Plan) -> std::io::Result<(LockedDisk,
     let nodes = disk.reread(&spans)?;
     Ok((disk, nodes))
 }
+
+const MIB: u64 = 1 << 20;
 
 /// A staged ESP: the kernel cannot mount FAT, so /boot is a tmpfs while the boot loader is
 /// installed and its contents are written into the ESP afterwards.
@@ -996,9 +1096,10 @@ fn extra_files(source: &Source, host: &HostEntry, root: &Path) -> Result<(), Str
                 f.target
             ));
         }
-        let mut bytes = Vec::new();
-        p.open(&f.source)
-            .and_then(|mut r| r.read_to_end(&mut bytes))
+        // Never more than the manifest's size (+1 to see a longer file): a medium or server
+        // that sends without end cannot fill the memory.
+        let bytes = p
+            .read_capped(&f.source, f.size)
             .map_err(|e| format!("extra file {}: {e}", f.target))?;
         let found = Sha256Hash::of(&bytes);
         if bytes.len() as u64 != f.size || found.to_hex() != f.sha256.trim_start_matches("sha256:")

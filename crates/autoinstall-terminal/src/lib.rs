@@ -11,4 +11,5 @@ pub mod install;
 pub mod online;
 pub mod payload;
 pub mod report;
+pub mod settings;
 pub mod ui;

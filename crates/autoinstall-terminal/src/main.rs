@@ -7,6 +7,7 @@ use autoinstall_terminal::choose::Overrides;
 use autoinstall_terminal::identify;
 use autoinstall_terminal::install::{self, Options};
 use autoinstall_terminal::report::Outcome;
+use autoinstall_terminal::settings::{self, Asked, Settings};
 use autoinstall_terminal::ui::Ui;
 use manifest::AfterInstall;
 
@@ -87,43 +88,37 @@ struct Cli {
     kernel_copy: bool,
     /// After a successful install: `auto` does what the stick says (reboot, poweroff or
     /// shell) when running in the installer environment, and nothing elsewhere.
-    #[arg(long, value_name = "auto|reboot|poweroff|none", default_value = "auto")]
-    finish: String,
+    #[arg(long, value_enum, default_value_t = Finish::Auto)]
+    finish: Finish,
+    /// Install only from manifests of this fleet (hosts.toml's `[defaults] fleet`), which
+    /// are signed with it [default: $AUTOINSTALL_FLEET, the kernel's `autoinstall.fleet=`].
+    #[arg(long, value_name = "NAME")]
+    fleet: Option<String>,
+    /// Refuse manifests and lookups older than this generation (hosts.toml's `[defaults]
+    /// generation`), so an old site or stick cannot roll a machine back [default:
+    /// $AUTOINSTALL_MIN_GENERATION, the kernel's `autoinstall.min-generation=`].
+    #[arg(long, value_name = "N")]
+    min_generation: Option<u64>,
     /// Trust this Nix public key (`name:base64`, as `nix key convert-secret-to-public`
     /// prints); may be repeated. With any trusted key (here or in
     /// /etc/nixos-autoinstall/trusted-keys, one per line), the manifest and every store path
     /// must carry a valid signature by one of them, or nothing is installed.
     #[arg(long, value_name = "KEY")]
     trusted_key: Vec<String>,
+    /// The file of trusted keys (one per line). Only its absence means "no keys": a file that
+    /// cannot be read stops the installer.
+    #[arg(long, value_name = "FILE", default_value = settings::TRUSTED_KEYS_FILE)]
+    trusted_keys_file: PathBuf,
 }
 
-/// Where the installer environment keeps a fleet's private CA, if it has one.
-const CA_FILE: &str = "/etc/nixos-autoinstall/ca.pem";
-
-/// Where the installer environment keeps the public keys it trusts (one per line).
-const TRUSTED_KEYS_FILE: &str = "/etc/nixos-autoinstall/trusted-keys";
-
-/// `--trusted-key` and the environment's file, parsed; an unreadable key is an error, not a
-/// key quietly ignored.
-fn trusted_keys(given: &[String]) -> Result<Vec<nixstore::keys::PublicKey>, String> {
-    let from_file = match std::fs::read_to_string(TRUSTED_KEYS_FILE) {
-        Ok(text) => text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| (TRUSTED_KEYS_FILE.to_string(), l.to_string()))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    given
-        .iter()
-        .map(|k| ("--trusted-key".to_string(), k.clone()))
-        .chain(from_file)
-        .map(|(from, k)| {
-            nixstore::keys::PublicKey::parse(&k)
-                .map_err(|e| format!("{from} {k:?}: {e}; a key reads name:base64"))
-        })
-        .collect()
+/// What `--finish` asks for after a successful install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Finish {
+    /// What the stick says, inside the installer environment; nothing elsewhere.
+    Auto,
+    Reboot,
+    Poweroff,
+    None,
 }
 
 fn main() -> ExitCode {
@@ -142,8 +137,15 @@ fn main() -> ExitCode {
                 .unwrap_or("the firmware reports none")
         )),
     }
-    let trusted_keys = match trusted_keys(&cli.trusted_key) {
-        Ok(k) => k,
+    let asked = Asked {
+        trusted_keys: &cli.trusted_key,
+        trusted_keys_file: &cli.trusted_keys_file,
+        ca_file: cli.ca_file.as_deref(),
+        fleet: cli.fleet.as_deref(),
+        min_generation: cli.min_generation,
+    };
+    let settings = match Settings::read(&asked) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("autoinstall-terminal: {e}");
             return ExitCode::from(2);
@@ -154,31 +156,19 @@ fn main() -> ExitCode {
             .ok()
             .filter(|u| !u.is_empty() && cli.payload.is_none())
     });
-    let ca_file = cli
-        .ca_file
-        .clone()
-        .or_else(|| Some(PathBuf::from(CA_FILE)).filter(|p| p.is_file()));
-    let ca_pem = match &ca_file {
-        None => None,
-        Some(f) => match std::fs::read(f) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                eprintln!("autoinstall-terminal: --ca-file {}: {e}", f.display());
-                return ExitCode::from(2);
-            }
-        },
-    };
     let insecure = cli.insecure || std::env::var("AUTOINSTALL_INSECURE").as_deref() == Ok("1");
     if insecure {
         eprintln!("autoinstall-terminal: WARNING: --insecure: signatures are NOT checked; whoever answers for the URL decides what this machine runs");
     }
     let opts = Options {
-        trusted_keys,
+        trusted_keys: settings.trusted_keys,
+        fleet: settings.fleet,
+        min_generation: settings.min_generation,
         payload: cli.payload.clone(),
         url,
         insecure,
         retries: cli.retries.max(1),
-        ca_pem,
+        ca_pem: settings.ca_pem,
         overrides: Overrides {
             host: cli.host.clone(),
             serial: cli.serial.clone(),
@@ -257,7 +247,7 @@ fn main() -> ExitCode {
                     .map(|w| format!("; report: {w}"))
                     .unwrap_or_default()
             ));
-            finish(&cli.finish, ended.after_install, &ui)
+            finish(cli.finish, ended.after_install, &ui)
         }
         (outcome, Some(e)) => {
             let what = if *outcome == Outcome::Refused {
@@ -280,23 +270,17 @@ fn main() -> ExitCode {
 
 /// The stick's after-install action. `auto` acts only inside the installer environment
 /// (marked by /etc/nixos-autoinstall), so running the tool on a workstation never reboots it.
-fn finish(mode: &str, after: Option<AfterInstall>, ui: &Ui) -> ExitCode {
+fn finish(mode: Finish, after: Option<AfterInstall>, ui: &Ui) -> ExitCode {
     let action = match mode {
-        "auto" if std::path::Path::new("/etc/nixos-autoinstall").is_dir() => after,
-        "auto" | "none" => {
+        Finish::Auto if std::path::Path::new("/etc/nixos-autoinstall").is_dir() => after,
+        Finish::Auto | Finish::None => {
             if let Some(a) = after {
                 ui.say(&format!("(the stick says {a:?} after install; not in the installer environment, so doing nothing)").to_lowercase());
             }
             None
         }
-        "reboot" => Some(AfterInstall::Reboot),
-        "poweroff" => Some(AfterInstall::Poweroff),
-        other => {
-            eprintln!(
-                "autoinstall-terminal: --finish {other}: expected auto, reboot, poweroff or none"
-            );
-            return ExitCode::from(2);
-        }
+        Finish::Reboot => Some(AfterInstall::Reboot),
+        Finish::Poweroff => Some(AfterInstall::Poweroff),
     };
     nix::unistd::sync();
     let mode = match action {

@@ -8,15 +8,11 @@
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use media::read::Payload;
 
-/// The most [`Payload::read_all`] reads from a site: a manifest of a few thousand hosts is a
-/// few tens of MiB.
-const MAX_SMALL_FILE: u64 = 256 << 20;
-
-/// How hard to try before giving up on a file.
+/// How hard to try before giving up on a file, and how slow a file may come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
     /// Attempts per file, the first included.
@@ -24,16 +20,25 @@ pub struct Retry {
     /// The pause after the first failure; it doubles after each further one.
     pub first_pause: Duration,
     pub max_pause: Duration,
+    /// Every file must come at `min_rate` bytes per second on average once `grace` has
+    /// passed since it was first asked for: a server that trickles (a byte every few seconds
+    /// keeps each read within its timeout) cannot hold the install for ever. With every
+    /// read bounded in bytes by signed facts, this bounds every file in time too.
+    pub grace: Duration,
+    pub min_rate: u64,
 }
 
 impl Default for Retry {
     /// Six attempts over about 15 s: enough for a server restart or a switch port coming back,
-    /// short enough that an unreachable server is reported within the minute.
+    /// short enough that an unreachable server is reported within the minute. 32 KiB/s after a
+    /// minute: far below any LAN or WAN a fleet installs over.
     fn default() -> Retry {
         Retry {
             attempts: 6,
             first_pause: Duration::from_millis(500),
             max_pause: Duration::from_secs(8),
+            grace: Duration::from_secs(60),
+            min_rate: 32 << 10,
         }
     }
 }
@@ -50,6 +55,8 @@ struct Inner {
     agent: ureq::Agent,
     retry: Retry,
     retried: Mutex<Vec<String>>,
+    /// When the whole copy must be done by (see [`Site::set_deadline`]).
+    deadline: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -102,6 +109,9 @@ impl Site {
         };
         let config = ureq::Agent::config_builder()
             .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+            // A site reached over HTTPS is never left for plain HTTP, redirects included:
+            // else whoever is on the path answers instead of the site.
+            .https_only(base.starts_with("https://"))
             // Statuses are ours to judge: a 404 is an answer, a 503 a reason to retry.
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
@@ -116,8 +126,30 @@ impl Site {
                 agent: config.into(),
                 retry,
                 retried: Mutex::new(Vec::new()),
+                deadline: Mutex::new(None),
             }),
         })
+    }
+
+    /// From now on, every read fails once `at` has passed: the whole copy's deadline, on top
+    /// of each file's (see [`Retry::min_rate`]).
+    pub fn set_deadline(&self, at: Instant) {
+        *self.inner.deadline.lock().unwrap() = Some(at);
+    }
+
+    /// An error once the whole copy's deadline has passed.
+    fn check_deadline(&self, path: &str) -> io::Result<()> {
+        match *self.inner.deadline.lock().unwrap() {
+            Some(at) if Instant::now() > at => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{}: the copy from {} is past its deadline; the server is too slow or stalls",
+                    self.url(path),
+                    self.inner.base
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -136,19 +168,6 @@ impl Site {
             }
         }
         url
-    }
-
-    /// A whole file of at most `cap` bytes; a longer one is an error, read no further.
-    fn read_capped(&self, path: &str, cap: u64) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        self.open(path)?.take(cap + 1).read_to_end(&mut v)?;
-        if v.len() as u64 > cap {
-            return Err(io::Error::other(format!(
-                "{}: longer than {cap} bytes, which no manifest, lookup or narinfo is",
-                self.url(path)
-            )));
-        }
-        Ok(v)
     }
 
     /// What was retried so far and why, one line each, for the report.
@@ -300,7 +319,7 @@ struct Body {
 }
 
 /// `bytes START-END/TOTAL` (TOTAL may be `*`): START and TOTAL.
-fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (span, total) = rest.split_once('/')?;
     let (start, _end) = span.split_once('-')?;
@@ -318,11 +337,36 @@ struct Download {
     offset: u64,
     failures: u32,
     body: Option<Body>,
+    started: Instant,
+}
+
+impl Download {
+    /// An error once the file is later than [`Retry::min_rate`] allows for what has come.
+    fn check_pace(&self) -> io::Result<()> {
+        let r = self.site.inner.retry;
+        let allowed = r.grace + Duration::from_secs_f64(self.offset as f64 / r.min_rate as f64);
+        let spent = self.started.elapsed();
+        if spent > allowed {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{}: {} bytes in {:.0} s is too slow (at least {} KiB/s after the first {} s); the server stalls or trickles",
+                    self.site.url(&self.path),
+                    self.offset,
+                    spent.as_secs_f64(),
+                    r.min_rate >> 10,
+                    r.grace.as_secs()
+                ),
+            ));
+        }
+        self.site.check_deadline(&self.path)
+    }
 }
 
 impl Read for Download {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
+            self.check_pace()?;
             if self.body.is_none() {
                 let offset = self.offset;
                 let body = self.site.with_retries(&self.path, &mut self.failures, || {
@@ -360,6 +404,8 @@ impl Read for Download {
 
 impl Payload for Site {
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + '_>> {
+        self.check_deadline(path)?;
+        let started = Instant::now();
         let mut failures = 0;
         let body = self.with_retries(path, &mut failures, || self.request(path, 0))?;
         Ok(Box::new(Download {
@@ -368,13 +414,8 @@ impl Payload for Site {
             offset: 0,
             failures,
             body: Some(body),
+            started,
         }))
-    }
-
-    /// Whole small files (lookups, manifests, narinfos, signatures), at most
-    /// [`MAX_SMALL_FILE`]: a server that sends without end cannot fill the memory.
-    fn read_all(&self, path: &str) -> io::Result<Vec<u8>> {
-        self.read_capped(path, MAX_SMALL_FILE)
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<String>> {
@@ -473,6 +514,7 @@ mod tests {
                 attempts: 3,
                 first_pause: Duration::from_millis(10),
                 max_pause: Duration::from_millis(10),
+                ..Retry::default()
             },
             None,
         )
@@ -522,6 +564,7 @@ mod tests {
                 attempts: 3,
                 first_pause: Duration::from_millis(1),
                 max_pause: Duration::from_millis(1),
+                ..Retry::default()
             },
             None,
         )

@@ -75,6 +75,16 @@ impl Source {
                 Ok(path.display().to_string())
             }
             Source::Fat { device, extent } => {
+                // fatfs writes the report, and walks the directories on the way without a
+                // loop check: our reader walks their chains first, bounded, so a hostile stick
+                // fails here instead of hanging the installer after its work is done.
+                let volume = FatPayload::open(device, *extent)?;
+                let checked = ["autoinstall/reports", "autoinstall", ""]
+                    .into_iter()
+                    .map(|d| volume.volume().check_dir_chains(d))
+                    .find(|r| !matches!(r, Err(e) if e.kind() == io::ErrorKind::NotFound));
+                checked.unwrap_or(Ok(()))?;
+                drop(volume);
                 let file = OpenOptions::new().read(true).write(true).open(device)?;
                 let fs = fatfs::FileSystem::new(
                     Slice::new(file, extent.start, extent.len),

@@ -106,12 +106,20 @@ impl Io {
         // quarter second keeps that going while the data is still being produced.
         let (stop, stopped) = mpsc::channel::<()>();
         let flush_fd = direct.try_clone();
+        let flushed = pool.clone();
         let flusher = std::thread::spawn(move || {
             let Ok(fd) = flush_fd else { return };
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(std::time::Duration::from_millis(250))
             {
-                let _ = fd.sync_data();
+                // The descriptor shares its file with the final flush's, and the kernel
+                // reports a failed writeback once per file: keep it, or the final flush
+                // would report success over lost data.
+                if let Err(e) = fd.sync_data() {
+                    let (lock, _) = &*flushed;
+                    let e = err("flushing data to the device")(e);
+                    lock.lock().unwrap().error.get_or_insert(e);
+                }
             }
         });
         let back = pool.clone();

@@ -52,6 +52,13 @@ pub struct Defaults {
     pub on_unknown_serial: UnknownSerial,
     pub after_install: AfterInstall,
     pub confirm_seconds: u32,
+    /// The fleet's name, signed into every manifest and lookup: an installer told its fleet
+    /// (`autoinstall.fleet=`) refuses another fleet's files signed with the same key.
+    pub fleet: Option<String>,
+    /// Which build of the fleet this is (larger is newer), signed into every manifest and
+    /// lookup: an installer told a minimum (`autoinstall.min-generation=`) refuses older ones,
+    /// so a replayed old site cannot roll a machine back. Default: SOURCE_DATE_EPOCH, else 0.
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +100,8 @@ struct DefaultsFile {
     on_unknown_serial: Option<Spanned<String>>,
     after_install: Option<AfterInstall>,
     confirm_seconds: Option<u32>,
+    fleet: Option<Spanned<String>>,
+    generation: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +247,14 @@ impl Fleet {
                 },
             },
         };
+        if let Some(f) = &raw.defaults.fleet {
+            check_host_name(f.get_ref()).map_err(|e| {
+                at(
+                    f.span(),
+                    format!("fleet: {}", e.replace("host name", "name")),
+                )
+            })?;
+        }
         Ok(Fleet {
             file: file.to_path_buf(),
             defaults: Defaults {
@@ -245,6 +262,8 @@ impl Fleet {
                 on_unknown_serial,
                 after_install: raw.defaults.after_install.unwrap_or(AfterInstall::Reboot),
                 confirm_seconds: raw.defaults.confirm_seconds.unwrap_or(10),
+                fleet: raw.defaults.fleet.as_ref().map(|f| f.get_ref().clone()),
+                generation: raw.defaults.generation,
             },
             hosts,
         })

@@ -160,12 +160,7 @@ impl Profile {
             let span = p.span();
             let p = p.get_ref();
             let label = p.label.get_ref().clone();
-            if label.is_empty() || label.chars().count() > 36 || !label.is_ascii() {
-                return Err(at(
-                    p.label.span(),
-                    format!("partition label {label:?} must be 1 to 36 ASCII characters"),
-                ));
-            }
+            check_label(&label).map_err(|e| at(p.label.span(), e))?;
             if !labels.insert(label.clone()) {
                 return Err(at(
                     p.label.span(),
@@ -204,12 +199,7 @@ impl Profile {
             };
             let mount = p.mount.as_ref().map(|m| m.get_ref().clone());
             let mut claim = |m: &str, span: std::ops::Range<usize>| {
-                if !m.starts_with('/') || m.split('/').any(|c| c == "..") {
-                    return Err(at(
-                        span,
-                        format!("mount point {m:?} must be an absolute path"),
-                    ));
-                }
+                check_mount_point(m).map_err(|e| at(span.clone(), e))?;
                 if !mounts.insert(m.to_string()) {
                     return Err(at(span, format!("two file systems are mounted at {m}")));
                 }
@@ -236,14 +226,12 @@ impl Profile {
                     return Err(at(span, format!("partition {label:?} has subvolumes: mount the subvolumes, not the partition")));
                 }
                 for s in &p.subvolumes {
-                    if s.name.is_empty() || s.name.contains('/') {
-                        return Err(at(
-                            span,
-                            format!("subvolume name {:?} must be one path component", s.name),
-                        ));
-                    }
+                    check_subvolume_name(&s.name).map_err(|e| at(span.clone(), e))?;
                     claim(&s.mount, span.clone())?;
                 }
+            }
+            for o in &p.mount_options {
+                check_mount_option(o).map_err(|e| at(span.clone(), e))?;
             }
             partitions.push(Partition {
                 label,
@@ -303,6 +291,111 @@ impl Profile {
         };
         holds("/nix").or_else(|| holds("/"))
     }
+}
+
+impl Profile {
+    /// Checks a resolved profile as [`Profile::parse`] checks a file: what a manifest carries
+    /// is read again by the installer, which trusts no medium to have come from mkinstaller.
+    pub fn check(&self) -> Result<(), String> {
+        let mut labels = BTreeSet::new();
+        let mut mounts = BTreeSet::new();
+        let mut rest = 0;
+        for p in &self.partitions {
+            check_label(&p.label)?;
+            if !labels.insert(p.label.as_str()) {
+                return Err(format!("two partitions are labelled {:?}", p.label));
+            }
+            if !is_guid(&p.type_guid) {
+                return Err(format!(
+                    "partition {:?}: type {:?} is not a GUID",
+                    p.label, p.type_guid
+                ));
+            }
+            rest += usize::from(p.size == PartSize::Rest);
+            for o in &p.mount_options {
+                check_mount_option(o)?;
+            }
+            let mut claim = |m: &str| {
+                check_mount_point(m)?;
+                if !mounts.insert(m.to_string()) {
+                    return Err(format!("two file systems are mounted at {m}"));
+                }
+                Ok(())
+            };
+            match (p.format, &p.mount) {
+                (Format::Swap | Format::None, Some(_)) => {
+                    return Err(format!("partition {:?} cannot be mounted", p.label))
+                }
+                (_, Some(m)) => claim(m)?,
+                _ => {}
+            }
+            if !p.subvolumes.is_empty() && (p.format != Format::Btrfs || p.mount.is_some()) {
+                return Err(format!(
+                    "partition {:?}: subvolumes need btrfs and no mount of their own",
+                    p.label
+                ));
+            }
+            for sv in &p.subvolumes {
+                check_subvolume_name(&sv.name)?;
+                claim(&sv.mount)?;
+            }
+        }
+        if rest > 1 {
+            return Err("more than one partition takes the rest of the disk".into());
+        }
+        if !mounts.contains("/") {
+            return Err("no partition or subvolume is mounted at /".into());
+        }
+        Ok(())
+    }
+}
+
+/// A GPT partition name that is also a file system label: 1 to 36 printable ASCII characters.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty()
+        || label.len() > 36
+        || !label.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+    {
+        return Err(format!(
+            "partition label {label:?} must be 1 to 36 printable ASCII characters"
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute mount point made of plain components: never `..` or `.`, which would take a
+/// mount (and what is written under it) out of the installed system's root.
+pub fn check_mount_point(m: &str) -> Result<(), String> {
+    let plain = m
+        .split('/')
+        .skip(1)
+        .all(|c| c != ".." && c != "." && !c.contains('\0'));
+    if !m.starts_with('/') || !plain || (m != "/" && m.split('/').skip(1).any(str::is_empty)) {
+        return Err(format!(
+            "mount point {m:?} must be an absolute path of plain components (no `.`, `..` or `//`)"
+        ));
+    }
+    Ok(())
+}
+
+/// A btrfs subvolume name: one plain path component.
+pub fn check_subvolume_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0', ',']) {
+        return Err(format!(
+            "subvolume name {name:?} must be one path component (not `.` or `..`, no `/` or `,`)"
+        ));
+    }
+    Ok(())
+}
+
+/// One mount option: no comma (it would smuggle in another option) and nothing unprintable.
+pub fn check_mount_option(o: &str) -> Result<(), String> {
+    if o.is_empty() || !o.chars().all(|c| c.is_ascii_graphic() && c != ',') {
+        return Err(format!(
+            "mount option {o:?} must be one printable option without a comma"
+        ));
+    }
+    Ok(())
 }
 
 fn is_guid(s: &str) -> bool {

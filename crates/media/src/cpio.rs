@@ -18,7 +18,7 @@ pub fn write_tree(
     mtime: u32,
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<u64> {
-    let entries = tree.walk();
+    let entries = tree.plain_walk()?;
     // Every directory on the way to every entry, parents first (name order does that: a
     // parent is a prefix of its children).
     let mut dirs = BTreeSet::new();

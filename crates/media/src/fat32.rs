@@ -117,6 +117,27 @@ impl Tree {
         out
     }
 
+    /// [`Tree::walk`], for a writer that turns paths into names on another file system
+    /// (a directory, a cpio archive, an ISO): every component must be a plain name (not
+    /// empty, `.` or `..`, no NUL), or the tree is refused. Our trees are made of store hashes,
+    /// host names and the names of files in extra-files directories; this keeps a name that
+    /// is none of those from reaching outside the output.
+    pub fn plain_walk(&self) -> std::io::Result<Vec<(String, Option<&Source>)>> {
+        let entries = self.walk();
+        for (path, _) in &entries {
+            if path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{path:?} is not a plain relative path; it cannot be written"),
+                ));
+            }
+        }
+        Ok(entries)
+    }
+
     /// Total bytes of file contents.
     pub fn content_bytes(&self) -> u64 {
         fn walk(d: &Dir) -> u64 {

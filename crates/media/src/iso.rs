@@ -133,7 +133,7 @@ pub fn stage(tree: &Tree, scratch: &Path) -> io::Result<Staged> {
     let mut files = Vec::new();
     let mut empty_dirs = Vec::new();
     let staged = scratch.join("files");
-    for (path, node) in tree.walk() {
+    for (path, node) in tree.plain_walk()? {
         match node {
             None => empty_dirs.push(path),
             Some(Source::File { path: host, .. }) => files.push((path, host.clone())),

@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::read::Payload;
+use crate::readat::{read_exact_at, ReadAt};
 
 const BLOCK: u64 = 2048;
 /// Far more than our largest directory (the payload's top: one entry per store path).
@@ -44,22 +45,29 @@ struct Entry {
 }
 
 /// A payload in the Joliet tree of an ISO 9660 volume.
-pub struct IsoPayload {
-    file: File,
+pub struct IsoPayload<S: ReadAt = File> {
+    file: S,
     size: u64,
     root: Entry,
     what: String,
 }
 
-impl IsoPayload {
+impl IsoPayload<File> {
     pub fn open(path: &Path) -> io::Result<IsoPayload> {
         let what = path.display().to_string();
         let mut file = File::open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("opening {what}: {e}")))?;
         let size = file.seek(SeekFrom::End(0))?;
+        IsoPayload::with_source(file, size, what)
+    }
+}
+
+impl<S: ReadAt> IsoPayload<S> {
+    /// The ISO on `file` (of `size` bytes; memory for the fuzzer); `what` names it in messages.
+    pub fn with_source(file: S, size: u64, what: String) -> io::Result<IsoPayload<S>> {
         let mut vd = vec![0u8; BLOCK as usize];
         for n in 16..16 + 64u64 {
-            file.read_exact_at(&mut vd, n * BLOCK)
+            read_exact_at(&file, &mut vd, n * BLOCK)
                 .map_err(|e| bad(format!("{what}: reading volume descriptor {n}: {e}")))?;
             if &vd[1..6] != b"CD001" {
                 return Err(bad(format!("{what} is not an ISO 9660 volume")));
@@ -101,7 +109,7 @@ impl IsoPayload {
             )));
         }
         let mut bytes = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut bytes, start)?;
+        read_exact_at(&self.file, &mut bytes, start)?;
         let mut out: Vec<Entry> = Vec::new();
         let mut at = 0usize;
         let mut continues = false;
@@ -209,15 +217,15 @@ fn checked_extent(lba: u64, len: u64, medium: u64, what: &str) -> io::Result<(u6
 }
 
 /// Reads a file's extents back to back.
-struct ExtentReader<'a> {
-    file: &'a File,
+struct ExtentReader<'a, S: ReadAt> {
+    file: &'a S,
     extents: Vec<(u64, u64)>,
     /// Index of the current extent, and bytes read of it.
     at: usize,
     done: u64,
 }
 
-impl Read for ExtentReader<'_> {
+impl<S: ReadAt> Read for ExtentReader<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while let Some(&(start, len)) = self.extents.get(self.at) {
             if self.done == len {
@@ -240,7 +248,7 @@ impl Read for ExtentReader<'_> {
     }
 }
 
-impl Payload for IsoPayload {
+impl<S: ReadAt> Payload for IsoPayload<S> {
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + '_>> {
         let e = self.lookup(path)?;
         if e.dir {
@@ -337,8 +345,8 @@ mod tests {
         top.sort();
         assert_eq!(top, ["big", "d"]);
         assert_eq!(p.list("d").unwrap(), ["f"]);
-        assert_eq!(p.read_all("d/f").unwrap(), b"hello, iso");
-        assert_eq!(p.read_all("big").unwrap(), b"abcdefg");
+        assert_eq!(p.read_capped("d/f", 100).unwrap(), b"hello, iso");
+        assert_eq!(p.read_capped("big", 100).unwrap(), b"abcdefg");
         assert_eq!(
             p.open("d/missing").err().unwrap().kind(),
             io::ErrorKind::NotFound

@@ -8,11 +8,12 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use manifest::media::{Manifest, MANIFEST_PATH};
+use manifest::media::{limits, Manifest, MANIFEST_PATH};
 use nixstore::hash::HashingReader;
 use nixstore::narinfo::NarInfo;
 use nixstore::StorePath;
 
+use crate::fatread::FatVolume;
 use crate::usb::{ESP_TYPE_GUID, PAYLOAD_TYPE_GUID};
 
 /// A window onto part of a file or block device, as fatfs wants its storage.
@@ -251,16 +252,25 @@ pub trait Payload {
     /// Where it is, for messages.
     fn describe(&self) -> String;
 
-    fn read_all(&self, path: &str) -> io::Result<Vec<u8>> {
+    /// A whole small file of at most `cap` bytes (see `manifest::media::limits`); a longer
+    /// one is an error, read no further: no medium or server can fill the memory.
+    fn read_capped(&self, path: &str, cap: u64) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
         self.open(path)?
+            .take(cap.saturating_add(1))
             .read_to_end(&mut v)
             .map_err(|e| other(format!("reading {path} in {}: {e}", self.describe())))?;
+        if v.len() as u64 > cap {
+            return Err(other(format!(
+                "{}: {path} is longer than {cap} bytes, which no such file is; the payload is damaged or hostile",
+                self.describe()
+            )));
+        }
         Ok(v)
     }
 
     fn manifest(&self) -> io::Result<Manifest> {
-        let text = self.read_all(MANIFEST_PATH)?;
+        let text = self.read_capped(MANIFEST_PATH, limits::MANIFEST)?;
         let text = String::from_utf8(text)
             .map_err(|_| other(format!("{}: {MANIFEST_PATH} is not UTF-8", self.describe())))?;
         Manifest::parse(&text)
@@ -269,7 +279,7 @@ pub trait Payload {
 
     fn narinfo(&self, path: &StorePath) -> io::Result<NarInfo> {
         let name = format!("{}.narinfo", path.hash_part());
-        let text = self.read_all(&name)?;
+        let text = self.read_capped(&name, limits::NARINFO)?;
         let text = String::from_utf8(text)
             .map_err(|_| other(format!("{}: {name} is not UTF-8", self.describe())))?;
         let info = NarInfo::parse(&text)
@@ -285,64 +295,46 @@ pub trait Payload {
     }
 }
 
-/// A payload on a FAT partition of an image or device, read with fatfs.
+/// A payload on a FAT partition of an image or device, read with our own FAT32 reader
+/// ([`crate::fatread`]), whose every cluster-chain walk is bounded: a hostile stick with a
+/// looping chain yields an error, never a hang.
 pub struct FatPayload {
-    fs: fatfs::FileSystem<Slice>,
-    what: String,
+    volume: FatVolume,
 }
 
 impl FatPayload {
     pub fn open(path: &Path, extent: Extent) -> io::Result<FatPayload> {
         let file =
             File::open(path).map_err(|e| other(format!("opening {}: {e}", path.display())))?;
-        let fs = fatfs::FileSystem::new(
-            Slice::new(file, extent.start, extent.len),
-            fatfs::FsOptions::new(),
-        )
-        .map_err(|e| {
-            other(format!(
-                "{}: the partition at byte {} is not a FAT file system: {e}",
-                path.display(),
-                extent.start
-            ))
-        })?;
-        Ok(FatPayload {
-            fs,
-            what: path.display().to_string(),
-        })
+        let volume = FatVolume::open(file, extent.start, extent.len, path.display().to_string())
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the partition at byte {} is not a FAT32 payload: {e}",
+                        extent.start
+                    ),
+                )
+            })?;
+        Ok(FatPayload { volume })
     }
 
-    pub fn fs(&self) -> &fatfs::FileSystem<Slice> {
-        &self.fs
+    pub fn volume(&self) -> &FatVolume {
+        &self.volume
     }
 }
 
 impl Payload for FatPayload {
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + '_>> {
-        let f = self
-            .fs
-            .root_dir()
-            .open_file(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {path}: {e}", self.what)))?;
-        Ok(Box::new(f))
+        Ok(Box::new(self.volume.open_file(path)?))
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<String>> {
-        let root = self.fs.root_dir();
-        let d = if dir.is_empty() {
-            root
-        } else {
-            root.open_dir(dir)?
-        };
-        Ok(d.iter()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .filter(|n| n != "." && n != "..")
-            .collect())
+        self.volume.list(dir)
     }
 
     fn describe(&self) -> String {
-        self.what.clone()
+        self.volume.what().to_string()
     }
 }
 

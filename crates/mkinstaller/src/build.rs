@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use manifest::hosts::{AfterInstall, Defaults, Fleet, Host, SystemSource, UnknownSerial};
 use manifest::media::{
-    ExtraFile, HostEntry, Manifest, Mode, EXTRA_FILES_DIR, FORMAT_NAME, FORMAT_VERSION,
+    ExtraFile, HostEntry, Kind, Manifest, Mode, EXTRA_FILES_DIR, FORMAT_NAME, FORMAT_VERSION,
 };
 use manifest::size::human;
 use media::esp::{esp_tree, kernel_options, InstallerEnv};
@@ -116,6 +116,10 @@ pub struct BuildOptions {
     pub kernel_args: String,
     /// Signs every narinfo and the manifest (`--sign-key`).
     pub sign_key: Option<PathBuf>,
+    /// `--public-extra-files`: a cache site may serve the hosts' extra files in the clear.
+    pub public_extra_files: bool,
+    /// `--verify`: read the output back and check every hash on it.
+    pub verify: bool,
 }
 
 /// The end-of-run figures (`--json` prints them).
@@ -198,6 +202,8 @@ fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
                     on_unknown_serial: UnknownSerial::Ask,
                     after_install: AfterInstall::Reboot,
                     confirm_seconds: 10,
+                    fleet: None,
+                    generation: None,
                 },
                 hosts: vec![Host {
                     name,
@@ -378,8 +384,37 @@ fn parallel<T: Sync, R: Send>(
         .collect())
 }
 
-/// Builds the image `opts` describes.
+/// Builds the image `opts` describes; with `--verify`, then reads it back and checks it.
 pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
+    if opts.verify
+        && (matches!(opts.source, Source::Online { .. }) || opts.format == Format::Netboot)
+    {
+        return Err(Error(
+            "--verify reads back a payload: online boot media and netboot directories carry none that can be read back; build a usb, iso or cache output to verify"
+                .into(),
+        ));
+    }
+    let summary = build_output(opts, ui)?;
+    if opts.verify {
+        let payload = media::read::open_image_payload(&opts.output)
+            .map_err(|e| format!("--verify: reading {} back: {e}", opts.output.display()))?;
+        let bar = ui.bytes(summary.compressed_bytes, "verifying");
+        let v = media::read::verify(payload.as_ref(), &mut |n| bar.inc(n))
+            .map_err(|e| format!("--verify: {}: {e}", opts.output.display()))?;
+        bar.finish_and_clear();
+        if !v.problems.is_empty() {
+            return Err(format!(
+                "--verify: {} does not hold what was meant to be written:\n  {}",
+                opts.output.display(),
+                v.problems.join("\n  ")
+            )
+            .into());
+        }
+    }
+    Ok(summary)
+}
+
+fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     let started = Instant::now();
     output::check_not_in_use(&opts.output)?;
     if opts.format != Format::Usb {
@@ -437,6 +472,14 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     let mut entries = Vec::new();
     for ((h, top, profile), closure) in planned.hosts.iter().zip(&closures) {
         let (extra, files) = extra_files(h).map_err(|e| format!("host {:?}: {e}", h.name))?;
+        if opts.format == Format::Cache && !files.is_empty() && !opts.public_extra_files {
+            return Err(format!(
+                "host {:?}: its extra files ({}) would be served to anyone who can reach the site, in the clear; keep secrets off cache sites (or pass --public-extra-files if these are not secret)",
+                h.name,
+                h.extra_files.as_deref().map(|d| d.display().to_string()).unwrap_or_default()
+            )
+            .into());
+        }
         payload_files.extend(files);
         entries.push(HostEntry {
             name: h.name.clone(),
@@ -452,6 +495,13 @@ pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     let manifest = Manifest {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
+        kind: Kind::Fleet,
+        lookup_key: None,
+        fleet: planned.defaults.fleet.clone(),
+        generation: planned
+            .defaults
+            .generation
+            .unwrap_or_else(source_date_epoch),
         generator: format!("mkinstaller {}", env!("CARGO_PKG_VERSION")),
         mode: planned.mode,
         on_unknown_serial: planned.defaults.on_unknown_serial.clone(),
@@ -791,12 +841,16 @@ fn add_host_lookups(
     key: Option<&nixstore::keys::SecretKey>,
 ) {
     for h in &manifest.hosts {
-        let entry = Manifest {
-            hosts: vec![h.clone()],
-            ..manifest.clone()
-        }
-        .to_json();
         for serial in &h.serials {
+            // Each lookup says which serial it answers for, inside its signature: served
+            // under another serial's name, it is refused.
+            let entry = Manifest {
+                kind: Kind::Lookup,
+                lookup_key: Some(manifest::serial::key(serial)),
+                hosts: vec![h.clone()],
+                ..manifest.clone()
+            }
+            .to_json();
             let at = manifest::media::host_lookup_path(serial);
             if let Some(k) = key {
                 let sig = format!("{}\n", k.sign(&entry));

@@ -110,6 +110,15 @@ struct BuildArgs {
     /// Compression threads [default: all cores]
     #[arg(long)]
     jobs: Option<usize>,
+    /// With --format cache: publish the hosts' extra files on the site anyway. They are
+    /// served to anyone who can reach the site, in the clear (SSH host keys and other
+    /// secrets included); without this, a fleet with extra files is refused for a site.
+    #[arg(long)]
+    public_extra_files: bool,
+    /// Read the output back when it is written and check every hash on it, as `mkinstaller
+    /// verify` does (the build fails if anything differs from what was meant).
+    #[arg(long)]
+    verify: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -171,6 +180,8 @@ fn run_build(a: BuildArgs) -> Result<(), String> {
         level: a.level,
         kernel_args: a.kernel_args,
         sign_key: a.sign_key,
+        public_extra_files: a.public_extra_files,
+        verify: a.verify,
         threads: a
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),

@@ -1,180 +1,14 @@
 //! mkinstaller as a user runs it: images for one and three hosts, read back with sgdisk,
 //! sfdisk, fsck.fat, a FAT mount and the real Nix; inspect and verify; rebuilds; refusals.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 
-use testkit::{build_fixture, nix_cmd, nix_ok, requisites, run, FatMount, Loop};
-
-const PAYLOAD_TYPE: &str = "ED140608-3A53-493D-9175-A012CF428C95";
-const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-
-struct Env {
-    tmp: tempfile::TempDir,
-    installer: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let installer = testkit::stand_in_installer(tmp.path());
-        Env { tmp, installer }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    fn mkinstaller(&self, args: &[&str]) -> Output {
-        let cache = self.path("cache");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mkinstaller"));
-        cmd.args(args);
-        if !matches!(args[0], "inspect" | "verify") {
-            cmd.arg("--installer")
-                .arg(&self.installer)
-                .arg("--cache-dir")
-                .arg(&cache);
-        }
-        cmd.output().unwrap()
-    }
-
-    /// [`Env::mkinstaller`] with one more environment variable.
-    fn mkinstaller_env(&self, args: &[&str], key: &str, value: &str) -> Output {
-        let cache = self.path("cache");
-        Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
-            .args(args)
-            .arg("--installer")
-            .arg(&self.installer)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .env(key, value)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.mkinstaller(args);
-        assert!(
-            out.status.success(),
-            "mkinstaller {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Writes hosts.toml for the tiny fleet and returns its path and the toplevels.
-    fn fleet(&self, version: &str) -> (PathBuf, Vec<String>) {
-        let tops: Vec<String> = (1..=3)
-            .map(|n| {
-                build_fixture(
-                    "tiny-fleet.nix",
-                    Some(&format!("host-{n}")),
-                    &[("version", version)],
-                )
-            })
-            .collect();
-        let file = self.path("hosts.toml");
-        fs::write(&file, fleet_toml(&tops)).unwrap();
-        (file, tops)
-    }
-}
-
-fn fleet_toml(tops: &[String]) -> String {
-    let mut s = String::from("version = 1\n\n[defaults]\non-unknown-serial = \"refuse\"\nafter-install = \"poweroff\"\nconfirm-seconds = 0\n");
-    for (i, t) in tops.iter().enumerate() {
-        let profile = if i == 2 {
-            "profile = \"uefi-btrfs\"\n"
-        } else {
-            ""
-        };
-        s += &format!("\n[[host]]\nname = \"host-{}\"\nserials = [\"TEST-SN-{:04}\"]\nsystem = \"{t}\"\n{profile}", i + 1, i + 1);
-    }
-    s
-}
-
-/// Checks the partition table and both file systems, and that Nix installs every host from
-/// the payload.
-fn check_image(img: &Path, tops: &[String]) {
-    let sgdisk = run("sgdisk", &["-v", img.to_str().unwrap()]);
-    assert!(sgdisk.contains("No problems found"), "sgdisk -v: {sgdisk}");
-    let json: serde_json::Value =
-        serde_json::from_str(&run("sfdisk", &["-J", img.to_str().unwrap()])).unwrap();
-    let parts = json["partitiontable"]["partitions"].as_array().unwrap();
-    assert_eq!(json["partitiontable"]["label"], "gpt");
-    assert_eq!(parts.len(), 2);
-    assert_eq!(parts[0]["type"], ESP_TYPE);
-    assert_eq!(parts[1]["type"], PAYLOAD_TYPE);
-    assert_eq!(parts[1]["name"], "autoinstall-payload");
-
-    let lo = Loop::attach(img, true);
-    for p in [1, 2] {
-        let out = Command::new("fsck.fat")
-            .args(["-n", "-V", &lo.partition(p)])
-            .output()
-            .unwrap();
-        let report = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && !report.contains("Warning"),
-            "fsck.fat partition {p}:\n{report}"
-        );
-    }
-    let esp = FatMount::new(&lo.partition(1));
-    assert!(esp.path().join("EFI/BOOT/BOOTX64.EFI").is_file());
-    let entry = fs::read_to_string(esp.path().join("loader/entries/autoinstall.conf")).unwrap();
-    assert!(
-        entry.contains("linux /autoinstall/kernel")
-            && entry.contains("autoinstall.payload=PARTUUID="),
-        "{entry}"
-    );
-    drop(esp);
-
-    let payload = FatMount::new(&lo.partition(2));
-    nix_installs_every_host(payload.path(), tops);
-}
-
-/// `nix copy --from FROM --to ROOT TOP` that trusts only `public` and requires signatures.
-fn nix_copy_requiring_sigs(from: &str, root: &Path, top: &str, public: &str) -> Output {
-    nix_cmd(
-        "nix",
-        &[
-            "copy",
-            "--option",
-            "trusted-public-keys",
-            public,
-            "--option",
-            "require-sigs",
-            "true",
-            "--from",
-            from,
-            "--to",
-            root.to_str().unwrap(),
-            top,
-        ],
-    )
-}
-
-/// `nix copy --from file://TREE` of every host into a fresh store passes `nix-store --verify`
-/// and holds the host's whole closure.
-fn nix_installs_every_host(tree: &Path, tops: &[String]) {
-    let from = format!("file://{}", tree.display());
-    for top in tops {
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path().to_str().unwrap();
-        nix_ok(
-            "nix",
-            &["copy", "--no-check-sigs", "--from", &from, "--to", r, top],
-        );
-        let verify = nix_cmd("nix-store", &["--verify", "--check-contents", "--store", r]);
-        let said = String::from_utf8_lossy(&verify.stderr);
-        assert!(
-            verify.status.success() && !said.contains("error") && !said.contains("warning"),
-            "{said}"
-        );
-        assert_eq!(requisites(Some(root.path()), top), requisites(None, top));
-    }
-}
+use common::*;
+use testkit::{build_fixture, requisites, run, FatMount, Loop};
 
 #[test]
 fn one_host_image() {
@@ -215,7 +49,7 @@ fn three_host_image_stores_shared_paths_once() {
 
     let inspect: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
-    assert_eq!(inspect["format_version"], 1);
+    assert_eq!(inspect["format_version"], manifest::media::FORMAT_VERSION);
     assert_eq!(inspect["mode"], "mass");
     assert_eq!(inspect["paths"].as_u64().unwrap() as usize, union.len());
     let hosts = inspect["hosts"].as_array().unwrap();

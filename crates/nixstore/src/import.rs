@@ -62,6 +62,8 @@ pub enum ImportError {
         expected: u64,
         found: u64,
     },
+    #[error("{path}: the compressed file {file} goes on after the end of its NAR (one zstd frame); the payload is corrupt or was tampered with")]
+    Trailing { path: StorePath, file: PathBuf },
     #[error("{path} already exists in {store}")]
     Exists { path: StorePath, store: PathBuf },
 }
@@ -145,6 +147,41 @@ fn import_nar_checking<R: Read>(
     }
 }
 
+/// What a pass over a compressed NAR checks besides its structure, its NarSize and the
+/// bounds every pass keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Everything: the NAR hash, and FileHash and FileSize where the narinfo gives them. The
+    /// first (or only) pass over a file.
+    Full,
+    /// The compressed file must be exactly the bytes an earlier [`Check::Full`] pass read, as
+    /// that pass measured them ([`FilePin`], kept in the installer's memory and never read
+    /// from the medium again). The NAR those bytes decompress to is then the one that pass
+    /// checked, so its hash (two to three times as many bytes as the file, a sixth of an
+    /// install's time) is not computed again.
+    Pinned(FilePin),
+}
+
+/// The SHA-256 and size of a compressed NAR file as a full pass computed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilePin {
+    pub file_hash: Sha256Hash,
+    pub file_size: u64,
+}
+
+/// The largest zstd window a compressed NAR may ask for: 16 MiB (`zstd -19` uses 8 MiB).
+/// A hostile file asking for more would make every decompressing thread hold that much.
+pub const MAX_WINDOW_LOG: u32 = 24;
+
+/// The most bytes a compressed file of a NAR of `nar_size` bytes can take: zstd never needs
+/// more than the input plus 1/256 and a few block headers, so a stream that goes on past
+/// this is not a compressed NAR of that size, whatever its (unsigned) FileSize says.
+pub fn max_compressed_size(nar_size: u64) -> u64 {
+    nar_size
+        .saturating_add(nar_size / 128)
+        .saturating_add(64 << 10)
+}
+
 /// Imports the path a narinfo describes from a binary cache directory: checks the compressed
 /// file's hash and size, decompresses, and imports as [`import_nar`] does.
 pub fn import_from_cache(
@@ -159,56 +196,31 @@ pub fn import_from_cache(
         file: file.clone(),
         source,
     })?;
-    import_compressed(opened, &file, info, store_dir)
+    import_compressed(opened, &file, info, store_dir, Check::Full)
 }
 
 /// Imports the path `info` describes from its compressed file, read from `compressed` (`file`
-/// names it in messages): checks FileHash and FileSize, decompresses, and imports as
-/// [`import_nar`] does.
+/// names it in messages): decompresses, unpacks under a temporary name, and renames into
+/// place once every check of `check` passed (see [`import_nar`]).
 pub fn import_compressed<R: Read>(
     compressed: R,
     file: &Path,
     info: &NarInfo,
     store_dir: &Path,
+    check: Check,
 ) -> Result<UnpackStats, ImportError> {
-    let result = through_compressed(compressed, file, info, |nar| {
-        import_nar(
-            nar,
-            store_dir,
-            &info.store_path,
-            &info.nar_hash,
-            info.nar_size,
-        )
+    let nar_hash = match check {
+        Check::Full => Some(&info.nar_hash),
+        Check::Pinned(_) => None,
+    };
+    let result = through_compressed(compressed, file, info, check, |nar| {
+        import_nar_checking(nar, store_dir, &info.store_path, nar_hash, info.nar_size)
     });
     if result.is_err() {
         // A FileHash mismatch is only known once the NAR is in place: take it out again.
         let _ = remove_tree(&store_dir.join(info.store_path.base_name()));
     }
-    result
-}
-
-/// Imports a path whose compressed file [`check_compressed`] has already checked in full, from
-/// a second read of that file: this pass checks FileHash, FileSize and NarSize but does not
-/// hash the NAR again. A matching FileHash pins the compressed bytes, and so the NAR that was
-/// checked (hash and structure) in the first pass; the NAR hash is two to three times as many
-/// bytes, a sixth of an install's time. Without a FileHash in `info`, it imports as
-/// [`import_compressed`] does.
-pub fn import_checked_compressed<R: Read>(
-    compressed: R,
-    file: &Path,
-    info: &NarInfo,
-    store_dir: &Path,
-) -> Result<UnpackStats, ImportError> {
-    if info.file_hash.is_none() {
-        return import_compressed(compressed, file, info, store_dir);
-    }
-    let result = through_compressed(compressed, file, info, |nar| {
-        import_nar_checking(nar, store_dir, &info.store_path, None, info.nar_size)
-    });
-    if result.is_err() {
-        let _ = remove_tree(&store_dir.join(info.store_path.base_name()));
-    }
-    result
+    result.map(|(stats, _)| stats)
 }
 
 /// Counts the bytes read through it.
@@ -227,12 +239,13 @@ impl<R: Read> Read for Counted<R> {
 
 /// Checks the compressed file of the path `info` describes without writing anything: FileHash,
 /// FileSize, NarHash, NarSize and every structural rule of the NAR (see [`nar::check`]).
+/// Returns what it measured of the file, for a later [`Check::Pinned`] pass.
 pub fn check_compressed<R: Read>(
     compressed: R,
     file: &Path,
     info: &NarInfo,
-) -> Result<UnpackStats, ImportError> {
-    through_compressed(compressed, file, info, |nar| {
+) -> Result<(UnpackStats, FilePin), ImportError> {
+    through_compressed(compressed, file, info, Check::Full, |nar| {
         check_nar(nar, &info.store_path, &info.nar_hash, info.nar_size)
     })
 }
@@ -278,19 +291,18 @@ fn check_sums<R>(
 
 /// Runs `visit` over the NAR in the compressed file of the path `info` describes, for a
 /// caller that puts the NAR somewhere other than a store directory (e.g. straight into a
-/// file system image). `visit` must read the NAR to its end. Checked: FileHash, FileSize and
-/// NarSize, and NarHash when `nar_hash` is set (leave it unset only when a full check of the
-/// same compressed bytes already passed, as [`import_checked_compressed`] explains). The
-/// caller must treat whatever `visit` wrote as garbage if this fails.
+/// file system image). `visit` must read the NAR to its end. Checked: NarSize, the bounds of
+/// [`through_compressed`], and what `check` asks. The caller must treat whatever `visit`
+/// wrote as garbage if this fails.
 pub fn read_compressed<R: Read, T>(
     compressed: R,
     file: &Path,
     info: &NarInfo,
-    nar_hash: bool,
+    check: Check,
     visit: impl FnOnce(&mut dyn Read) -> Result<T, ImportError>,
-) -> Result<T, ImportError> {
-    through_compressed(compressed, file, info, |nar| {
-        if nar_hash {
+) -> Result<(T, FilePin), ImportError> {
+    through_compressed(compressed, file, info, check, |nar| match check {
+        Check::Full => {
             let mut hashing = HashingReader::new(nar);
             let out = visit(&mut hashing)?;
             check_sums(
@@ -300,7 +312,8 @@ pub fn read_compressed<R: Read, T>(
                 info.nar_size,
             )?;
             Ok(out)
-        } else {
+        }
+        Check::Pinned(_) => {
             let mut counted = Counted { inner: nar, n: 0 };
             let out = visit(&mut counted)?;
             if counted.n != info.nar_size {
@@ -316,13 +329,21 @@ pub fn read_compressed<R: Read, T>(
 }
 
 /// Runs `nar_step` over the decompressed stream of `compressed`, then checks the compressed
-/// file's own hash and size (all of it, including whatever the decompressor did not need).
+/// file's own hash and size (all of it, including whatever the decompressor did not need)
+/// against the narinfo (`Check::Full`) or the pin (`Check::Pinned`).
+///
+/// Whatever the source sends, every read is bounded by signed facts or by the pin: the NAR
+/// stream by NarSize (one byte more shows it is too long), the compressed file by the pin's
+/// size, else by FileSize and by the most a NAR of NarSize can compress to, and the zstd
+/// stream ends with its one frame (anything after it is refused). A medium or server that
+/// sends without end makes the pass fail, never run forever.
 fn through_compressed<R: Read, T>(
     compressed: R,
     file: &Path,
     info: &NarInfo,
+    check: Check,
     nar_step: impl FnOnce(&mut dyn Read) -> Result<T, ImportError>,
-) -> Result<T, ImportError> {
+) -> Result<(T, FilePin), ImportError> {
     let path = &info.store_path;
     let io_err = |what: &'static str| {
         move |source| ImportError::Io {
@@ -332,16 +353,33 @@ fn through_compressed<R: Read, T>(
             source,
         }
     };
-    let mut hashed = BufReader::with_capacity(256 * 1024, HashingReader::new(compressed));
+    let bound = match (check, info.compression.as_str()) {
+        (Check::Pinned(pin), _) => pin.file_size,
+        (Check::Full, "none") => info.nar_size,
+        (Check::Full, _) => max_compressed_size(info.nar_size),
+    };
+    let bound = match (check, info.file_size) {
+        (Check::Full, Some(size)) => bound.min(size),
+        _ => bound,
+    };
+    let mut hashed = BufReader::with_capacity(
+        256 * 1024,
+        HashingReader::new(compressed.take(bound.saturating_add(1))),
+    );
+    let nar_bound = info.nar_size.saturating_add(1);
     let stats = match info.compression.as_str() {
         "zstd" => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(hashed)
+                .map_err(io_err("starting to decompress"))?
+                .single_frame();
+            decoder
+                .window_log_max(MAX_WINDOW_LOG)
                 .map_err(io_err("starting to decompress"))?;
-            let stats = nar_step(&mut decoder);
+            let stats = nar_step(&mut (&mut decoder).take(nar_bound));
             hashed = decoder.finish();
             stats
         }
-        "none" => nar_step(&mut hashed),
+        "none" => nar_step(&mut (&mut hashed).take(nar_bound)),
         other => {
             return Err(ImportError::Compression {
                 path: path.clone(),
@@ -349,29 +387,73 @@ fn through_compressed<R: Read, T>(
             })
         }
     };
-    let drained = io::copy(&mut hashed, &mut io::sink());
+    // The NAR ended (the parser saw its end, and nothing after it): so did its zstd frame.
+    // Whatever follows is not part of it.
+    let mut after = [0u8; 1];
+    let trailing = match (&stats, hashed.read(&mut after)) {
+        (Ok(_), Ok(0)) => Ok(false),
+        (Ok(_), Ok(_)) => Ok(true),
+        (_, Ok(_)) => Ok(false),
+        (_, Err(e)) => Err(e),
+    };
+    // On failure, read what is left (bounded) so the file's hash can tell whether the file
+    // itself was damaged.
+    let drained = match &stats {
+        Ok(_) => Ok(0),
+        Err(_) => io::copy(&mut hashed, &mut io::sink()),
+    };
     let (_, found, size) = hashed.into_inner().finish();
+    let found = FilePin {
+        file_hash: found,
+        file_size: size,
+    };
+    let expected = match check {
+        Check::Pinned(pin) => Some(pin),
+        Check::Full => info.file_hash.map(|file_hash| FilePin {
+            file_hash,
+            file_size: info.file_size.unwrap_or(size),
+        }),
+    };
     // A corrupt file usually breaks decompression first; say that it is the file's fault.
-    if let Some(expected) = info.file_hash {
-        if expected != found && drained.is_ok() {
+    if let Some(expected) = expected {
+        if expected.file_hash != found.file_hash && drained.is_ok() && stats.is_err() {
             return Err(ImportError::FileHash {
                 path: path.clone(),
                 file: file.to_path_buf(),
-                expected,
-                found,
+                expected: expected.file_hash,
+                found: found.file_hash,
             });
         }
     }
     let stats = stats?;
-    drained.map_err(io_err("reading"))?;
-    match info.file_size {
-        Some(expected) if expected != size => Err(ImportError::FileSize {
+    if trailing.map_err(io_err("reading"))? {
+        return Err(ImportError::Trailing {
+            path: path.clone(),
+            file: file.to_path_buf(),
+        });
+    }
+    if let Some(expected) = expected {
+        if expected.file_hash != found.file_hash {
+            return Err(ImportError::FileHash {
+                path: path.clone(),
+                file: file.to_path_buf(),
+                expected: expected.file_hash,
+                found: found.file_hash,
+            });
+        }
+    }
+    let expected_size = match check {
+        Check::Pinned(pin) => Some(pin.file_size),
+        Check::Full => info.file_size,
+    };
+    match expected_size {
+        Some(expected) if expected != found.file_size => Err(ImportError::FileSize {
             path: path.clone(),
             file: file.to_path_buf(),
             expected,
-            found: size,
+            found: found.file_size,
         }),
-        _ => Ok(stats),
+        _ => Ok((stats, found)),
     }
 }
 
@@ -391,5 +473,155 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
         fs::remove_dir(path)
     } else {
         fs::remove_file(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A small tree's NAR, its narinfo (no FileHash or FileSize: they are not signed, so a
+    /// hostile medium can leave them out) and its zstd file.
+    fn sample() -> (Vec<u8>, NarInfo, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), vec![b'x'; 10_000]).unwrap();
+        let mut nar = Vec::new();
+        nar::encode(dir.path(), &mut nar).unwrap();
+        let info = NarInfo {
+            store_path: StorePath::parse("/nix/store/00000000000000000000000000000000-t").unwrap(),
+            url: "nar/t.nar.zst".into(),
+            compression: "zstd".into(),
+            file_hash: None,
+            file_size: None,
+            nar_hash: Sha256Hash::of(&nar),
+            nar_size: nar.len() as u64,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+        };
+        let compressed = zstd::encode_all(nar.as_slice(), 3).unwrap();
+        (nar, info, compressed)
+    }
+
+    /// Bytes without end, and a count of how many were taken.
+    struct Endless<'a> {
+        byte: u8,
+        taken: &'a std::cell::Cell<u64>,
+    }
+
+    impl Read for Endless<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            buf.fill(self.byte);
+            self.taken.set(self.taken.get() + buf.len() as u64);
+            Ok(buf.len())
+        }
+    }
+
+    fn check(
+        compressed: impl Read,
+        info: &NarInfo,
+        how: Check,
+    ) -> Result<(UnpackStats, FilePin), ImportError> {
+        through_compressed(compressed, Path::new("t"), info, how, |nar| {
+            check_nar(nar, &info.store_path, &info.nar_hash, info.nar_size)
+        })
+    }
+
+    #[test]
+    fn a_whole_file_passes_and_is_pinned() {
+        let (_, info, compressed) = sample();
+        let (_, pin) = check(compressed.as_slice(), &info, Check::Full).unwrap();
+        assert_eq!(pin.file_hash, Sha256Hash::of(&compressed));
+        assert_eq!(pin.file_size, compressed.len() as u64);
+        check(compressed.as_slice(), &info, Check::Pinned(pin)).unwrap();
+    }
+
+    /// A valid compressed NAR followed by endless bytes, with no FileSize to stop at: refused
+    /// after reading at most a byte more than the file, at once.
+    #[test]
+    fn endless_bytes_after_the_frame_are_refused_at_once() {
+        let (_, info, compressed) = sample();
+        for byte in [0u8, 0x5a] {
+            let taken = std::cell::Cell::new(0);
+            let start = Instant::now();
+            let err = check(
+                compressed.as_slice().chain(Endless {
+                    byte,
+                    taken: &taken,
+                }),
+                &info,
+                Check::Full,
+            )
+            .unwrap_err();
+            assert!(matches!(err, ImportError::Trailing { .. }), "{err}");
+            assert!(taken.get() <= 256 * 1024, "read {} bytes", taken.get());
+            assert!(start.elapsed() < Duration::from_secs(5));
+        }
+    }
+
+    /// A frame that never ends (a header, then empty raw blocks for ever) produces no NAR
+    /// bytes at all: it is read only as far as a NAR of NarSize could compress to.
+    #[test]
+    fn a_frame_without_end_is_cut_at_the_most_a_nar_can_take() {
+        let (_, info, _) = sample();
+        // Frame header: magic, descriptor 0 (no size, no checksum, window descriptor follows),
+        // window descriptor for 1 MiB.
+        let mut head = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x50];
+        let taken = std::cell::Cell::new(0);
+        // An empty raw block that is not the last: three zero bytes.
+        let blocks = Endless {
+            byte: 0,
+            taken: &taken,
+        };
+        head.truncate(6);
+        let err = check(head.as_slice().chain(blocks), &info, Check::Full).unwrap_err();
+        assert!(
+            taken.get() <= max_compressed_size(info.nar_size) + 256 * 1024,
+            "read {} bytes",
+            taken.get()
+        );
+        assert!(!err.to_string().is_empty());
+    }
+
+    /// A stream that decompresses to more than NarSize: cut one byte past it.
+    #[test]
+    fn a_nar_longer_than_its_size_is_cut() {
+        let (nar, mut info, compressed) = sample();
+        info.nar_size = nar.len() as u64 / 2;
+        let err = check(compressed.as_slice(), &info, Check::Full).unwrap_err();
+        assert!(!err.to_string().is_empty());
+        // And uncompressed.
+        info.compression = "none".into();
+        let taken = std::cell::Cell::new(0);
+        let err = check(
+            nar.as_slice().chain(Endless {
+                byte: 1,
+                taken: &taken,
+            }),
+            &info,
+            Check::Full,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().is_empty());
+        assert_eq!(taken.get(), 0, "read past the NAR");
+    }
+
+    /// A frame asking for a window larger than any Nix cache uses is refused, not allocated.
+    #[test]
+    fn a_huge_window_is_refused() {
+        let (nar, info, _) = sample();
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        enc.window_log(MAX_WINDOW_LOG + 2).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &nar).unwrap();
+        let big = enc.finish().unwrap();
+        let err = check(big.as_slice(), &info, Check::Full).unwrap_err();
+        assert!(err.to_string().contains("too much memory"), "{err}");
+        // The same NAR with an ordinary window passes.
+        let small = zstd::encode_all(nar.as_slice(), 19).unwrap();
+        check(small.as_slice(), &info, Check::Full).unwrap();
     }
 }

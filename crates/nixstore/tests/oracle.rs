@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{fixture, nix_cmd, nix_ok, nix_requisites};
 use nixstore::binary_cache::{self, CacheOptions};
 use nixstore::closure::{self, PathInfo};
-use nixstore::import::{import_checked_compressed, import_from_cache};
+use nixstore::import::{check_compressed, import_compressed, import_from_cache, Check};
 use nixstore::keys::{PublicKey, SecretKey};
 use nixstore::narinfo::NarInfo;
 use nixstore::{nar, register, Sha256Hash, StorePath};
@@ -304,8 +304,11 @@ fn tampered_payloads_are_refused_and_leave_nothing() {
     assert!(err.to_string().contains("NAR hash"), "{err}");
     leaves_nothing(&store);
 
-    // One flipped byte in the compressed file.
+    // The installer's first pass pins the compressed file as it found it.
     let file = cache.join(&info.url);
+    let (_, pin) = check_compressed(fs::File::open(&file).unwrap(), &file, info).unwrap();
+    assert_eq!(Some(pin.file_hash), info.file_hash);
+    // One flipped byte in the compressed file.
     let mut bytes = fs::read(&file).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
@@ -317,8 +320,9 @@ fn tampered_payloads_are_refused_and_leave_nothing() {
     // The installer's second pass (the first checked everything): the flipped byte, and a file
     // that still decompresses to the very NAR but is not the file that was checked (another
     // compression level), are both refused by FileHash and leave nothing.
+    let pinned = Check::Pinned(pin);
     let err =
-        import_checked_compressed(fs::File::open(&file).unwrap(), &file, info, &store).unwrap_err();
+        import_compressed(fs::File::open(&file).unwrap(), &file, info, &store, pinned).unwrap_err();
     assert!(err.to_string().contains(&fixture().to_string()), "{err}");
     leaves_nothing(&store);
     let mut nar = Vec::new();
@@ -327,7 +331,15 @@ fn tampered_payloads_are_refused_and_leave_nothing() {
     fs::write(&file, &other).unwrap();
     let mut resized = info.clone();
     resized.file_size = Some(other.len() as u64);
-    let err = import_checked_compressed(other.as_slice(), &file, &resized, &store).unwrap_err();
+    let err = import_compressed(other.as_slice(), &file, &resized, &store, pinned).unwrap_err();
+    assert!(err.to_string().contains("has hash"), "{err}");
+    leaves_nothing(&store);
+    // The same with a narinfo that has no FileHash (it is not signed, so a hostile medium
+    // can leave it out): the pin, not the narinfo, is what the second pass checks.
+    let mut bare = resized.clone();
+    bare.file_hash = None;
+    bare.file_size = None;
+    let err = import_compressed(other.as_slice(), &file, &bare, &store, pinned).unwrap_err();
     assert!(err.to_string().contains("has hash"), "{err}");
     leaves_nothing(&store);
 }

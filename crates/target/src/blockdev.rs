@@ -32,6 +32,7 @@ pub struct LockedDisk {
     path: PathBuf,
     /// The device number when it is a block device; None for an image file.
     rdev: Option<u64>,
+    hold: Hold,
 }
 
 const MIB: u64 = 1 << 20;
@@ -68,29 +69,60 @@ struct BlkpgPartition {
     volname: [libc::c_char; 64],
 }
 
+/// How a disk is held besides its `flock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Opened with `O_EXCL`: the kernel refuses (EBUSY) if anyone else holds the disk
+    /// exclusively (a mounted partition, RAID, LVM or device-mapper on it, ZFS, a virtual
+    /// machine), and, while it is held, refuses them. Nothing else can mount its partitions
+    /// either, mkfs included: hold a disk so while writing it with our own code only.
+    Exclusive,
+    /// Opened without `O_EXCL`, so that mkfs and mount can claim its partitions.
+    Shared,
+}
+
 /// Opens `path` read-write and locks it, waiting up to 5 s for another holder of the lock.
-pub fn open_locked(path: &Path) -> io::Result<LockedDisk> {
-    open_locked_within(path, Duration::from_secs(5))
+pub fn open_locked(path: &Path, hold: Hold) -> io::Result<LockedDisk> {
+    open_locked_within(path, hold, Duration::from_secs(5))
+}
+
+/// Whether anyone holds `path` exclusively, without holding it: opens it read-only with
+/// `O_EXCL` and closes it. For `--dry-run`, which must not take the disk.
+pub fn check_not_held(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_EXCL)
+        .open(path)
+        .map(drop)
+        .map_err(|e| open_error(path, e))
+}
+
+/// An error opening a whole disk, with what to do about it.
+fn open_error(path: &Path, e: io::Error) -> io::Error {
+    let hint = match e.kind() {
+        io::ErrorKind::NotFound => "; name an existing disk",
+        io::ErrorKind::PermissionDenied => "; run as root, and check it is not read-only",
+        _ if e.raw_os_error() == Some(libc::EBUSY) => {
+            "; another program holds it exclusively (a mounted file system, RAID, LVM, \
+             device-mapper, ZFS or a virtual machine): stop that first, or choose another disk"
+        }
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("opening {}: {e}{hint}", path.display()))
 }
 
 /// [`open_locked`], waiting at most `wait` for the lock.
-pub fn open_locked_within(path: &Path, wait: Duration) -> io::Result<LockedDisk> {
+pub fn open_locked_within(path: &Path, hold: Hold, wait: Duration) -> io::Result<LockedDisk> {
+    let excl = match hold {
+        Hold::Exclusive => libc::O_EXCL,
+        Hold::Shared => 0,
+    };
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | excl)
         .open(path)
-        .map_err(|e| {
-            let hint = match e.kind() {
-                io::ErrorKind::NotFound => "; name an existing disk",
-                io::ErrorKind::PermissionDenied => "; run as root, and check it is not read-only",
-                _ => "",
-            };
-            io::Error::new(
-                e.kind(),
-                format!("opening {} read-write: {e}{hint}", path.display()),
-            )
-        })?;
+        .map_err(|e| open_error(path, e))?;
     let meta = file.metadata()?;
     let rdev = meta.file_type().is_block_device().then(|| meta.rdev());
     if let Some(rdev) = rdev {
@@ -135,6 +167,7 @@ pub fn open_locked_within(path: &Path, wait: Duration) -> io::Result<LockedDisk>
         file,
         path: path.to_path_buf(),
         rdev,
+        hold,
     })
 }
 
@@ -152,6 +185,22 @@ fn read_num(p: &Path) -> Option<u64> {
 impl LockedDisk {
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    pub fn hold(&self) -> Hold {
+        self.hold
+    }
+
+    /// The same disk, held [`Hold::Shared`] from now on (with its lock), so that mkfs and
+    /// mount can claim its partitions. The exclusive descriptor is closed only once the new
+    /// one is open, and the lock taken again at once.
+    pub fn share(self) -> io::Result<LockedDisk> {
+        if self.hold == Hold::Shared {
+            return Ok(self);
+        }
+        let path = self.path.clone();
+        drop(self);
+        open_locked(&path, Hold::Shared)
     }
 
     pub fn path(&self) -> &Path {

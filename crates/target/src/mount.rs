@@ -132,6 +132,28 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Writes back every file system mounted at or under `root` (`syncfs` each), and reports the
+/// first that fails: `sync(2)` says nothing of errors, and a failed writeback must never end
+/// in "installed".
+pub fn sync_all_under(root: &Path) -> io::Result<()> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    for m in mounts_under(&info, root) {
+        let f = fs::File::open(&m)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", m.display())))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!(
+                    "writing {} back to its disk: {}; the disk reported an error",
+                    m.display(),
+                    e.desc()
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Unmounts everything at or under `root`, deepest first. A mount that stays busy is
 /// detached lazily, so a killed earlier run never blocks the next.
 pub fn unmount_all(root: &Path) -> io::Result<Vec<PathBuf>> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use target::blockdev::{self, PartSpan};
+use target::blockdev::{self, Hold, PartSpan};
 use target::disks;
 use testkit::run;
 
@@ -44,7 +44,7 @@ impl LoopDisk {
         let dev = PathBuf::from(run("losetup", &args).trim());
         let d = LoopDisk { dev, _dir: dir };
         // A loop number reused after another user may carry that user's partitions.
-        if let Ok(disk) = blockdev::open_locked(&d.dev) {
+        if let Ok(disk) = blockdev::open_locked(&d.dev, Hold::Shared) {
             disk.forget_partitions().unwrap();
         }
         d
@@ -137,7 +137,9 @@ impl LoopDisk {
 
 impl Drop for LoopDisk {
     fn drop(&mut self) {
-        if let Ok(disk) = blockdev::open_locked_within(&self.dev, Duration::from_secs(2)) {
+        if let Ok(disk) =
+            blockdev::open_locked_within(&self.dev, Hold::Shared, Duration::from_secs(2))
+        {
             let _ = disk.forget_partitions();
         }
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
@@ -223,7 +225,7 @@ fn facts_of_a_loop_disk_and_what_is_mounted_on_it() {
     // A partition with ext4 on it, mounted.
     let spans = disk.sfdisk("label: gpt\n,64M\n,\n");
     assert_eq!(spans.len(), 2);
-    let nodes = blockdev::open_locked(disk.path())
+    let nodes = blockdev::open_locked(disk.path(), Hold::Shared)
         .unwrap()
         .reread(&spans)
         .unwrap();
@@ -260,7 +262,7 @@ fn facts_of_a_loop_disk_and_what_is_mounted_on_it() {
         assert_eq!(disks::facts(&link).unwrap().mounted, vec![mnt.path()]);
 
         // A mounted partition cannot be taken from the kernel.
-        let locked = blockdev::open_locked(disk.path()).unwrap();
+        let locked = blockdev::open_locked(disk.path(), Hold::Shared).unwrap();
         let err = locked.forget_partitions().unwrap_err().to_string();
         assert!(err.contains("in use"), "{err}");
         let err = locked.reread(&spans[..1]).unwrap_err().to_string();
@@ -302,7 +304,7 @@ fn reread_makes_the_kernel_show_the_new_table() {
     }
     let disk = LoopDisk::new(256 * MIB, true);
     let sys = PathBuf::from("/sys/block").join(disk.name());
-    let locked = blockdev::open_locked(disk.path()).unwrap();
+    let locked = blockdev::open_locked(disk.path(), Hold::Shared).unwrap();
     assert_eq!(locked.size().unwrap(), 256 * MIB);
     assert_eq!(locked.logical_block_size().unwrap(), 512);
     assert!(locked.partitions_in_kernel().unwrap().is_empty());
@@ -393,7 +395,7 @@ fn reread_works_without_partition_scanning() {
     // `losetup` without -P: BLKRRPART is refused (EINVAL), BLKPG still works.
     let disk = LoopDisk::new(64 * MIB, false);
     let spans = disk.sfdisk("label: gpt\n,16M\n,\n");
-    let locked = blockdev::open_locked(disk.path()).unwrap();
+    let locked = blockdev::open_locked(disk.path(), Hold::Shared).unwrap();
     let nodes = locked.reread(&spans).unwrap();
     assert_eq!(nodes.len(), 2);
     assert_eq!(
@@ -459,7 +461,7 @@ fn wiping_clears_signatures_at_both_ends() {
     }
     let disk = LoopDisk::new(128 * MIB, true);
     let spans = disk.sfdisk("label: gpt\n,32M\n,\n");
-    let locked = blockdev::open_locked(disk.path()).unwrap();
+    let locked = blockdev::open_locked(disk.path(), Hold::Shared).unwrap();
     let nodes = locked.reread(&spans).unwrap();
     mkfs_ext4(&nodes[0]);
     let (code, out) = blkid_probe(disk.s(), None);
@@ -508,7 +510,7 @@ fn an_image_file_can_be_locked_sized_and_wiped() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
     fs::write(&img, vec![0xAAu8; 3 * MIB as usize]).unwrap();
-    let disk = blockdev::open_locked(&img).unwrap();
+    let disk = blockdev::open_locked(&img, Hold::Shared).unwrap();
     assert_eq!(disk.size().unwrap(), 3 * MIB);
     assert_eq!(disk.logical_block_size().unwrap(), 512);
     assert!(disk.partitions_in_kernel().unwrap().is_empty());
@@ -538,9 +540,9 @@ fn a_locked_disk_cannot_be_locked_twice() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
     fs::File::create(&img).unwrap().set_len(4 * MIB).unwrap();
-    let first = blockdev::open_locked(&img).unwrap();
+    let first = blockdev::open_locked(&img, Hold::Shared).unwrap();
     let started = Instant::now();
-    let err = blockdev::open_locked_within(&img, Duration::from_millis(300))
+    let err = blockdev::open_locked_within(&img, Hold::Shared, Duration::from_millis(300))
         .expect_err("the second lock must fail")
         .to_string();
     assert!(started.elapsed() >= Duration::from_millis(300), "it waited");
@@ -554,7 +556,7 @@ fn a_locked_disk_cannot_be_locked_twice() {
         std::thread::sleep(Duration::from_millis(300));
         drop(first);
     });
-    let second = blockdev::open_locked_within(&img, Duration::from_secs(5)).unwrap();
+    let second = blockdev::open_locked_within(&img, Hold::Shared, Duration::from_secs(5)).unwrap();
     holder.join().unwrap();
     assert!(started.elapsed() >= Duration::from_millis(600));
     drop(second);
@@ -564,18 +566,55 @@ fn a_locked_disk_cannot_be_locked_twice() {
         return;
     }
     let disk = LoopDisk::new(8 * MIB, false);
-    let held = blockdev::open_locked(disk.path()).unwrap();
-    let err = blockdev::open_locked_within(disk.path(), Duration::from_millis(200))
+    let held = blockdev::open_locked(disk.path(), Hold::Shared).unwrap();
+    let err = blockdev::open_locked_within(disk.path(), Hold::Shared, Duration::from_millis(200))
         .expect_err("the second lock must fail")
         .to_string();
     assert!(err.contains("is locked by another process"), "{err}");
     drop(held);
     // A partition is not a disk to lock.
     let spans = disk.sfdisk("label: gpt\n,2M\n");
-    let nodes = blockdev::open_locked(disk.path())
+    let nodes = blockdev::open_locked(disk.path(), Hold::Shared)
         .unwrap()
         .reread(&spans)
         .unwrap();
-    let err = blockdev::open_locked(&nodes[0]).unwrap_err().to_string();
+    let err = blockdev::open_locked(&nodes[0], Hold::Shared)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("is a partition, not a whole disk"), "{err}");
+}
+
+/// A disk someone else holds exclusively (as a VM, ZFS, RAID or a mapper would) is refused
+/// with EBUSY and left as it was; one we hold exclusively is refused to everyone else,
+/// until we share it.
+#[test]
+fn a_disk_held_exclusively_is_refused_and_ours_is_refused_to_others() {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !root() {
+        return;
+    }
+    let disk = LoopDisk::new(8 * MIB, false);
+    let excl = |path: &Path| {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_EXCL)
+            .open(path)
+    };
+    let other = excl(disk.path()).unwrap();
+    let err = blockdev::open_locked(disk.path(), Hold::Exclusive).unwrap_err();
+    assert_eq!(err.raw_os_error(), None, "wrapped: {err}");
+    assert!(err.to_string().contains("holds it exclusively"), "{err}");
+    let err = blockdev::check_not_held(disk.path()).unwrap_err();
+    assert!(err.to_string().contains("holds it exclusively"), "{err}");
+    drop(other);
+
+    blockdev::check_not_held(disk.path()).unwrap();
+    let ours = blockdev::open_locked(disk.path(), Hold::Exclusive).unwrap();
+    assert_eq!(
+        excl(disk.path()).unwrap_err().raw_os_error(),
+        Some(libc::EBUSY)
+    );
+    let shared = ours.share().unwrap();
+    assert_eq!(shared.hold(), Hold::Shared);
+    drop(excl(disk.path()).unwrap());
 }

@@ -348,3 +348,55 @@ impl Drop for Nginx {
         self.stop();
     }
 }
+
+pub mod hostile;
+
+/// How a child process ran: its output, its peak memory and its wall time.
+pub struct Measured {
+    pub output: Output,
+    /// Peak resident set, KiB (`ru_maxrss` of this child alone).
+    pub max_rss_kib: u64,
+    pub seconds: f64,
+}
+
+/// Runs `cmd` to its end, capturing its output, and measures that child alone (wait4), so
+/// a test can state the memory and time a refusal or failure took.
+// The child is reaped by wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(cmd: &mut Command) -> Measured {
+    use std::io::Read;
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the command");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let mut stderr = Vec::new();
+    let _ = err.read_to_end(&mut stderr);
+    let stdout = reader.join().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 writes the status and usage through pointers that outlive the call; the
+    // pid is our own child's, not yet reaped (std's Child was never waited on).
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+    use std::os::unix::process::ExitStatusExt;
+    Measured {
+        output: Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout,
+            stderr,
+        },
+        max_rss_kib: usage.ru_maxrss as u64,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}

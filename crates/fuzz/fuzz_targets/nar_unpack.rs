@@ -9,6 +9,10 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir(&target).unwrap();
     let _ = nixstore::nar::unpack(data, &target, "out".as_ref());
     let beside: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert_eq!(beside.len(), 1, "the unpacker created something beside its target");
+    assert_eq!(
+        beside.len(),
+        1,
+        "the unpacker created something beside its target"
+    );
     let _ = nixstore::import::remove_tree(&target);
 });

@@ -9,15 +9,27 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f system nixpkgs.legacyPackages.${system});
       version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).workspace.package.version;
 
-      # One binary of the workspace. The tests need root, loop devices and a Nix store of
-      # their own, so they run in tests/run, not in the build sandbox.
-      crate = pkgs: name: pkgs.rustPlatform.buildRustPackage {
+      # One binary of the workspace, with its shell completions and man page (both made by
+      # the binary itself from its clap definitions: `completions`/`man` are mkinstaller's
+      # subcommands, `--completions`/`--man` autoinstall-terminal's flags). The tests need
+      # root, loop devices and a Nix store of their own, so they run in tests/run, not in the
+      # build sandbox.
+      crate = pkgs: name: completions: man: pkgs.rustPlatform.buildRustPackage {
         pname = name;
         inherit version;
         src = nixpkgs.lib.cleanSource self;
         cargoLock.lockFile = ./Cargo.lock;
         cargoBuildFlags = [ "-p" name ];
         doCheck = false;
+        nativeBuildInputs = [ pkgs.installShellFiles ];
+        postInstall = ''
+          for shell in bash zsh fish; do
+            $out/bin/${name} ${completions} $shell > ${name}.$shell
+          done
+          installShellCompletion ${name}.bash ${name}.zsh ${name}.fish
+          $out/bin/${name} ${man} > ${name}.1
+          installManPage ${name}.1
+        '';
         meta.mainProgram = name;
       };
 
@@ -38,8 +50,8 @@
       nixosModules.default = self.nixosModules.installer;
 
       packages = forAllSystems (system: pkgs: rec {
-        autoinstall-terminal = crate pkgs "autoinstall-terminal";
-        mkinstaller-unwrapped = crate pkgs "mkinstaller";
+        autoinstall-terminal = crate pkgs "autoinstall-terminal" "--completions" "--man";
+        mkinstaller-unwrapped = crate pkgs "mkinstaller" "completions" "man";
         # kernel, initrd, cmdline, systemd-bootx64.efi: what mkinstaller takes as --installer.
         installer-env = (installerSystem system [ ]).config.system.build.autoinstallEnv;
         # mkinstaller whose default installer environment is the NixOS one above.

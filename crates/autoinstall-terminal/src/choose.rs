@@ -1,7 +1,7 @@
 //! Select host: a pure function of the manifest, the machine's identity and the operator's
 //! overrides. Nothing is touched here; the caller shows a menu or stops as told.
 
-use manifest::media::{HostEntry, Manifest, Mode};
+use manifest::document::{HostEntry, Manifest, Mode};
 use manifest::UnknownSerial;
 
 /// Operator overrides from the command line.
@@ -137,7 +137,7 @@ pub fn search<'a>(m: &'a Manifest, query: &str) -> Vec<&'a HostEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use manifest::media::{FORMAT_NAME, FORMAT_VERSION};
+    use manifest::document::{FORMAT_NAME, FORMAT_VERSION};
     use manifest::AfterInstall;
 
     /// The serial the online lookup and the stick's choice both use: `--serial` normalised
@@ -174,11 +174,12 @@ mod tests {
             layout: layout.clone(),
             disk: None,
             extra_files: vec![],
+            bootable: true,
         };
         Manifest {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
-            kind: manifest::media::Kind::Fleet,
+            kind: manifest::document::Kind::Fleet,
             lookup_key: None,
             fleet: None,
             generation: 0,

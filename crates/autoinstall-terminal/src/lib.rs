@@ -1,15 +1,20 @@
-//! The on-target installer, as a library the thin binary drives: `identify` (who is this
-//! machine), `payload` (where the stick is), `online` (a cache site over HTTP), `choose`
-//! (which host, pure), `closure` (verify and copy the host's store paths), `direct` (or write
-//! the store's ext4 file system with them in it), `install` (the state machine), `report` and `ui`.
+//! The on-target installer, as a library the thin binary drives: `settings` (what it trusts),
+//! `identify` (who is this machine), `source` (where the payload is: a stick, an ISO, a directory), `online` (a cache site
+//! over HTTP), `choose` (which host, pure), `plan` (which disk, where each partition goes),
+//! `install` (the state machine up to the confirmation) with `step` (the steps as a type),
+//! `write` (the steps that write, through `machine`), `copy` and `direct` (the two ways of
+//! copying the closure), `report` and `ui`.
 
 pub mod choose;
-pub mod closure;
+pub mod copy;
 pub mod direct;
 pub mod identify;
 pub mod install;
 pub mod online;
-pub mod payload;
+pub mod plan;
 pub mod report;
 pub mod settings;
+pub mod source;
+pub mod step;
 pub mod ui;
+pub mod write;

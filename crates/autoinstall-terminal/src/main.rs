@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use autoinstall_terminal::choose::Overrides;
 use autoinstall_terminal::identify;
@@ -20,7 +20,8 @@ use manifest::AfterInstall;
                   serial, pick its host from the stick, verify its closure, partition and format \
                   the disk, copy and register the closure, install the boot loader, write a \
                   report back to the stick. Nothing on any disk is written before the host and \
-                  the disk are chosen, the closure verified and the plan confirmed."
+                  the disk are chosen, the closure verified and the plan confirmed.",
+    after_help = "Exit status: 0 installed (or a dry run); 1 failed after writing began (the disk is left with no boot entry; run again); 2 bad usage or an unreadable setting; 3 refused (nothing was written)."
 )]
 struct Cli {
     /// Print the machine's SMBIOS serial, UUID and MAC addresses, and exit.
@@ -109,6 +110,12 @@ struct Cli {
     /// cannot be read stops the installer.
     #[arg(long, value_name = "FILE", default_value = settings::TRUSTED_KEYS_FILE)]
     trusted_keys_file: PathBuf,
+    /// Print shell completions for autoinstall-terminal and exit.
+    #[arg(long, value_name = "SHELL", value_enum, hide_short_help = true)]
+    completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff), made from this help, and exit.
+    #[arg(long, hide_short_help = true)]
+    man: bool,
 }
 
 /// What `--finish` asks for after a successful install.
@@ -123,6 +130,25 @@ enum Finish {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(shell) = cli.completions {
+        let mut cmd = Cli::command();
+        clap_complete::generate(
+            shell,
+            &mut cmd,
+            "autoinstall-terminal",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    if cli.man {
+        return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("autoinstall-terminal: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let id = identify::identify();
     if cli.identify {
         return print_identity(&id, cli.json);
@@ -219,7 +245,7 @@ fn main() -> ExitCode {
                     if r.outcome == Outcome::Installed {
                         written = Some(format!(
                             "{}/{stem}.json on the installed disk ({e})",
-                            install::TARGET_REPORTS_DIR
+                            autoinstall_terminal::write::TARGET_REPORTS_DIR
                         ));
                     } else {
                         eprintln!(

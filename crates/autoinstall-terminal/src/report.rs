@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::identify::Identity;
+use crate::step::Step;
 
 pub const REPORT_FORMAT: &str = "nixos-autoinstall-report";
 pub const REPORT_VERSION: u32 = 1;
@@ -21,14 +22,14 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTime {
-    pub step: &'static str,
+    pub step: Step,
     pub seconds: f64,
     pub ok: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepError {
-    pub step: &'static str,
+    pub step: Step,
     pub message: String,
 }
 

@@ -13,17 +13,22 @@
 //! I/O. Nothing reaches the device outside `[0, bytes)` of the file it is given.
 
 mod crc32c;
+mod device;
 pub mod dir;
 pub mod inode;
 pub mod layout;
+mod writer;
+
+pub use writer::Writer;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::Mutex;
 
+use crate::device::{err, Io};
 pub use dir::{Entry, FT_DIR, FT_LNK, FT_REG};
 pub use inode::Run;
 use inode::{Data, Inode, S_IFDIR, S_IFLNK, S_IFREG};
@@ -67,130 +72,6 @@ pub struct Fs {
 /// An inode table block being filled: how many of its inodes are in, and its bytes.
 type TableBlock = (u8, Box<[u8]>);
 
-/// Data writes happen on a thread of their own, so that the threads filling buffers go on
-/// decompressing while the device takes the last buffer: a direct write blocks until the
-/// device has the bytes. Buffers come back to a small pool, which bounds the memory.
-struct Io {
-    jobs: Mutex<Option<mpsc::Sender<(Aligned, usize, u64)>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    flusher: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
-    pool: Arc<(Mutex<Pool>, Condvar)>,
-}
-
-struct Pool {
-    free: Vec<Aligned>,
-    allocated: usize,
-    /// Writers made so far: each may hold one buffer while it fills its region, so the
-    /// pool must have more than that many, or a writer could wait for ever.
-    writers: usize,
-    error: Option<io::Error>,
-}
-
-/// Region buffers beyond one per writer: what can be in flight to the device.
-const IN_FLIGHT: usize = 4;
-
-impl Io {
-    fn start(direct: File, limit: u64) -> Io {
-        let (tx, rx) = mpsc::channel::<(Aligned, usize, u64)>();
-        let pool = Arc::new((
-            Mutex::new(Pool {
-                free: Vec::new(),
-                allocated: 0,
-                writers: 0,
-                error: None,
-            }),
-            Condvar::new(),
-        ));
-        // A device may only accept writes into a cache (a loop device's backing file, a
-        // disk's write cache) and take them for good at the final flush: flushing every
-        // quarter second keeps that going while the data is still being produced.
-        let (stop, stopped) = mpsc::channel::<()>();
-        let flush_fd = direct.try_clone();
-        let flushed = pool.clone();
-        let flusher = std::thread::spawn(move || {
-            let Ok(fd) = flush_fd else { return };
-            while let Err(mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(std::time::Duration::from_millis(250))
-            {
-                // The descriptor shares its file with the final flush's, and the kernel
-                // reports a failed writeback once per file: keep it, or the final flush
-                // would report success over lost data.
-                if let Err(e) = fd.sync_data() {
-                    let (lock, _) = &*flushed;
-                    let e = err("flushing data to the device")(e);
-                    lock.lock().unwrap().error.get_or_insert(e);
-                }
-            }
-        });
-        let back = pool.clone();
-        let thread = std::thread::spawn(move || {
-            for (mut buf, len, block) in rx {
-                assert!(block * BLOCK + len as u64 <= limit);
-                let res = direct
-                    .write_all_at(&buf.as_mut()[..len], block * BLOCK)
-                    .map_err(err(format_args!("writing data at block {block}")));
-                let (lock, cv) = &*back;
-                let mut p = lock.lock().unwrap();
-                if let Err(e) = res {
-                    p.error.get_or_insert(e);
-                }
-                p.free.push(buf);
-                cv.notify_all();
-            }
-        });
-        Io {
-            jobs: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-            flusher: Mutex::new(Some((stop, flusher))),
-            pool,
-        }
-    }
-
-    /// A free buffer, waiting for one if all are in flight.
-    fn buffer(&self) -> io::Result<Aligned> {
-        let (lock, cv) = &*self.pool;
-        let mut p = lock.lock().unwrap();
-        loop {
-            if let Some(e) = p.error.take() {
-                return Err(e);
-            }
-            if let Some(b) = p.free.pop() {
-                return Ok(b);
-            }
-            if p.allocated < p.writers + IN_FLIGHT {
-                p.allocated += 1;
-                return Ok(Aligned::new((REGION_BLOCKS * BLOCK) as usize));
-            }
-            p = cv.wait(p).unwrap();
-        }
-    }
-
-    /// Queues `len` bytes of `buf` for block `block`.
-    fn submit(&self, buf: Aligned, len: usize, block: u64) -> io::Result<()> {
-        let jobs = self.jobs.lock().unwrap();
-        let tx = jobs.as_ref().expect("no writes after the data is finished");
-        tx.send((buf, len, block))
-            .map_err(|_| io::Error::other("the data writer thread is gone"))
-    }
-
-    /// Waits for every queued write; the first error, if any.
-    fn drain(&self) -> io::Result<()> {
-        drop(self.jobs.lock().unwrap().take());
-        if let Some(t) = self.thread.lock().unwrap().take() {
-            t.join()
-                .map_err(|_| io::Error::other("the data writer thread panicked"))?;
-        }
-        if let Some((stop, t)) = self.flusher.lock().unwrap().take() {
-            drop(stop);
-            let _ = t.join();
-        }
-        match self.pool.0.lock().unwrap().error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
 struct Alloc {
     group: u64,
     next: u64,
@@ -198,41 +79,6 @@ struct Alloc {
     used: Vec<Run>,
     next_ino: u32,
     dirs: Vec<u16>,
-}
-
-fn err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
-    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-/// A 4096-aligned buffer, as `O_DIRECT` wants.
-struct Aligned {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// Safety: the buffer is owned memory like a Vec<u8>.
-unsafe impl Send for Aligned {}
-
-impl Aligned {
-    fn new(len: usize) -> Aligned {
-        let layout = std::alloc::Layout::from_size_align(len, BLOCK as usize).expect("layout");
-        // Safety: len is non-zero.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        assert!(!ptr.is_null(), "out of memory for a {len}-byte buffer");
-        Aligned { ptr, len }
-    }
-    fn as_mut(&mut self) -> &mut [u8] {
-        // Safety: ptr is valid for len bytes and uniquely borrowed.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        let layout = std::alloc::Layout::from_size_align(self.len, BLOCK as usize).unwrap();
-        // Safety: allocated with this layout in `new`.
-        unsafe { std::alloc::dealloc(self.ptr, layout) }
-    }
 }
 
 impl Fs {
@@ -481,12 +327,8 @@ impl Fs {
 
     /// A writer for one thread.
     pub fn writer(&self) -> Writer<'_> {
-        self.io.pool.0.lock().unwrap().writers += 1;
-        Writer {
-            fs: self,
-            region: None,
-            buf: None,
-        }
+        self.io.add_writer();
+        Writer::new(self)
     }
 
     /// Completes the file system: the root directory holding `root_entries` and
@@ -713,102 +555,5 @@ impl Fs {
             self.write_meta(&gdt, (start + 1) * BLOCK)?;
         }
         Ok(())
-    }
-}
-
-/// One thread's way of putting contents on the device: small things are packed into a
-/// region written in one go; big files stream straight to their own runs.
-pub struct Writer<'a> {
-    fs: &'a Fs,
-    region: Option<(Run, u64)>,
-    buf: Option<Aligned>,
-}
-
-impl Writer<'_> {
-    /// Writes the region's used part and records it; the rest of it stays free.
-    fn flush(&mut self) -> io::Result<()> {
-        if let Some((run, used)) = self.region.take() {
-            if used > 0 {
-                let buf = self.buf.take().expect("a region has a buffer");
-                self.fs.io.submit(buf, (used * BLOCK) as usize, run.start)?;
-                self.fs.alloc.lock().unwrap().used.push(Run {
-                    start: run.start,
-                    len: used,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Places `size` bytes read from `src`, returning where they went. A small file goes
-    /// into the region; one that does not fit in what is left of it continues in the next
-    /// region (two extents rather than a wasted tail).
-    fn file(&mut self, size: u64, src: &mut dyn Read) -> io::Result<Vec<Run>> {
-        let n = size.div_ceil(BLOCK);
-        if n > REGION_BLOCKS {
-            return self.big_file(n, size, src);
-        }
-        let mut runs: Vec<Run> = Vec::new();
-        let (mut blocks_left, mut bytes_left) = (n, size);
-        while blocks_left > 0 {
-            let (run, used) = match self.region {
-                Some((run, used)) if used < run.len => (run, used),
-                _ => {
-                    self.flush()?;
-                    let run = self.fs.alloc_region(1, REGION_BLOCKS)?;
-                    (run, 0)
-                }
-            };
-            let k = blocks_left.min(run.len - used);
-            let bytes = bytes_left.min(k * BLOCK) as usize;
-            if self.buf.is_none() {
-                self.buf = Some(self.fs.io.buffer()?);
-            }
-            let buf = self.buf.as_mut().expect("just made").as_mut();
-            let buf = &mut buf[(used * BLOCK) as usize..((used + k) * BLOCK) as usize];
-            src.read_exact(&mut buf[..bytes])?;
-            buf[bytes..].fill(0);
-            self.region = Some((run, used + k));
-            match runs.last_mut() {
-                Some(last) if last.start + last.len == run.start + used => last.len += k,
-                _ => runs.push(Run {
-                    start: run.start + used,
-                    len: k,
-                }),
-            }
-            blocks_left -= k;
-            bytes_left -= bytes as u64;
-        }
-        Ok(runs)
-    }
-
-    fn big_file(&mut self, n: u64, size: u64, src: &mut dyn Read) -> io::Result<Vec<Run>> {
-        let runs = self.fs.alloc_runs(n)?;
-        let mut left = size;
-        for r in &runs {
-            let mut block = r.start;
-            while block < r.start + r.len {
-                let blocks = (r.start + r.len - block).min(REGION_BLOCKS);
-                let bytes = (blocks * BLOCK).min(left) as usize;
-                let mut buf = self.fs.io.buffer()?;
-                let chunk = &mut buf.as_mut()[..(blocks * BLOCK) as usize];
-                src.read_exact(&mut chunk[..bytes])?;
-                chunk[bytes..].fill(0);
-                self.fs.io.submit(buf, (blocks * BLOCK) as usize, block)?;
-                left -= bytes as u64;
-                block += blocks;
-            }
-        }
-        Ok(runs)
-    }
-
-    /// Places `data` (directory blocks, a long symlink, extent leaves).
-    fn bytes(&mut self, data: &[u8]) -> io::Result<Vec<Run>> {
-        self.file(data.len() as u64, &mut &data[..])
-    }
-
-    /// Writes out what is still packed. Call it before [`Fs::finish`].
-    pub fn finish(mut self) -> io::Result<()> {
-        self.flush()
     }
 }

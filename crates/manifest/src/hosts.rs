@@ -61,6 +61,20 @@ pub struct Defaults {
     pub generation: Option<u64>,
 }
 
+/// The defaults a fleet gets for what its `[defaults]` does not say (and `--system` for all).
+impl Default for Defaults {
+    fn default() -> Defaults {
+        Defaults {
+            profile: DEFAULT_PROFILE.into(),
+            on_unknown_serial: UnknownSerial::Ask,
+            after_install: AfterInstall::Reboot,
+            confirm_seconds: 10,
+            fleet: None,
+            generation: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
     pub name: String,
@@ -72,6 +86,10 @@ pub struct Host {
     pub disk: Option<String>,
     /// Resolved against the directory of hosts.toml.
     pub extra_files: Option<PathBuf>,
+    /// A bootable NixOS system (the default): its toplevel must have
+    /// `bin/switch-to-configuration`, `kernel` and `init`, and the installer installs its boot
+    /// loader. `bootable = false`: a bare closure, installed without one.
+    pub bootable: bool,
     /// Where the host is defined, for later messages.
     pub line: usize,
 }
@@ -115,6 +133,7 @@ struct HostFile {
     profile: Option<String>,
     disk: Option<Spanned<String>>,
     extra_files: Option<String>,
+    bootable: Option<bool>,
 }
 
 impl Fleet {
@@ -133,11 +152,8 @@ impl Fleet {
             ));
         }
         let base = file.parent().unwrap_or(Path::new("."));
-        let default_profile = raw
-            .defaults
-            .profile
-            .clone()
-            .unwrap_or_else(|| DEFAULT_PROFILE.into());
+        let fallback = Defaults::default();
+        let default_profile = raw.defaults.profile.clone().unwrap_or(fallback.profile);
 
         let mut hosts = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
@@ -219,6 +235,7 @@ impl Fleet {
                 profile: h.profile.clone().unwrap_or_else(|| default_profile.clone()),
                 disk: h.disk.as_ref().map(|d| d.get_ref().clone()),
                 extra_files: h.extra_files.as_ref().map(|e| base.join(e)),
+                bootable: h.bootable.unwrap_or(true),
                 line,
             });
         }
@@ -226,7 +243,7 @@ impl Fleet {
             return Err(LocatedError::whole(file, "no [[host]] is defined"));
         }
         let on_unknown_serial = match &raw.defaults.on_unknown_serial {
-            None => UnknownSerial::Ask,
+            None => fallback.on_unknown_serial,
             Some(p) => match p.get_ref().as_str() {
                 "ask" => UnknownSerial::Ask,
                 "refuse" => UnknownSerial::Refuse,
@@ -260,8 +277,11 @@ impl Fleet {
             defaults: Defaults {
                 profile: default_profile,
                 on_unknown_serial,
-                after_install: raw.defaults.after_install.unwrap_or(AfterInstall::Reboot),
-                confirm_seconds: raw.defaults.confirm_seconds.unwrap_or(10),
+                after_install: raw.defaults.after_install.unwrap_or(fallback.after_install),
+                confirm_seconds: raw
+                    .defaults
+                    .confirm_seconds
+                    .unwrap_or(fallback.confirm_seconds),
                 fleet: raw.defaults.fleet.as_ref().map(|f| f.get_ref().clone()),
                 generation: raw.defaults.generation,
             },

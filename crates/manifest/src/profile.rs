@@ -3,12 +3,13 @@
 //! resolved at build time and embedded in the manifest, so a stick is self-contained.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::location::{from_toml, LocatedError};
-use crate::size::{self, PartSize, MIB};
+use util::size::{self, human, MIB};
 
 /// The profile file format version this build reads.
 pub const PROFILE_VERSION: u32 = 1;
@@ -54,7 +55,7 @@ pub struct Partition {
     /// The partition type GUID (Discoverable Partitions Specification where one fits).
     pub type_guid: String,
     pub size: PartSize,
-    pub format: Format,
+    pub format: Filesystem,
     /// Where it is mounted in the installed system (none for swap and unformatted).
     pub mount: Option<String>,
     pub mount_options: Vec<String>,
@@ -64,13 +65,35 @@ pub struct Partition {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Format {
+pub enum Filesystem {
     Vfat,
     Ext4,
     Btrfs,
     Xfs,
     Swap,
     None,
+}
+
+impl Filesystem {
+    /// Its name as profiles, plans and reports write it (`-` for an unformatted partition).
+    pub fn name(self) -> &'static str {
+        match self {
+            Filesystem::Vfat => "vfat",
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Btrfs => "btrfs",
+            Filesystem::Xfs => "xfs",
+            Filesystem::Swap => "swap",
+            Filesystem::None => "-",
+        }
+    }
+
+    /// The kernel's file system type, for those that are mounted.
+    pub fn fs_type(self) -> Option<&'static str> {
+        match self {
+            Filesystem::Swap | Filesystem::None => None,
+            f => Some(f.name()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,9 +103,29 @@ pub struct Subvolume {
     pub mount: String,
 }
 
+/// A partition size: a fixed number of bytes, or whatever is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartSize {
+    Bytes(u64),
+    Rest,
+}
+
+impl fmt::Display for PartSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartSize::Bytes(b) => f.write_str(&human(*b)),
+            PartSize::Rest => f.write_str("rest of the disk"),
+        }
+    }
+}
+
+/// The EFI system partition's type GUID (UEFI spec), for the targets' ESPs and the sticks'.
+pub const ESP_TYPE_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
 /// Named partition types: the Discoverable Partitions Specification's GUIDs for x86-64.
 pub const PARTITION_TYPES: &[(&str, &str)] = &[
-    ("esp", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+    ("esp", ESP_TYPE_GUID),
     ("xbootldr", "BC13C2FF-59E6-4262-A352-B275FD6F7172"),
     ("root", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
     ("usr", "8484680C-9521-48C6-9C11-B0720656F69E"),
@@ -125,7 +168,7 @@ struct PartitionFile {
     #[serde(rename = "type")]
     kind: toml::Spanned<String>,
     size: toml::Spanned<String>,
-    format: Format,
+    format: Filesystem,
     mount: Option<toml::Spanned<String>>,
     #[serde(default)]
     mount_options: Vec<String>,
@@ -206,7 +249,7 @@ impl Profile {
                 Ok(())
             };
             match (p.format, &p.mount) {
-                (Format::Swap | Format::None, Some(m)) => {
+                (Filesystem::Swap | Filesystem::None, Some(m)) => {
                     return Err(at(
                         m.span(),
                         format!("a {:?} partition cannot be mounted", p.format).to_lowercase(),
@@ -216,7 +259,7 @@ impl Profile {
                 _ => {}
             }
             if !p.subvolumes.is_empty() {
-                if p.format != Format::Btrfs {
+                if p.format != Filesystem::Btrfs {
                     return Err(at(
                         span,
                         format!("partition {label:?} has subvolumes but is not btrfs"),
@@ -251,7 +294,7 @@ impl Profile {
             .iter()
             .find(|p| p.type_guid == PARTITION_TYPES[0].1)
             .ok_or_else(|| whole("a UEFI profile needs a partition of type \"esp\""))?;
-        if esp.format != Format::Vfat || esp.mount.as_deref() != Some("/boot") {
+        if esp.format != Filesystem::Vfat || esp.mount.as_deref() != Some("/boot") {
             return Err(whole("the ESP must be vfat and mounted at /boot (where systemd-boot and NixOS expect it)"));
         }
         Ok(Profile {
@@ -323,13 +366,13 @@ impl Profile {
                 Ok(())
             };
             match (p.format, &p.mount) {
-                (Format::Swap | Format::None, Some(_)) => {
+                (Filesystem::Swap | Filesystem::None, Some(_)) => {
                     return Err(format!("partition {:?} cannot be mounted", p.label))
                 }
                 (_, Some(m)) => claim(m)?,
                 _ => {}
             }
-            if !p.subvolumes.is_empty() && (p.format != Format::Btrfs || p.mount.is_some()) {
+            if !p.subvolumes.is_empty() && (p.format != Filesystem::Btrfs || p.mount.is_some()) {
                 return Err(format!(
                     "partition {:?}: subvolumes need btrfs and no mount of their own",
                     p.label

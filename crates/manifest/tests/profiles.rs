@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use manifest::profile::{Format, Profile};
-use manifest::size::PartSize;
+use manifest::profile::PartSize;
+use manifest::profile::{Filesystem, Profile};
 
 fn load(name: &str) -> Profile {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,18 +17,18 @@ fn load(name: &str) -> Profile {
 fn shipped_profiles() {
     let ext4 = load("uefi-ext4");
     assert_eq!(ext4.partitions.len(), 2);
-    assert_eq!(ext4.partitions[1].format, Format::Ext4);
+    assert_eq!(ext4.partitions[1].format, Filesystem::Ext4);
     assert_eq!(ext4.partitions[1].size, PartSize::Rest);
 
     let swap = load("uefi-ext4-swap");
     assert!(swap
         .partitions
         .iter()
-        .any(|p| p.format == Format::Swap && p.size == PartSize::Bytes(8 << 30)));
+        .any(|p| p.format == Filesystem::Swap && p.size == PartSize::Bytes(8 << 30)));
 
     let btrfs = load("uefi-btrfs");
     let root = &btrfs.partitions[1];
-    assert_eq!(root.format, Format::Btrfs);
+    assert_eq!(root.format, Filesystem::Btrfs);
     let mounts: Vec<&str> = root.subvolumes.iter().map(|s| s.mount.as_str()).collect();
     assert_eq!(mounts, ["/", "/nix", "/home"]);
     assert_eq!(btrfs.store_partition().unwrap().label, "nixos");

@@ -67,6 +67,9 @@ pub fn kernel_options(env: &InstallerEnv, source_arg: &str, extra_args: &str) ->
     options
 }
 
+/// The installer's systemd-boot entry on the ESP.
+pub const LOADER_ENTRY: &str = "loader/entries/autoinstall.conf";
+
 /// The ESP tree: systemd-boot, the environment, and an entry booting it with `options`
 /// (see [`kernel_options`]) plus a rescue-shell entry.
 pub fn esp_tree(env: &InstallerEnv, title: &str, options: &str) -> Result<Tree, String> {
@@ -84,10 +87,7 @@ pub fn esp_tree(env: &InstallerEnv, title: &str, options: &str) -> Result<Tree, 
     let entry = |t: &str, extra: &str| {
         format!("title {t}\nlinux /autoinstall/kernel\ninitrd /autoinstall/initrd\noptions {options}{extra}\n")
     };
-    tree.add_file(
-        "loader/entries/autoinstall.conf",
-        Source::Bytes(entry(title, "").into_bytes()),
-    );
+    tree.add_file(LOADER_ENTRY, Source::Bytes(entry(title, "").into_bytes()));
     tree.add_file(
         "loader/entries/rescue-shell.conf",
         Source::Bytes(

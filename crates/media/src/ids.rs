@@ -1,5 +1,9 @@
-//! Identifiers derived from content (disk and partition GUIDs, FAT volume IDs), so that the
-//! same inputs give the same image bytes.
+//! Identifiers, each kind made in one place: for images, derived from their content (disk and
+//! partition GUIDs, FAT volume IDs), so that the same inputs give the same bytes; for what the
+//! installer writes on a target, fresh random ones.
+
+use std::fs::File;
+use std::io::{self, Read};
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -21,4 +25,34 @@ pub fn volume_id(seed: &[u8], purpose: &str) -> u32 {
         .chain_update(purpose.as_bytes())
         .finalize();
     u32::from_le_bytes(digest[..4].try_into().expect("4 bytes"))
+}
+
+// Fresh identifiers for what the installer writes on a target (GPT disk and partition GUIDs,
+// file system UUIDs and volume IDs): unique, not secret, and never waiting for the kernel's
+// entropy pool. `getrandom(2)` without flags blocks until the pool is seeded, which in an
+// initramfs on a machine without a hardware RNG (QEMU under TCG here; older servers too) took
+// minutes; a read of /dev/urandom never blocks, and on a seeded pool it gives the same
+// quality.
+
+/// A random (version 4) UUID from /dev/urandom.
+pub fn random_uuid() -> io::Result<Uuid> {
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| io::Error::new(e.kind(), format!("reading /dev/urandom for a GUID: {e}")))?;
+    Ok(uuid::Builder::from_random_bytes(bytes).into_uuid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_version_4_and_differ() {
+        let a = random_uuid().unwrap();
+        let b = random_uuid().unwrap();
+        assert_eq!(a.get_version_num(), 4);
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, b);
+    }
 }

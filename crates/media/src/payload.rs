@@ -4,11 +4,10 @@
 
 use std::path::PathBuf;
 
-use manifest::media::{Manifest, MANIFEST_PATH, MANIFEST_SIG_PATH, REPORTS_DIR};
+use manifest::document::{Manifest, MANIFEST_PATH, MANIFEST_SIG_PATH, REPORTS_DIR};
 use nixstore::binary_cache;
 use nixstore::closure::PathInfo;
 use nixstore::keys::SecretKey;
-use nixstore::store_path::STORE_DIR;
 
 use crate::fat32::{Source, Tree};
 use crate::narcache::CachedNar;
@@ -26,8 +25,6 @@ pub struct PayloadFile {
     pub size: u64,
 }
 
-pub const NIX_CACHE_INFO: &str = "nix-cache-info";
-
 /// The whole payload tree.
 pub fn payload_tree(
     manifest: &Manifest,
@@ -39,10 +36,8 @@ pub fn payload_tree(
     // Priority 30 ranks ahead of cache.nixos.org (40) when a mounted stick serves as a
     // substituter.
     tree.add_file(
-        NIX_CACHE_INFO,
-        Source::Bytes(
-            format!("StoreDir: {STORE_DIR}\nWantMassQuery: 1\nPriority: 30\n").into_bytes(),
-        ),
+        binary_cache::CACHE_INFO,
+        Source::Bytes(binary_cache::cache_info(30).into_bytes()),
     );
     for p in paths {
         let info = binary_cache::narinfo(&p.info, p.nar.file_hash, p.nar.file_size, key);

@@ -1,15 +1,14 @@
 //! USB images: a GPT disk (protective MBR, primary and backup tables) with an ESP and a
 //! payload partition, each a FAT32 volume written by [`crate::fat32`].
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 
-use gpt::partition_types::{OperatingSystem, Type};
 use uuid::Uuid;
 
 use crate::fat32::{self, Geometry, Tree, VolumeOptions};
+use crate::gpt::{self, GptPartition};
 
 /// The payload partition's type GUID: ours, so the installer finds the payload on any disk.
 pub const PAYLOAD_TYPE_GUID: &str = "ED140608-3A53-493D-9175-A012CF428C95";
@@ -20,7 +19,7 @@ pub const PAYLOAD_FS_LABEL: &str = "AIPAYLOAD";
 /// The ESP's GPT name and file system label.
 pub const ESP_PART_NAME: &str = "autoinstall-boot";
 pub const ESP_FS_LABEL: &str = "AIBOOT";
-pub const ESP_TYPE_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+pub use manifest::profile::ESP_TYPE_GUID;
 
 const SECTOR: u64 = 512;
 const MIB: u64 = 1 << 20;
@@ -144,62 +143,34 @@ pub fn write(
     Ok(())
 }
 
-fn part_type(guid: &str) -> Type {
-    Type {
-        guid: Uuid::parse_str(guid).expect("a constant GUID"),
-        os: OperatingSystem::None,
-    }
-}
-
 fn write_gpt(out: &mut File, layout: &Layout, ids: &Ids) -> io::Result<()> {
-    let to_io = |e: gpt::GptError| io::Error::other(format!("writing the partition table: {e}"));
-    out.seek(SeekFrom::Start(0))?;
-    let mut disk = gpt::GptConfig::new()
-        .writable(true)
-        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .change_partition_count(true)
-        .create_from_device(&mut *out, Some(ids.disk))
-        .map_err(to_io)?;
+    let guid = |g: &str| Uuid::parse_str(g).expect("a constant GUID");
     let part =
-        |ty: &str, guid: Uuid, start: u64, geo: &Geometry, name: &str| gpt::partition::Partition {
-            part_type_guid: part_type(ty),
-            part_guid: guid,
+        |number, ty: &str, guid_: Uuid, start: u64, geo: &Geometry, name: &str| GptPartition {
+            number,
+            type_guid: guid(ty),
+            guid: guid_,
             first_lba: start / SECTOR,
             last_lba: (start + round_mib(geo.bytes())) / SECTOR - 1,
-            flags: 0,
             name: name.to_string(),
         };
-    let mut parts = BTreeMap::new();
-    parts.insert(
-        1,
+    let parts = [
         part(
+            1,
             ESP_TYPE_GUID,
             ids.esp,
             layout.esp_start,
             &layout.esp,
             ESP_PART_NAME,
         ),
-    );
-    parts.insert(
-        2,
         part(
+            2,
             PAYLOAD_TYPE_GUID,
             ids.payload,
             layout.payload_start,
             &layout.payload,
             PAYLOAD_PART_NAME,
         ),
-    );
-    disk.update_partitions(parts).map_err(to_io)?;
-    disk.write().map_err(to_io)?;
-    write_protective_mbr(out, layout.disk_bytes, SECTOR)?;
-    out.flush()
-}
-
-/// gpt leaves the protective MBR to us: one partition of type 0xEE over the whole disk (as
-/// far as 32-bit sector numbers reach), in sector 0.
-pub fn write_protective_mbr(out: &File, disk_bytes: u64, block: u64) -> io::Result<()> {
-    let sectors = (disk_bytes / block - 1).min(u32::MAX as u64) as u32;
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(sectors);
-    out.write_all_at(&mbr.to_bytes(), 0)
+    ];
+    gpt::write(out, layout.disk_bytes, SECTOR, ids.disk, &parts)
 }

@@ -1,7 +1,17 @@
 //! The host side: building installer images from a fleet file or one system, and reading
-//! them back. `main.rs` only parses arguments and prints.
+//! them back. `main.rs` only parses arguments and prints. `options` says what a build is
+//! asked and how it fails, `fleet` reads and checks the fleet, `build` runs a build,
+//! `outputs` writes each kind of output, `online` makes boot media for the online installer,
+//! `output` checks the output before anything is written, `profiles` finds layouts, `show`
+//! reads an image back (`inspect`, `verify`), `cli` is the command line.
 
 pub mod build;
+pub mod cli;
+pub mod fleet;
+pub mod online;
+pub mod options;
 pub mod output;
+pub mod outputs;
 pub mod profiles;
+pub mod show;
 pub mod ui;

@@ -4,6 +4,8 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use util::mountinfo::{parse_mountinfo, swap_paths};
+
 /// Refuses a block device that has a mounted file system on it or on one of its partitions,
 /// or that backs active swap.
 pub fn check_not_in_use(out: &Path) -> Result<(), String> {
@@ -22,34 +24,54 @@ pub fn check_not_in_use(out: &Path) -> Result<(), String> {
             .map(|p| p.starts_with(&sys))
             .unwrap_or(false)
     };
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() > 4 && holds(fields[2]) {
-            return Err(format!(
-                "{} is in use: a file system on it is mounted at {}; unmount it first (nothing was written)",
-                out.display(),
-                fields[4]
-            ));
-        }
+    let mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    if let Some(m) = mounts.iter().find(|m| holds(&m.dev)) {
+        return Err(format!(
+            "{} is in use: a file system on it is mounted at {}; unmount it first (nothing was written)",
+            out.display(),
+            m.mount_point
+        ));
     }
-    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
-    for line in swaps.lines().skip(1) {
-        if let Some(dev) = line.split_whitespace().next() {
-            if let Ok(m) = fs::metadata(dev) {
-                let mm = format!(
-                    "{}:{}",
-                    nix::sys::stat::major(m.rdev()),
-                    nix::sys::stat::minor(m.rdev())
-                );
-                if m.file_type().is_block_device() && holds(&mm) {
-                    return Err(format!(
-                        "{} is in use as swap ({dev}); swapoff first (nothing was written)",
-                        out.display()
-                    ));
-                }
+    for dev in swap_paths(&fs::read_to_string("/proc/swaps").unwrap_or_default()) {
+        if let Ok(m) = fs::metadata(&dev) {
+            let mm = format!(
+                "{}:{}",
+                nix::sys::stat::major(m.rdev()),
+                nix::sys::stat::minor(m.rdev())
+            );
+            if m.file_type().is_block_device() && holds(&mm) {
+                return Err(format!(
+                    "{} is in use as swap ({dev}); swapoff first (nothing was written)",
+                    out.display()
+                ));
             }
         }
     }
     Ok(())
+}
+
+/// Refuses an output path that cannot take this kind of output: an existing directory for
+/// an image file (a usb or iso image is one file), or anything but a directory for a site.
+pub fn check_kind(out: &Path, format: crate::options::OutputFormat) -> Result<(), String> {
+    use crate::options::OutputFormat;
+    let meta = fs::metadata(out);
+    match format {
+        OutputFormat::Usb | OutputFormat::Iso if meta.as_ref().is_ok_and(|m| m.is_dir()) => {
+            Err(format!(
+                "-o {}: is a directory; name the image file to write, e.g. {}/usb.img (or use --format cache for a site); nothing was written",
+                out.display(),
+                out.display()
+            ))
+        }
+        OutputFormat::Cache | OutputFormat::Netboot
+            if meta.as_ref().is_ok_and(|m| !m.is_dir()) =>
+        {
+            Err(format!(
+                "-o {}: exists and is not a directory; a --format {} output is a directory (nothing was written)",
+                out.display(),
+                format.name()
+            ))
+        }
+        _ => Ok(()),
+    }
 }

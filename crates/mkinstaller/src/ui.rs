@@ -39,4 +39,10 @@ impl Ui {
             eprintln!("{line}");
         }
     }
+
+    /// A warning on stderr, even when quiet: something the admin must know, though the build
+    /// goes on.
+    pub fn warn(&self, line: &str) {
+        eprintln!("mkinstaller: warning: {line}");
+    }
 }

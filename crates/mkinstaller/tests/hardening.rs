@@ -180,14 +180,14 @@ fn manifests_and_lookups_say_what_they_are() {
     ]);
     let read = |p: &str| {
         let text = fs::read_to_string(site.join(p)).unwrap();
-        manifest::media::Manifest::parse(&text).unwrap()
+        manifest::document::Manifest::parse(&text).unwrap()
     };
     let whole = read("autoinstall/manifest.json");
-    assert_eq!(whole.kind, manifest::media::Kind::Fleet);
+    assert_eq!(whole.kind, manifest::document::Kind::Fleet);
     assert_eq!(whole.fleet.as_deref(), Some("office"));
     assert_eq!(whole.generation, 42);
     let one = read("autoinstall/hosts/TEST-SN-0002.json");
-    assert_eq!(one.kind, manifest::media::Kind::Lookup);
+    assert_eq!(one.kind, manifest::document::Kind::Lookup);
     assert_eq!(one.lookup_key.as_deref(), Some("TEST-SN-0002"));
     assert_eq!(one.hosts.len(), 1);
     assert_eq!(one.generation, 42);
@@ -203,4 +203,113 @@ fn manifests_and_lookups_say_what_they_are() {
     ]);
     assert!(!out.status.success());
     assert!(!env.path("tftp").exists());
+}
+
+/// Fleet mistakes are caught before anything is written, naming the file, the line and the
+/// host: a system that is not in the store, a system that is not a bootable NixOS toplevel
+/// (unless the host says bootable = false); a host that can never be installed (no serials
+/// under `refuse`) is warned about.
+#[test]
+fn fleet_mistakes_are_caught_before_anything_is_written() {
+    let env = Env::new();
+    let (hosts, tops) = env.fleet("1");
+    let good = fs::read_to_string(&hosts).unwrap();
+    let out_path = env.path("out.img");
+    let try_fleet = |text: &str| {
+        fs::write(&hosts, text).unwrap();
+        env.mkinstaller(&[
+            "--mass",
+            hosts.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+        ])
+    };
+    let refused = |text: &str, expect: &[&str]| {
+        let out = try_fleet(text);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{said}");
+        for e in expect {
+            assert!(said.contains(e), "{e:?} not in: {said}");
+        }
+        assert!(!out_path.exists(), "a refused build wrote its output");
+        let partial = env.path(".out.img.partial");
+        assert!(
+            !partial.exists(),
+            "a refused build left {}",
+            partial.display()
+        );
+    };
+    // Not in the store.
+    let gone = format!("/nix/store/{}-nixos-system-gone-1", "1".repeat(32));
+    refused(
+        &good.replacen(&tops[1], &gone, 1),
+        &[
+            "hosts.toml:",
+            "host \"host-2\"",
+            "not in this machine's Nix store",
+        ],
+    );
+    // Not a bootable system, and the host does not say so.
+    refused(
+        &good.replacen("bootable = false\n", "", 1),
+        &[
+            "host \"host-1\"",
+            "not a bootable NixOS system",
+            "bootable = false",
+        ],
+    );
+    // No serials under refuse: built, with a warning.
+    let out = try_fleet(&good.replacen("serials = [\"TEST-SN-0003\"]\n", "", 1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("warning") && said.contains("host-3") && said.contains("never install it"),
+        "{said}"
+    );
+}
+
+/// The output is checked before anything is written: an existing directory where an image
+/// file goes, a stick too small for the image (a file standing in for it here: --size), a
+/// file where a site's directory goes; and an unknown --format is a usage error (2).
+#[test]
+fn outputs_are_checked_before_anything_is_written() {
+    let env = Env::new();
+    let (hosts, _) = env.fleet("1");
+    let h = hosts.to_str().unwrap();
+    let dir = env.path("a-directory");
+    fs::create_dir_all(&dir).unwrap();
+    let out = env.mkinstaller(&["--mass", h, "-o", dir.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("is a directory; name the image file"),
+        "{said}"
+    );
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+
+    let file = env.path("a-file");
+    fs::write(&file, "keep").unwrap();
+    let out = env.mkinstaller(&[
+        "--mass",
+        h,
+        "--format",
+        "cache",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(fs::read_to_string(&file).unwrap(), "keep");
+
+    let out = env.mkinstaller(&["--mass", h, "--format", "tarball", "-o", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usb, iso, cache, netboot"));
+
+    // Completions and the man page come from the same definitions.
+    for args in [&["completions", "bash"][..], &["man"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stdout.len() > 1000, "{args:?}");
+    }
 }

@@ -4,7 +4,6 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -49,7 +48,10 @@ fn three_host_image_stores_shared_paths_once() {
 
     let inspect: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
-    assert_eq!(inspect["format_version"], manifest::media::FORMAT_VERSION);
+    assert_eq!(
+        inspect["format_version"],
+        manifest::document::FORMAT_VERSION
+    );
     assert_eq!(inspect["mode"], "mass");
     assert_eq!(inspect["paths"].as_u64().unwrap() as usize, union.len());
     let hosts = inspect["hosts"].as_array().unwrap();
@@ -231,27 +233,27 @@ fn bad_fleets_are_refused_with_file_and_line() {
         ),
         (
             good.replace("TEST-SN-0002", "To Be Filled By O.E.M."),
-            ":15:",
+            ":16:",
             "placeholder",
         ),
         (
             good.replace("TEST-SN-0002", "Default String"),
-            ":15:",
+            ":16:",
             "placeholder",
         ),
         (
             good.replace("TEST-SN-0003", "test-sn-0001"),
-            ":20:",
+            ":22:",
             "both \"host-1\"",
         ),
         (
             good.replace("name = \"host-3\"", "name = \"host-1\""),
-            ":19:",
+            ":21:",
             "defined twice",
         ),
         (
             good.replace(&tops[1], "/nix/store/not-a-hash-host-2"),
-            ":16:",
+            ":17:",
             "not a valid Nix store path",
         ),
         (
@@ -326,7 +328,7 @@ fn flake_hosts_are_built_with_nix_build() {
     )
     .unwrap();
     let hosts = dir.join("hosts.toml");
-    fs::write(&hosts, "version = 1\n\n[[host]]\nname = \"fl-1\"\nserials = [\"FLAKE-SN-1\"]\nflake = \".#fl-1\"\n").unwrap();
+    fs::write(&hosts, "version = 1\n\n[[host]]\nname = \"fl-1\"\nserials = [\"FLAKE-SN-1\"]\nflake = \".#fl-1\"\nbootable = false\n").unwrap();
     let img = env.path("flake.img");
     let out = Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
         .args([
@@ -368,478 +370,4 @@ fn writes_straight_to_a_block_device() {
     // The image fills the whole "stick", whose old contents are gone from the table's view.
     assert_eq!(fs::metadata(&backing).unwrap().len(), 160 << 20);
     check_image(&backing, std::slice::from_ref(&top));
-}
-
-/// `-o fleet.iso`: a hybrid image that xorriso reads as an ISO with a UEFI El Torito entry and
-/// sgdisk as a valid GPT disk with the ESP appended; mounted (fuseiso: this kernel has no
-/// iso9660), it serves `nix copy` for every host; `inspect` and `verify` read it
-/// (and verify finds a flipped byte); the same inputs give the same bytes, and another
-/// SOURCE_DATE_EPOCH other bytes; `--size` is refused for an ISO.
-#[test]
-fn iso_output_is_a_hybrid_iso_nix_can_read() {
-    let env = Env::new();
-    let (hosts, tops) = env.fleet("1");
-    let hosts_s = hosts.to_str().unwrap();
-    let (a, b) = (env.path("a.iso"), env.path("b.iso"));
-    env.ok(&["--mass", hosts_s, "-o", a.to_str().unwrap(), "--quiet"]);
-    // Another second, and the second build takes the NARs from the cache: neither may show.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    env.ok(&["--mass", hosts_s, "-o", b.to_str().unwrap(), "--quiet"]);
-    let iso = a.to_str().unwrap();
-
-    let toc = Command::new("xorriso")
-        .args(["-indev", iso, "-toc"])
-        .output()
-        .unwrap();
-    let toc =
-        String::from_utf8_lossy(&toc.stdout).to_string() + &String::from_utf8_lossy(&toc.stderr);
-    assert!(
-        toc.contains("platform_id=0xEF"),
-        "no UEFI El Torito entry:\n{toc}"
-    );
-    assert!(
-        toc.contains("Joliet") && toc.contains("Rock_Ridge"),
-        "{toc}"
-    );
-    assert!(toc.contains("AIPAYLOAD_"), "volume id:\n{toc}");
-    let sgdisk = run("sgdisk", &["-v", iso]);
-    assert!(sgdisk.contains("No problems found"), "sgdisk -v: {sgdisk}");
-    let json: serde_json::Value = serde_json::from_str(&run("sfdisk", &["-J", iso])).unwrap();
-    let parts = json["partitiontable"]["partitions"].as_array().unwrap();
-    assert!(
-        parts.iter().any(|p| p["type"] == ESP_TYPE),
-        "no ESP partition: {json}"
-    );
-    // The ESP (checked with fsck and mtools) boots the installer and names this ISO's label.
-    let esp = parts.iter().find(|p| p["type"] == ESP_TYPE).unwrap();
-    let at = esp["start"].as_u64().unwrap() * 512;
-    let entry = run(
-        "mtype",
-        &[
-            "-i",
-            &format!("{iso}@@{at}"),
-            "::/loader/entries/autoinstall.conf",
-        ],
-    );
-    assert!(
-        entry.contains("autoinstall.payload=LABEL=AIPAYLOAD_"),
-        "{entry}"
-    );
-
-    // Mounted as a user would (through FUSE: this kernel has no iso9660), Nix reads it.
-    let tree = env.path("mounted");
-    fs::create_dir_all(&tree).unwrap();
-    run("fuseiso", &[iso, tree.to_str().unwrap()]);
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("fusermount").arg("-u").arg(&self.0).status();
-        }
-    }
-    let mounted = Unmount(tree.clone());
-    assert!(tree.join("autoinstall/manifest.json").is_file());
-    assert!(tree.join("autoinstall/reports").is_dir());
-    nix_installs_every_host(&tree, &tops);
-    drop(mounted);
-
-    let shown = env.ok(&["inspect", iso, "--json"]);
-    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
-    assert_eq!(shown["hosts"].as_array().unwrap().len(), 3, "{shown}");
-    env.ok(&["verify", iso, "--quiet"]);
-
-    assert!(
-        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
-        "two ISOs of the same fleet differ"
-    );
-    let c = env.path("c.iso");
-    let out = env.mkinstaller_env(
-        &["--mass", hosts_s, "-o", c.to_str().unwrap(), "--quiet"],
-        "SOURCE_DATE_EPOCH",
-        "1700000000",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        fs::read(&a).unwrap() != fs::read(&c).unwrap(),
-        "SOURCE_DATE_EPOCH is ignored"
-    );
-
-    // A flipped byte in the largest NAR: verify names the path.
-    let lbas = run(
-        "xorriso",
-        &[
-            "-indev",
-            iso,
-            "-find",
-            "/nar",
-            "-type",
-            "f",
-            "-exec",
-            "report_lba",
-        ],
-    );
-    let (lba, size) = lbas
-        .lines()
-        .filter_map(|l| l.strip_prefix("File data lba:"))
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').map(str::trim).collect();
-            (f[1].parse::<u64>().unwrap(), f[3].parse::<u64>().unwrap())
-        })
-        .max_by_key(|&(_, size)| size)
-        .expect("NARs on the ISO");
-    let mut bytes = fs::read(&a).unwrap();
-    bytes[(lba * 2048 + size / 2) as usize] ^= 0x55;
-    fs::write(&a, &bytes).unwrap();
-    let out = env.mkinstaller(&["verify", iso]);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && said.contains("/nix/store/"),
-        "{said}"
-    );
-
-    let out = env.mkinstaller(&["--mass", hosts_s, "-o", iso, "--size", "1G"]);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && said.contains("--size"), "{said}");
-}
-
-/// `--sign-key`: Nix itself accepts the stick's narinfo signatures under the public key (no
-/// `--no-check-sigs`) and refuses them under another; the manifest carries a detached
-/// signature; an unreadable key file is refused before anything is written.
-#[test]
-fn signed_images_pass_nix_signature_checks() {
-    let env = Env::new();
-    let top = build_fixture("tiny-fleet.nix", Some("host-1"), &[]);
-    let key = nixstore::keys::SecretKey::generate("fleet-sign-test-1").unwrap();
-    let other = nixstore::keys::SecretKey::generate("fleet-sign-test-1").unwrap();
-    let key_file = env.path("secret.key");
-    fs::write(&key_file, key.to_text() + "\n").unwrap();
-    let img = env.path("signed.img");
-    let k = key_file.to_str().unwrap();
-    env.ok(&[
-        "--system",
-        &top,
-        "-o",
-        img.to_str().unwrap(),
-        "--sign-key",
-        k,
-        "--quiet",
-    ]);
-
-    let lo = Loop::attach(&img, true);
-    let payload = FatMount::new(&lo.partition(2));
-    let sig = fs::read_to_string(payload.path().join("autoinstall/manifest.json.sig")).unwrap();
-    let manifest = fs::read_to_string(payload.path().join("autoinstall/manifest.json")).unwrap();
-    assert!(key.public().verify(&manifest, sig.trim()), "{sig}");
-    let from = format!("file://{}", payload.path().display());
-    let copy = |public: &str| {
-        let root = tempfile::tempdir().unwrap();
-        let out = nix_copy_requiring_sigs(&from, root.path(), &top, public);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (ok, said) = copy(&key.public().to_text());
-    assert!(ok, "nix copy refused our signatures: {said}");
-    let (ok, said) = copy(&other.public().to_text());
-    assert!(
-        !ok,
-        "nix copy accepted a path signed by another key: {said}"
-    );
-    drop(payload);
-    drop(lo);
-
-    fs::write(&key_file, "not a key").unwrap();
-    let bad = env.path("bad.img");
-    let out = env.mkinstaller(&[
-        "--system",
-        &top,
-        "-o",
-        bad.to_str().unwrap(),
-        "--sign-key",
-        k,
-    ]);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && said.contains("--sign-key"),
-        "{said}"
-    );
-    assert!(!bad.exists());
-}
-
-/// `--format cache -o site/`: a directory that is a Nix binary cache (`nix copy --from
-/// file://site` installs every host) with the manifest, a signed lookup file per serial
-/// (under the serial's key, URL-safe), read by `inspect` and `verify`; rebuilt in place; a
-/// directory that is not ours is refused.
-#[test]
-fn cache_directory_output_is_a_binary_cache_with_per_serial_lookups() {
-    let env = Env::new();
-    let (hosts, tops) = env.fleet("1");
-    let hosts_s = hosts.to_str().unwrap();
-    let key = nixstore::keys::SecretKey::generate("site-test-1").unwrap();
-    let key_file = env.path("secret.key");
-    fs::write(&key_file, key.to_text()).unwrap();
-    let site = env.path("site");
-    let site_s = site.to_str().unwrap();
-    let k = key_file.to_str().unwrap();
-    env.ok(&[
-        "--mass",
-        hosts_s,
-        "--format",
-        "cache",
-        "-o",
-        site_s,
-        "--sign-key",
-        k,
-        "--quiet",
-    ]);
-    nix_installs_every_host(&site, &tops);
-    for (i, top) in tops.iter().enumerate() {
-        let lookup = site.join(format!("autoinstall/hosts/TEST-SN-{:04}.json", i + 1));
-        let text = fs::read_to_string(&lookup).unwrap();
-        // A manifest of that one host.
-        let one = manifest::media::Manifest::parse(&text).unwrap();
-        assert_eq!(one.hosts.len(), 1, "{text}");
-        assert_eq!(one.hosts[0].toplevel, top.as_str(), "{text}");
-        assert_eq!(one.hosts[0].name, format!("host-{}", i + 1));
-        let sig = fs::read_to_string(lookup.with_extension("json.sig")).unwrap();
-        assert!(key.public().verify(&text, sig.trim()), "{sig}");
-    }
-    let shown: serde_json::Value =
-        serde_json::from_str(&env.ok(&["inspect", site_s, "--json"])).unwrap();
-    assert_eq!(shown["hosts"].as_array().unwrap().len(), 3);
-    env.ok(&["verify", site_s, "--quiet"]);
-    // Again onto the same directory: replaced, still whole.
-    env.ok(&[
-        "--mass", hosts_s, "--format", "cache", "-o", site_s, "--quiet",
-    ]);
-    assert!(!site
-        .join("autoinstall/hosts/TEST-SN-0001.json.sig")
-        .exists());
-    env.ok(&["verify", site_s, "--quiet"]);
-
-    let theirs = env.path("theirs");
-    fs::create_dir_all(&theirs).unwrap();
-    fs::write(theirs.join("keep"), "someone's file").unwrap();
-    let out = env.mkinstaller(&[
-        "--mass",
-        hosts_s,
-        "--format",
-        "cache",
-        "-o",
-        theirs.to_str().unwrap(),
-    ]);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && said.contains("is not a directory written by mkinstaller"),
-        "{said}"
-    );
-    assert_eq!(
-        fs::read_to_string(theirs.join("keep")).unwrap(),
-        "someone's file"
-    );
-}
-
-/// A `--format cache` site behind a real nginx on 127.0.0.1: Nix installs every host from it
-/// over HTTP with signatures required, and the per-serial lookup is one static GET.
-#[test]
-fn a_cache_site_served_by_nginx_is_a_signed_binary_cache() {
-    let env = Env::new();
-    let (hosts, tops) = env.fleet("1");
-    let key = nixstore::keys::SecretKey::generate("site-http-test-1").unwrap();
-    let key_file = env.path("secret.key");
-    fs::write(&key_file, key.to_text()).unwrap();
-    let site = env.path("site");
-    env.ok(&[
-        "--mass",
-        hosts.to_str().unwrap(),
-        "--format",
-        "cache",
-        "-o",
-        site.to_str().unwrap(),
-        "--sign-key",
-        key_file.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let server = testkit::Nginx::serve(&site);
-    let public = key.public().to_text();
-    for top in &tops {
-        let root = tempfile::tempdir().unwrap();
-        let out = nix_copy_requiring_sigs(&server.url(), root.path(), top, &public);
-        assert!(
-            out.status.success(),
-            "nix copy over HTTP: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(requisites(Some(root.path()), top), requisites(None, top));
-    }
-    let lookup = run(
-        "curl",
-        &[
-            "-fsS",
-            &format!("{}/autoinstall/hosts/TEST-SN-0002.json", server.url()),
-        ],
-    );
-    assert!(lookup.contains(&tops[1]), "{lookup}");
-}
-
-/// `--format netboot -o dir/`: the environment's kernel, its initrd with the payload appended
-/// as a cpio archive (GNU cpio extracts it, and the extracted tree is a binary cache Nix
-/// installs every host from), an iPXE script that boots them with the payload's location, and
-/// a UKI whose sections objdump shows (the stand-in environment gets the host's systemd stub).
-/// `--online URL` makes the same files without a fleet, pointing at the site; a bad URL and
-/// `--online` with `--format cache` are refused, writing nothing.
-#[test]
-fn netboot_output_boots_the_installer_with_its_payload_or_a_url() {
-    let env = Env::new();
-    fs::copy(
-        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-        env.installer.join("linuxx64.efi.stub"),
-    )
-    .expect("tests/setup installs systemd-boot-efi, which has the stub");
-    let (hosts, tops) = env.fleet("1");
-    let dir = env.path("tftp");
-    let d = dir.to_str().unwrap();
-    env.ok(&[
-        "--mass",
-        hosts.to_str().unwrap(),
-        "--format",
-        "netboot",
-        "-o",
-        d,
-        "--quiet",
-    ]);
-    let mut names = testkit::list_files(&dir);
-    names.sort();
-    assert_eq!(
-        names,
-        ["autoinstall.efi", "boot.ipxe", "initrd", "vmlinuz"],
-        "{names:?}"
-    );
-    assert!(
-        fs::read(dir.join("vmlinuz")).unwrap() == fs::read(env.installer.join("kernel")).unwrap()
-    );
-    let script = fs::read_to_string(dir.join("boot.ipxe")).unwrap();
-    assert!(script.starts_with("#!ipxe\n"), "{script}");
-    assert!(
-        script.contains("\nkernel vmlinuz initrd=initrd console=tty0 console=ttyS0,115200 autoinstall.payload=/autoinstall-payload\n"),
-        "{script}"
-    );
-    assert!(script.contains("\ninitrd initrd\nboot\n"), "{script}");
-
-    // The initrd: the environment's bytes, zeros to a 4-byte boundary, then our archive.
-    let initrd = fs::read(dir.join("initrd")).unwrap();
-    let base = fs::read(env.installer.join("initrd")).unwrap();
-    assert!(initrd.starts_with(&base));
-    let start = base.len().div_ceil(4) * 4;
-    assert!(initrd[base.len()..start].iter().all(|b| *b == 0));
-    let unpacked = env.path("unpacked");
-    fs::create_dir_all(&unpacked).unwrap();
-    let mut cpio = Command::new("cpio")
-        .args(["-i", "--quiet", "-d", "--no-absolute-filenames", "-D"])
-        .arg(&unpacked)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    cpio.stdin
-        .take()
-        .unwrap()
-        .write_all(&initrd[start..])
-        .unwrap();
-    assert!(cpio.wait().unwrap().success());
-    nix_installs_every_host(&unpacked.join("autoinstall-payload"), &tops);
-
-    // The UKI: systemd's stub with our sections, the command line as in the script.
-    let sections = run(
-        "objdump",
-        &["-h", dir.join("autoinstall.efi").to_str().unwrap()],
-    );
-    for s in [".osrel", ".cmdline", ".linux", ".initrd"] {
-        assert!(sections.contains(s), "{s} missing:\n{sections}");
-    }
-    let cmdline = env.path("cmdline");
-    run(
-        "objcopy",
-        &[
-            "-O",
-            "binary",
-            "--only-section=.cmdline",
-            dir.join("autoinstall.efi").to_str().unwrap(),
-            cmdline.to_str().unwrap(),
-        ],
-    );
-    assert!(fs::read_to_string(&cmdline)
-        .unwrap()
-        .ends_with("autoinstall.payload=/autoinstall-payload"));
-
-    // Online: no fleet, the URL on the command line, the initrd as the environment has it.
-    let online = env.path("online");
-    let o = online.to_str().unwrap();
-    env.ok(&[
-        "--online",
-        "http://10.0.0.1:8080/fleet",
-        "--format",
-        "netboot",
-        "-o",
-        o,
-        "--quiet",
-    ]);
-    let script = fs::read_to_string(online.join("boot.ipxe")).unwrap();
-    assert!(
-        script.contains(" autoinstall.url=http://10.0.0.1:8080/fleet\n"),
-        "{script}"
-    );
-    assert!(fs::read(online.join("initrd")).unwrap() == base);
-    // … and as a USB image: the ESP's entry says the same.
-    let img = env.path("online.img");
-    env.ok(&[
-        "--online",
-        "http://10.0.0.1:8080/fleet",
-        "-o",
-        img.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let esp = media::read::Image::open(&img).unwrap().esp;
-    let entry = run(
-        "mtype",
-        &[
-            "-i",
-            &format!("{}@@{}", img.display(), esp.start),
-            "::/loader/entries/autoinstall.conf",
-        ],
-    );
-    assert!(
-        entry.contains(" autoinstall.url=http://10.0.0.1:8080/fleet"),
-        "{entry}"
-    );
-
-    for (args, said) in [
-        (
-            vec!["--online", "ftp://x/", "--format", "netboot"],
-            "expected the cache site's http://",
-        ),
-        (
-            vec!["--online", "http://x/a b", "--format", "netboot"],
-            "without spaces",
-        ),
-        (
-            vec!["--online", "http://x/", "--format", "cache"],
-            "make the site itself with --mass",
-        ),
-    ] {
-        let bad = env.path("bad");
-        let mut args = args.clone();
-        args.extend(["-o", bad.to_str().unwrap()]);
-        let out = env.mkinstaller(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(said),
-            "{args:?}: {err}"
-        );
-        assert!(!bad.exists());
-    }
 }

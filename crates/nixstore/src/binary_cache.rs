@@ -47,6 +47,15 @@ impl Default for CacheOptions<'_> {
     }
 }
 
+/// The file that makes a directory a binary cache.
+pub const CACHE_INFO: &str = "nix-cache-info";
+
+/// Its text: our store directory, and `priority` among substituters (lower wins; Nix's own
+/// cache.nixos.org is 40).
+pub fn cache_info(priority: u32) -> String {
+    format!("StoreDir: {STORE_DIR}\nWantMassQuery: 1\nPriority: {priority}\n")
+}
+
 /// Creates `dir` with its `nix-cache-info` if needed.
 pub fn init(dir: &Path) -> Result<(), CacheError> {
     let io_err = |source| CacheError::Io {
@@ -54,13 +63,9 @@ pub fn init(dir: &Path) -> Result<(), CacheError> {
         source,
     };
     fs::create_dir_all(dir.join("nar")).map_err(io_err)?;
-    let info = dir.join("nix-cache-info");
+    let info = dir.join(CACHE_INFO);
     if !info.exists() {
-        fs::write(
-            &info,
-            format!("StoreDir: {STORE_DIR}\nWantMassQuery: 1\nPriority: 40\n"),
-        )
-        .map_err(io_err)?;
+        fs::write(&info, cache_info(40)).map_err(io_err)?;
     }
     Ok(())
 }

@@ -192,6 +192,17 @@ impl Env {
         img
     }
 
+    /// The plan `--dry-run --json` prints for installing from `stick` (with `select`: `--host
+    /// NAME` or `--serial S`) onto `disk`; it touches nothing.
+    pub fn plan(&self, stick: &Path, select: [&str; 2], disk: &LoopDisk) -> serde_json::Value {
+        let mut args = vec!["--payload", stick.to_str().unwrap()];
+        args.extend(select);
+        args.extend(["--disk", &disk.dev, "--dry-run", "--json"]);
+        let out = self.install(&args);
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn install(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
             .args(args)
@@ -262,7 +273,7 @@ pub fn fleet_toml(defaults: &str, hosts: &[(&str, &str, &str, &str)]) -> String 
 /// for tests that change it and install from the directory.
 pub fn payload_dir(stick: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
-    let img = media::read::Image::open(stick).unwrap();
+    let img = media::image::Image::open(stick).unwrap();
     run(
         "mcopy",
         &[
@@ -391,7 +402,7 @@ pub fn check_installed(env: &Env, disk: &LoopDisk, toplevel: &str, root_fs: &str
 
 pub fn report_on_stick(stick: &Path) -> Vec<serde_json::Value> {
     use media::read::Payload;
-    let img = media::read::Image::open(stick).unwrap();
+    let img = media::image::Image::open(stick).unwrap();
     let fat = img.fat(img.payload).unwrap();
     fat.list("autoinstall/reports")
         .unwrap()

@@ -390,7 +390,8 @@ fn reads_what_mkfs_fat_and_mtools_write() {
 #[test]
 #[ignore]
 fn throughput() {
-    use crate::read::{Extent, FatPayload, Payload};
+    use crate::read::{FatPayload, Payload};
+    use crate::slice::Extent;
     use std::time::Instant;
     const SIZE: usize = 300 << 20;
     let tmp = tempfile::tempdir().unwrap();

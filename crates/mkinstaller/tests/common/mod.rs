@@ -27,31 +27,30 @@ impl Env {
         self.tmp.path().join(name)
     }
 
+    /// mkinstaller with `args`, this environment's installer and NAR cache. The tiny fleet's
+    /// systems are closures, not bootable NixOS systems: `--system` builds say so.
     pub fn mkinstaller(&self, args: &[&str]) -> Output {
-        let cache = self.path("cache");
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mkinstaller"));
         cmd.args(args);
         if !matches!(args[0], "inspect" | "verify") {
             cmd.arg("--installer")
                 .arg(&self.installer)
                 .arg("--cache-dir")
-                .arg(&cache);
+                .arg(self.path("cache"));
         }
-        cmd.output().unwrap()
+        if args.contains(&"--system") {
+            cmd.arg("--not-bootable");
+        }
+        cmd
     }
 
     /// [`Env::mkinstaller`] with one more environment variable.
     pub fn mkinstaller_env(&self, args: &[&str], key: &str, value: &str) -> Output {
-        let cache = self.path("cache");
-        Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
-            .args(args)
-            .arg("--installer")
-            .arg(&self.installer)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .env(key, value)
-            .output()
-            .unwrap()
+        self.command(args).env(key, value).output().unwrap()
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -89,7 +88,7 @@ pub fn fleet_toml(tops: &[String]) -> String {
         } else {
             ""
         };
-        s += &format!("\n[[host]]\nname = \"host-{}\"\nserials = [\"TEST-SN-{:04}\"]\nsystem = \"{t}\"\n{profile}", i + 1, i + 1);
+        s += &format!("\n[[host]]\nname = \"host-{}\"\nserials = [\"TEST-SN-{:04}\"]\nsystem = \"{t}\"\nbootable = false\n{profile}", i + 1, i + 1);
     }
     s
 }

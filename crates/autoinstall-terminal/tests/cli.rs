@@ -1,0 +1,50 @@
+//! Every argument is parsed into its type before anything happens: a bad value is a usage
+//! error (exit 2) that touches nothing, whatever else was asked; the completions and the man
+//! page come from the same definitions.
+
+use std::process::Command;
+
+fn installer(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_values_are_usage_errors_before_anything_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let d = disk.to_str().unwrap();
+    for args in [
+        &["--finish", "reboots", "--disk", d, "--yes"][..],
+        &["--dry-run", "--finish", "reboots", "--disk", d][..],
+        &["--retries", "many", "--disk", d, "--yes"][..],
+        &["--min-generation", "seven", "--disk", d, "--yes"][..],
+    ] {
+        let out = installer(args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains("invalid value"), "{args:?}: {said}");
+    }
+    let out = installer(&["--finish", "reboots"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auto, reboot, poweroff, none"));
+    let meta = std::fs::metadata(&disk).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.blocks(), 0, "the disk image was written");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_definitions() {
+    for args in [&["--completions", "bash"][..], &["--man"][..]] {
+        let out = installer(args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(out.stdout.len() > 1000, "{args:?}");
+    }
+    let help = installer(&["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit status"));
+}

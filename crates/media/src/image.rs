@@ -1,0 +1,109 @@
+//! An installer image (a USB image file, a stick, or an ISO) opened for reading: its GPT and
+//! partitions found by type, and its payload, whichever medium holds it.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::isoread::{self, IsoPayload};
+use crate::read::{DirPayload, FatPayload, Payload};
+pub use crate::slice::Extent;
+use crate::usb::{ESP_TYPE_GUID, PAYLOAD_TYPE_GUID};
+use crate::verify::Opener;
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+/// An installer image (or stick) opened for reading.
+pub struct Image {
+    pub path: PathBuf,
+    pub disk_bytes: u64,
+    pub esp: Extent,
+    pub payload: Extent,
+}
+
+impl Image {
+    /// Opens an image file or device and finds its ESP and payload partitions.
+    pub fn open(path: &Path) -> io::Result<Image> {
+        let mut file =
+            File::open(path).map_err(|e| other(format!("opening {}: {e}", path.display())))?;
+        let disk_bytes = file.seek(SeekFrom::End(0))?;
+        file.seek(SeekFrom::Start(0))?;
+        let disk = ::gpt::GptConfig::new()
+            .writable(false)
+            .logical_block_size(::gpt::disk::LogicalBlockSize::Lb512)
+            .open_from_device(file)
+            .map_err(|e| {
+                other(format!(
+                    "{}: no valid GPT partition table ({e}); is this an installer image?",
+                    path.display()
+                ))
+            })?;
+        let find = |guid: &str, what: &str| {
+            disk.partitions()
+                .values()
+                .find(|p| p.part_type_guid.guid.to_string().eq_ignore_ascii_case(guid))
+                .map(|p| Extent {
+                    start: p.first_lba * 512,
+                    len: (p.last_lba + 1 - p.first_lba) * 512,
+                })
+                .ok_or_else(|| {
+                    other(format!(
+                        "{}: no {what} partition (type {guid}); is this an installer image?",
+                        path.display()
+                    ))
+                })
+        };
+        Ok(Image {
+            path: path.to_path_buf(),
+            disk_bytes,
+            esp: find(ESP_TYPE_GUID, "EFI system")?,
+            payload: find(PAYLOAD_TYPE_GUID, "payload")?,
+        })
+    }
+
+    /// The FAT file system of one of the image's partitions.
+    pub fn fat(&self, extent: Extent) -> io::Result<FatPayload> {
+        FatPayload::open(&self.path, extent)
+    }
+}
+
+/// The payload of an installer image: the FAT payload partition of a USB image (or stick), the
+/// ISO 9660 volume of an ISO, or a payload directory.
+pub fn open_payload(path: &Path) -> io::Result<Box<dyn Payload>> {
+    if path.is_dir() {
+        // A `--format cache` site, or a payload tree copied off a stick.
+        return Ok(Box::new(DirPayload(path.to_path_buf())));
+    }
+    match Image::open(path) {
+        Ok(img) => Ok(Box::new(img.fat(img.payload)?)),
+        Err(_) if isoread::is_iso(path) => Ok(Box::new(IsoPayload::open(path)?)),
+        Err(e) => Err(e),
+    }
+}
+
+/// An image by its path, opened once per worker (see [`Opener`]).
+pub struct ImagePath(pub PathBuf);
+
+impl Opener for ImagePath {
+    fn open(&self) -> io::Result<Box<dyn Payload + '_>> {
+        open_payload(&self.0)
+    }
+
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+/// The installer's kernel command line on an image's ESP (`options` of its loader entry),
+/// if the image has one: what `inspect` shows.
+pub fn kernel_options(path: &Path) -> Option<String> {
+    let img = Image::open(path).ok()?;
+    let esp = img.fat(img.esp).ok()?;
+    let entry = esp.read_capped(crate::esp::LOADER_ENTRY, 64 << 10).ok()?;
+    String::from_utf8_lossy(&entry)
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .map(|o| o.trim().to_string())
+}

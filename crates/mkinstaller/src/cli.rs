@@ -1,0 +1,156 @@
+//! mkinstaller's command line, as clap parses it; `main.rs` turns it into a build or a
+//! reading of an image, and the same definitions make its completions and man page.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::options::OutputFormat;
+
+/// Default installer environment: where images/debian/build puts it.
+pub const DEFAULT_INSTALLER: &str = "/var/lib/nixos-autoinstall/installer";
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    util::size::parse(s)
+}
+
+#[derive(Parser)]
+#[command(
+    name = "mkinstaller",
+    version,
+    about = "Write bootable installer images that carry the NixOS closures of one host or a fleet",
+    long_about = "Write bootable installer images that carry the NixOS closures of one host or of a \
+                  whole fleet keyed by SMBIOS serial. Boot a machine from the image and \
+                  autoinstall-terminal installs the host whose serial it reads.",
+    after_help = "Exit status: 0 done; 1 failed while writing (the partial output is removed); 2 bad usage; 3 refused by a check before anything was written.\n\nExamples:\n  mkinstaller --mass hosts.toml -o usb.img\n  mkinstaller --mass hosts.toml --host web-1 -o web-1.img\n  mkinstaller --system /nix/store/…-nixos-system-x -o x.img\n  mkinstaller --mass hosts.toml --sign-key k.sec --format cache -o site/\n  mkinstaller --online http://10.0.0.1/site --format netboot -o tftp/\n  mkinstaller --mass hosts.toml --format netboot -o tftp/\n  mkinstaller inspect usb.img --json\n  mkinstaller verify usb.img",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show what an image carries: hosts, serials, closure sizes, the format version,
+    /// whether it is signed and by which key, its policies and the installer's kernel
+    /// command line. A summary of at most 40 hosts unless --all.
+    Inspect {
+        /// A USB image or stick, an ISO, or a payload directory (a cache site).
+        image: PathBuf,
+        /// Every host, however many.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-check every hash in an image, as the installer would before installing from it:
+    /// the manifest, each host's closure, every compressed file and NAR (hashes, sizes, and
+    /// the structure of every NAR); with --trusted-key, every signature too.
+    Verify {
+        /// A USB image or stick, an ISO, or a payload directory (a cache site).
+        image: PathBuf,
+        /// Require the manifest and every store path to be signed by this Nix public key
+        /// (`name:base64`); may be repeated.
+        #[arg(long, value_name = "KEY")]
+        trusted_key: Vec<String>,
+        /// Worker threads [default: all cores].
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Print the findings as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar, and nothing printed when all is well.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print shell completions for mkinstaller (e.g. `mkinstaller completions bash >
+    /// /usr/share/bash-completion/completions/mkinstaller`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print mkinstaller's man page (roff), made from this help.
+    Man,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The fleet file (see README: hosts.toml).
+    #[arg(long, value_name = "HOSTS.TOML", conflicts_with = "system")]
+    pub mass: Option<PathBuf>,
+    /// With --mass: a stick for this host only, installed whatever the machine's serial.
+    #[arg(long, value_name = "NAME", requires = "mass")]
+    pub host: Option<String>,
+    /// One NixOS toplevel (a /nix/store path), installed whatever the machine's serial.
+    #[arg(long, value_name = "STORE-PATH")]
+    pub system: Option<String>,
+    /// No fleet: boot media (usb, iso or netboot) for the online installer, which finds its
+    /// host by serial at this cache site (made with --mass … --format cache --sign-key) and
+    /// installs from it over HTTP(S).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["mass", "system"])]
+    pub online: Option<String>,
+    /// With --system: the host's name (default: from the toplevel's name).
+    #[arg(long, value_name = "NAME", requires = "system")]
+    pub name: Option<String>,
+    /// With --system: the disk layout (default: uefi-ext4).
+    #[arg(long, value_name = "PROFILE", requires = "system")]
+    pub profile: Option<String>,
+    /// With --system: the system is a bare closure, not a bootable NixOS toplevel; the
+    /// installer installs it without a boot loader (hosts.toml: bootable = false).
+    #[arg(long, requires = "system")]
+    pub not_bootable: bool,
+    /// The image file or block device to write.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Sign every narinfo and the manifest with this Nix secret key (the format `nix key
+    /// generate-secret` writes); installers that trust its public key refuse anything else.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// What to write [default: iso if the output ends in .iso, else usb]
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+    /// Pad the image to this size (e.g. 32G, the stick's size); default: just large enough.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub size: Option<u64>,
+    /// The installer environment (kernel, initrd, cmdline, systemd-bootx64.efi) [default:
+    /// $MKINSTALLER_INSTALLER (the flake's wrapper sets it to the NixOS one), else
+    /// /var/lib/nixos-autoinstall/installer, where images/debian/build puts it]
+    #[arg(long, value_name = "DIR")]
+    pub installer: Option<PathBuf>,
+    /// Cache of compressed NARs, reused across builds [default: $XDG_CACHE_HOME/mkinstaller]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Directory searched first for profiles named in hosts.toml.
+    #[arg(long, value_name = "DIR")]
+    pub profiles_dir: Option<PathBuf>,
+    /// Extra kernel command line for the installer, e.g. 'autoinstall.args="--dry-run"' or
+    /// console settings ('console=ttyS1,115200').
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    pub kernel_args: String,
+    /// zstd level for the NARs. 2 compresses about a fifth faster than 3 (Nix's default) for
+    /// about 4% more bytes; 3 and up trade build time for a smaller stick.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Compression threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// With --format cache: publish the hosts' extra files on the site anyway. They are
+    /// served to anyone who can reach the site, in the clear (SSH host keys and other
+    /// secrets included); without this, a fleet with extra files is refused for a site.
+    #[arg(long)]
+    pub public_extra_files: bool,
+    /// Read the output back when it is written and check every hash on it, as `mkinstaller
+    /// verify` does (the build fails if anything differs from what was meant).
+    #[arg(long)]
+    pub verify: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars, no summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}

@@ -1,0 +1,277 @@
+//! The fleet as mkinstaller builds it: hosts.toml (or one `--system`) read, each host's
+//! profile resolved and system realised, and every mistake that can be caught before anything
+//! is written caught, naming the host, the file and the line.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use manifest::document::{ExtraFile, Mode, EXTRA_FILES_DIR};
+use manifest::hosts::{Defaults, Fleet, Host, SystemSource, UnknownSerial};
+use media::payload::PayloadFile;
+use nixstore::StorePath;
+use sha2::{Digest, Sha256};
+
+use crate::options::{BuildOptions, Error, Source};
+use crate::profiles;
+use crate::ui::Ui;
+
+/// The fleet as planned: hosts with their systems realised and profiles resolved.
+pub struct Planned {
+    pub mode: Mode,
+    pub defaults: Defaults,
+    /// Where the fleet came from, for messages: hosts.toml, or `--system`.
+    pub file: PathBuf,
+    pub hosts: Vec<(Host, StorePath, manifest::Profile)>,
+}
+
+/// Reads the fleet (hosts.toml, or one `--system`), resolves each host's profile, builds its
+/// flake if it has one, and checks what can be checked before anything is written: the
+/// system is in the store, and is a bootable NixOS toplevel unless the host says
+/// `bootable = false`; every mistake names the host, the file and its line.
+pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
+    let (fleet, mode, base_dir) = match &opts.source {
+        Source::Online { .. } => unreachable!("online boot media plan no fleet"),
+        Source::Mass { file, host } => {
+            let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut fleet = Fleet::parse(file, &text).map_err(|e| e.to_string())?;
+            let mode = match host {
+                Some(name) => {
+                    let h = fleet.host(name).cloned().ok_or_else(|| {
+                        let names: Vec<&str> =
+                            fleet.hosts.iter().map(|h| h.name.as_str()).collect();
+                        format!(
+                            "{}: there is no host {name:?} (hosts: {})",
+                            file.display(),
+                            names.join(", ")
+                        )
+                    })?;
+                    fleet.hosts = vec![h];
+                    Mode::Single
+                }
+                None => Mode::Mass,
+            };
+            let base = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            (fleet, mode, base)
+        }
+        Source::System {
+            path,
+            name,
+            profile,
+            not_bootable,
+        } => {
+            let sp = StorePath::parse(path).map_err(|e| format!("--system: {e}"))?;
+            let name = match name {
+                Some(n) => n.clone(),
+                None => host_name_of(&sp),
+            };
+            manifest::hosts::check_host_name(&name).map_err(|e| format!("--name: {e}"))?;
+            let profile = profile
+                .clone()
+                .unwrap_or_else(|| manifest::hosts::DEFAULT_PROFILE.to_string());
+            let fleet = Fleet {
+                file: PathBuf::from("--system"),
+                defaults: Defaults {
+                    profile: profile.clone(),
+                    ..Defaults::default()
+                },
+                hosts: vec![Host {
+                    name,
+                    serials: Vec::new(),
+                    system: SystemSource::StorePath(sp),
+                    profile,
+                    disk: None,
+                    extra_files: None,
+                    bootable: !not_bootable,
+                    line: 0,
+                }],
+            };
+            (
+                fleet,
+                Mode::Single,
+                std::env::current_dir().unwrap_or_default(),
+            )
+        }
+    };
+    let file = fleet.file.clone();
+    let mut hosts = Vec::new();
+    for h in fleet.hosts {
+        let at = format!("{}:{}: host {:?}", file.display(), h.line, h.name);
+        let profile = profiles::resolve(&h.profile, &base_dir, opts.profiles_dir.as_deref())
+            .map_err(|e| format!("{at}: {e}"))?;
+        let toplevel = match &h.system {
+            SystemSource::StorePath(p) => p.clone(),
+            SystemSource::Flake(f) => {
+                ui.say(&format!("building {f} for host {}", h.name));
+                build_flake(f, &base_dir).map_err(|e| format!("{at}: {e}"))?
+            }
+        };
+        check_system(&toplevel, h.bootable).map_err(|e| format!("{at}: {e}"))?;
+        if let Some(dir) = &h.extra_files {
+            if !dir.is_dir() {
+                return Err(
+                    format!("{at}: extra-files {} is not a directory", dir.display()).into(),
+                );
+            }
+        }
+        hosts.push((h, toplevel, profile));
+    }
+    if mode == Mode::Mass && fleet.defaults.on_unknown_serial == UnknownSerial::Refuse {
+        for (h, _, _) in hosts.iter().filter(|(h, _, _)| h.serials.is_empty()) {
+            ui.warn(&format!(
+                "{}:{}: host {:?} has no serials and on-unknown-serial is \"refuse\": this stick can never install it (give it serials, or make it the host for unknown serials)",
+                file.display(),
+                h.line,
+                h.name
+            ));
+        }
+    }
+    Ok(Planned {
+        mode,
+        defaults: fleet.defaults,
+        file,
+        hosts,
+    })
+}
+
+/// The system must be in this machine's Nix store, and (unless `bootable` is false) a NixOS
+/// toplevel the installer can make bootable: with `bin/switch-to-configuration`, `kernel`
+/// and `init`.
+fn check_system(toplevel: &StorePath, bootable: bool) -> Result<(), String> {
+    let path = PathBuf::from(toplevel.to_string());
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Err(format!(
+            "system {toplevel} is not in this machine's Nix store; build it here first, or copy it here (nix copy --from …)"
+        ));
+    }
+    if bootable {
+        let missing: Vec<&str> = ["bin/switch-to-configuration", "kernel", "init"]
+            .into_iter()
+            .filter(|f| std::fs::symlink_metadata(path.join(f)).is_err())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "system {toplevel} is not a bootable NixOS system (it has no {}); give the host's config.system.build.toplevel, or say bootable = false to install a bare closure without a boot loader",
+                missing.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `nixos-system-dev-365-25.05.20250101.abcdef` → `dev-365`: NixOS appends one version
+/// component, and host names may themselves end in `-<digits>`, so only the last goes.
+pub fn host_name_of(p: &StorePath) -> String {
+    let name = p.name().strip_prefix("nixos-system-").unwrap_or(p.name());
+    match name.rsplit_once('-') {
+        Some((host, version))
+            if !host.is_empty() && version.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
+            host.to_string()
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// Builds `REF#NAME` as `REF#nixosConfigurations.NAME.config.system.build.toplevel`.
+fn build_flake(flake: &str, dir: &Path) -> Result<StorePath, String> {
+    let (reference, name) = flake
+        .split_once('#')
+        .ok_or_else(|| format!("flake {flake:?} must be REF#NAME"))?;
+    let attr = format!("{reference}#nixosConfigurations.{name}.config.system.build.toplevel");
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "build",
+            "--no-link",
+            "--json",
+            &attr,
+        ])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("running nix build {attr}: {e} (is Nix installed?)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nix build {attr} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("nix build {attr}: unreadable --json output: {e}"))?;
+    let path = json[0]["outputs"]["out"]
+        .as_str()
+        .ok_or_else(|| format!("nix build {attr}: no output path in {json}"))?;
+    StorePath::parse(path).map_err(|e| e.to_string())
+}
+
+pub fn extra_files(host: &Host) -> Result<(Vec<ExtraFile>, Vec<PayloadFile>), String> {
+    let Some(dir) = &host.extra_files else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut entries = Vec::new();
+    let mut files = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        let mut children: Vec<_> = fs::read_dir(&d)
+            .map_err(|e| format!("extra-files {}: {e}", d.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("extra-files {}: {e}", d.display()))?;
+        children.sort_by_key(|e| e.file_name());
+        for e in children {
+            let p = e.path();
+            let meta = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let rel = p
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_string_lossy()
+                .into_owned();
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                let data = fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let source = format!("{EXTRA_FILES_DIR}/{}/{rel}", host.name);
+                entries.push(ExtraFile {
+                    target: rel,
+                    source: source.clone(),
+                    mode: meta.permissions().mode() & 0o7777,
+                    sha256: format!("{:x}", Sha256::digest(&data)),
+                    size: data.len() as u64,
+                });
+                files.push(PayloadFile {
+                    payload_path: source,
+                    source: p,
+                    size: meta.len(),
+                });
+            } else {
+                return Err(format!(
+                    "extra-files: {} is neither a file nor a directory; only those are copied",
+                    p.display()
+                ));
+            }
+        }
+    }
+    Ok((entries, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_from_toplevels() {
+        let p = |s: &str| StorePath::parse(&format!("/nix/store/{}-{s}", "0".repeat(32))).unwrap();
+        assert_eq!(
+            host_name_of(&p("nixos-system-dev-365-25.05.20250101.abcdef")),
+            "dev-365"
+        );
+        assert_eq!(host_name_of(&p("nixos-system-web1-24.11")), "web1");
+        assert_eq!(host_name_of(&p("my-system")), "my-system");
+        assert_eq!(host_name_of(&p("nixos-system-host-1-1")), "host-1");
+    }
+}

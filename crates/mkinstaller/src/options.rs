@@ -1,0 +1,154 @@
+//! What a build is asked to do, what it reports, and how it fails.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Whether a failed build wrote anything: refused by a check before the output was opened
+/// (exit 3), or failed while writing it (exit 1; the partial output is removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Refused,
+    Failed,
+}
+
+/// A failed build, as a sentence, and whether anything was written.
+#[derive(Debug)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    /// A failure while writing the output.
+    pub fn failed(message: impl Into<String>) -> Error {
+        Error {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Most errors are checks that refuse before anything is written.
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error {
+            kind: ErrorKind::Refused,
+            message,
+        }
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Error::from(message.to_string())
+    }
+}
+
+/// What the image is built from.
+pub enum Source {
+    /// A fleet file; with `host`, a per-host stick that installs that host whatever the serial.
+    Mass { file: PathBuf, host: Option<String> },
+    /// No fleet: boot media for the online installer, which fetches from the cache site at
+    /// `url` (made by `--mass … --format cache`).
+    Online { url: String },
+    /// One toplevel, installed whatever the serial.
+    System {
+        path: String,
+        name: Option<String>,
+        profile: Option<String>,
+        /// `--not-bootable`: a bare closure, installed without a boot loader.
+        not_bootable: bool,
+    },
+}
+
+/// What kind of image to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A GPT disk image (or a stick written in place): ESP + FAT32 payload partition.
+    Usb,
+    /// A hybrid ISO 9660 image (CD, BMC virtual media, or dd to a stick).
+    Iso,
+    /// A directory: the payload tree as a static site (a Nix binary cache with the manifest
+    /// and per-serial lookups), for the online installer behind any HTTP server.
+    Cache,
+    /// A directory for a TFTP/HTTP boot server: kernel, initrd (with the payload in it, or
+    /// with `--online`, without), an iPXE script and a UKI.
+    Netboot,
+}
+
+impl OutputFormat {
+    /// `--format`, or else the output's extension: `.iso` is an ISO, anything else a disk.
+    pub fn for_output(given: Option<OutputFormat>, output: &Path) -> OutputFormat {
+        given.unwrap_or_else(|| {
+            match output
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_lowercase)
+            {
+                Some(e) if e == "iso" => OutputFormat::Iso,
+                _ => OutputFormat::Usb,
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Usb => "usb",
+            OutputFormat::Iso => "iso",
+            OutputFormat::Cache => "cache",
+            OutputFormat::Netboot => "netboot",
+        }
+    }
+}
+
+pub struct BuildOptions {
+    pub source: Source,
+    pub output: PathBuf,
+    pub format: OutputFormat,
+    pub size: Option<u64>,
+    pub installer: PathBuf,
+    pub cache_dir: PathBuf,
+    pub profiles_dir: Option<PathBuf>,
+    pub level: i32,
+    pub threads: usize,
+    /// Appended to the installer's kernel command line.
+    pub kernel_args: String,
+    /// Signs every narinfo and the manifest (`--sign-key`).
+    pub sign_key: Option<PathBuf>,
+    /// `--public-extra-files`: a cache site may serve the hosts' extra files in the clear.
+    pub public_extra_files: bool,
+    /// `--verify`: read the output back and check every hash on it.
+    pub verify: bool,
+}
+
+/// The end-of-run figures (`--json` prints them).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub output: PathBuf,
+    pub hosts: usize,
+    pub paths: usize,
+    pub nar_bytes: u64,
+    pub compressed_bytes: u64,
+    pub paths_compressed: usize,
+    pub paths_from_cache: usize,
+    pub image_bytes: u64,
+    pub seconds: f64,
+    /// Where the time went: closure queries, compression, writing the image.
+    pub phase_seconds: Phases,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Phases {
+    pub plan: f64,
+    pub compress: f64,
+    pub write: f64,
+}

@@ -1,0 +1,172 @@
+//! Reading an image back for the admin: `inspect` (what it carries) and `verify` (every hash
+//! and, with keys, every signature).
+
+use std::path::Path;
+
+use util::size::human;
+
+use crate::ui::Ui;
+
+/// `mkinstaller inspect`: what an image carries, as a table (a summary past 40 hosts unless
+/// `all`) or JSON.
+pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
+    let payload = media::image::open_payload(image).map_err(|e| e.to_string())?;
+    let s = media::summary::summarise(payload.as_ref()).map_err(|e| e.to_string())?;
+    let options = media::image::kernel_options(image);
+    if json {
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            #[serde(flatten)]
+            summary: &'a media::summary::Summary,
+            kernel_options: Option<String>,
+        }
+        let shown = Shown {
+            summary: &s,
+            kernel_options: options,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&shown).expect("serialises")
+        );
+        return Ok(());
+    }
+    println!(
+        "{}: media format {}, {} mode, written by {}",
+        image.display(),
+        s.format_version,
+        s.mode,
+        s.generator
+    );
+    println!(
+        "signed: {}",
+        if s.signed_by.is_empty() {
+            "no (installers that trust a key refuse it)".to_string()
+        } else {
+            format!(
+                "by {} (check with verify --trusted-key)",
+                s.signed_by.join(", ")
+            )
+        }
+    );
+    println!(
+        "fleet: {}, generation {}",
+        s.fleet.as_deref().unwrap_or("(unnamed)"),
+        s.generation
+    );
+    println!(
+        "unknown serial: {}, after install: {}, countdown: {} s",
+        match &s.on_unknown_serial {
+            manifest::UnknownSerial::Ask => "ask".to_string(),
+            manifest::UnknownSerial::Refuse => "refuse".to_string(),
+            manifest::UnknownSerial::Host(h) => format!("install {h}"),
+        },
+        format!("{:?}", s.after_install).to_lowercase(),
+        s.confirm_seconds
+    );
+    if let Some(o) = &options {
+        println!("installer kernel command line: {o}");
+    }
+    println!();
+    println!(
+        "{:<20} {:<24} {:>6} {:>10} {:>10} {:>10}  profile",
+        "host", "serials", "paths", "NAR", "on stick", "unique"
+    );
+    const SHOWN: usize = 40;
+    let shown = if all {
+        s.hosts.len()
+    } else {
+        SHOWN.min(s.hosts.len())
+    };
+    for h in &s.hosts[..shown] {
+        let serials = if h.serials.is_empty() {
+            "-".to_string()
+        } else {
+            h.serials.join(",")
+        };
+        println!(
+            "{:<20} {:<24} {:>6} {:>10} {:>10} {:>10}  {}",
+            h.name,
+            serials,
+            h.closure_paths,
+            human(h.closure_nar_bytes),
+            human(h.closure_compressed_bytes),
+            human(h.unique_nar_bytes),
+            h.profile
+        );
+    }
+    if shown < s.hosts.len() {
+        println!(
+            "… and {} more hosts (--all lists them, --json gives everything)",
+            s.hosts.len() - shown
+        );
+    }
+    println!();
+    println!(
+        "{} distinct store paths, {} of NAR stored as {}; {} of NAR shared by several hosts",
+        s.paths,
+        human(s.nar_bytes),
+        human(s.compressed_bytes),
+        human(s.shared_nar_bytes)
+    );
+    Ok(())
+}
+
+/// `mkinstaller verify`: every hash (and with keys, every signature) checked, every problem
+/// listed.
+pub fn verify(
+    image: &Path,
+    trusted_keys: &[String],
+    jobs: usize,
+    json: bool,
+    quiet: bool,
+) -> Result<(), String> {
+    let keys = trusted_keys
+        .iter()
+        .map(|k| {
+            nixstore::keys::PublicKey::parse(k)
+                .map_err(|e| format!("--trusted-key {k:?}: {e}; a key reads name:base64"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let opener = media::image::ImagePath(image.to_path_buf());
+    let total = media::image::open_payload(image)
+        .and_then(|p| media::summary::summarise(p.as_ref()))
+        .map(|s| s.compressed_bytes)
+        .unwrap_or(0);
+    let ui = Ui {
+        quiet: quiet || json,
+    };
+    let bar = ui.bytes(total, "verifying");
+    let v = media::verify::verify_payload(&opener, &keys, jobs, &|n| bar.inc(n))
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+    }
+    if !v.problems.is_empty() {
+        if !json {
+            for p in &v.problems {
+                eprintln!("{}: {p}", image.display());
+            }
+        }
+        return Err(format!(
+            "{}: {} problem(s) found; the image is damaged, rebuild it",
+            image.display(),
+            v.problems.len()
+        ));
+    }
+    if !json && !quiet {
+        let signed = if v.signed_by.is_empty() {
+            String::new()
+        } else {
+            format!(", signed by {}", v.signed_by.join(", "))
+        };
+        eprintln!(
+            "{}: {} hosts, {} store paths, {} of NAR: every hash matches{signed}",
+            image.display(),
+            v.hosts,
+            v.paths,
+            human(v.nar_bytes)
+        );
+    }
+    Ok(())
+}

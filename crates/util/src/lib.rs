@@ -1,0 +1,9 @@
+//! The small pieces every crate of the workspace shares, each written once: `pool` runs work
+//! on all cores and stops at the first error, `io` holds the `Read` adapters (counting,
+//! progress, limits, noting failures), `size` parses and prints sizes as people write them, `mountinfo` reads what the kernel says
+//! is mounted and swapped on (one parser, one unescaping rule).
+
+pub mod io;
+pub mod mountinfo;
+pub mod pool;
+pub mod size;

@@ -2,8 +2,11 @@
   description = "mkinstaller and autoinstall-terminal: offline installers for NixOS fleets";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+  # Only for the checks: a fleet host that declares its disks with disko.
+  inputs.disko.url = "github:nix-community/disko";
+  inputs.disko.inputs.nixpkgs.follows = "nixpkgs";
 
-  outputs = { self, nixpkgs }:
+  outputs = { self, nixpkgs, disko }:
     let
       systems = [ "x86_64-linux" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f system nixpkgs.legacyPackages.${system});
@@ -117,8 +120,135 @@
               nix-store --load-db < ${pkgs.closureInfo { rootPaths = lib.attrValues hosts; }}/registration
               mkinstaller --mass ${hostsToml} -o $out --installer ${env} --cache-dir $TMPDIR/cache --quiet
             '';
+
+          # A fleet host as real fleets declare them: disko lays out LUKS2 (unlocked at boot
+          # with a key file in its initrd) with LVM on it, and the host mounts what disko names.
+          # mkinstaller takes its disko.devices as a file here (the build sandbox cannot
+          # evaluate a flake; `flake = ".#host"` hosts are evaluated by mkinstaller itself).
+          diskoKey = pkgs.writeText "crypted.key" "0123456789abcdef0123456789abcdef";
+          diskoHost = (nixpkgs.lib.nixosSystem {
+            inherit system;
+            modules = [
+              disko.nixosModules.disko
+              {
+                networking.hostName = "disko-1";
+                boot.loader.systemd-boot.enable = true;
+                boot.kernelParams = [ "console=ttyS0" ];
+                boot.initrd.secrets."/crypted.key" = diskoKey;
+                disko.devices = {
+                  # A by-id name this machine does not have: the profile's rules choose.
+                  disk.main = {
+                    type = "disk";
+                    device = "/dev/disk/by-id/virtio-not-on-this-machine";
+                    content = {
+                      type = "gpt";
+                      partitions.ESP = {
+                        size = "512M";
+                        type = "EF00";
+                        content = { type = "filesystem"; format = "vfat"; mountpoint = "/boot"; mountOptions = [ "umask=0077" ]; };
+                      };
+                      partitions.luks = {
+                        size = "100%";
+                        content = {
+                          type = "luks";
+                          name = "crypted";
+                          settings = { keyFile = "/crypted.key"; allowDiscards = true; };
+                          extraFormatArgs = [ "--pbkdf" "pbkdf2" ];
+                          content = { type = "lvm_pv"; vg = "pool"; };
+                        };
+                      };
+                    };
+                  };
+                  lvm_vg.pool = {
+                    type = "lvm_vg";
+                    lvs.root = {
+                      size = "100%FREE";
+                      content = { type = "filesystem"; format = "ext4"; mountpoint = "/"; };
+                    };
+                  };
+                };
+                # Says on the serial console what it booted from.
+                systemd.services.announce = {
+                  wantedBy = [ "multi-user.target" ];
+                  script = "echo \"DISKO-HOST-UP root=$(${pkgs.util-linux}/bin/findmnt -no SOURCE /)\" > /dev/ttyS0";
+                  serviceConfig.Type = "oneshot";
+                };
+                documentation.enable = false;
+                system.stateVersion = "25.05";
+              }
+            ];
+          }).config;
+          # disko.devices as `nix eval --json` prints it, disko's own (`_`) attributes left out.
+          strip = v:
+            if builtins.isAttrs v then
+              builtins.mapAttrs (_: strip) (removeAttrs v (builtins.filter (n: lib.hasPrefix "_" n) (builtins.attrNames v)))
+            else if builtins.isList v then map strip v
+            else v;
+          diskoJson = pkgs.writeText "disko-1.disko.json" (builtins.toJSON (strip diskoHost.disko.devices));
+          diskoToml = pkgs.writeText "hosts.toml" ''
+            version = 1
+            [defaults]
+            on-unknown-serial = "refuse"
+            after-install = "poweroff"
+            confirm-seconds = 0
+            [[host]]
+            name = "disko-1"
+            serials = ["NIXTEST-SN-0100"]
+            system = "${diskoHost.system.build.toplevel}"
+            disko = "${diskoJson}"
+            luks-keys = { crypted = "${diskoKey}" }
+          '';
+          installEnv = (installerSystem system [ ]).config.system.build.autoinstallEnv;
+          diskoImage = pkgs.runCommand "autoinstall-disko-image"
+            { nativeBuildInputs = [ self.packages.${system}.mkinstaller-unwrapped pkgs.nix ]; }
+            ''
+              export NIX_STATE_DIR=$TMPDIR/state NIX_REMOTE=local HOME=$TMPDIR
+              nix-store --load-db < ${pkgs.closureInfo { rootPaths = [ diskoHost.system.build.toplevel ]; }}/registration
+              mkinstaller --mass ${diskoToml} -o $out --installer ${installEnv} --cache-dir $TMPDIR/cache --quiet
+            '';
         in
         {
+          # Installs the disko host from a mass stick onto a blank disk by its serial, then
+          # boots it from that disk alone: LUKS opened with its key, LVM, ext4 root. Needs KVM
+          # and nixpkgs; the development machine has neither, so it has not been run there
+          # (tests/vm/install-fleet covers the same path with the demo fleet).
+          disko-install = pkgs.testers.runNixOSTest {
+            name = "autoinstall-disko-install";
+            nodes = { };
+            testScript = ''
+              import os, shutil, subprocess
+              tmp = os.environ["TMPDIR"]
+              stick = os.path.join(tmp, "stick.img")
+              shutil.copy("${diskoImage}", stick)
+              os.chmod(stick, 0o644)
+              target = os.path.join(tmp, "target.img")
+              subprocess.run(["${pkgs.qemu_test}/bin/qemu-img", "create", "-f", "raw", target, "8G"], check=True)
+              vars_fd = os.path.join(tmp, "vars.fd")
+              shutil.copy("${pkgs.OVMF.fd}/FV/OVMF_VARS.fd", vars_fd)
+              os.chmod(vars_fd, 0o644)
+              firmware = (
+                  "${pkgs.qemu_test}/bin/qemu-kvm -m 2048"
+                  " -smbios type=1,serial=NIXTEST-SN-0100"
+                  " -drive if=pflash,format=raw,readonly=on,file=${pkgs.OVMF.fd}/FV/OVMF_CODE.fd"
+                  f" -drive if=pflash,format=raw,file={vars_fd}"
+              )
+              installer = create_machine(
+                  start_command=firmware + f" -drive file={target},format=raw,if=virtio -drive file={stick},format=raw,if=virtio",
+                  name="installer",
+              )
+              installer.start()
+              installer.wait_for_console_text("installed disko-1 on")
+              installer.wait_for_shutdown()
+              host = create_machine(
+                  start_command=firmware + f" -drive file={target},format=raw,if=virtio",
+                  name="disko1",
+              )
+              host.start()
+              host.wait_for_console_text("DISKO-HOST-UP root=/dev/mapper/pool-root")
+              host.crash()
+            '';
+          };
+
           mass-image = pkgs.testers.runNixOSTest {
             name = "autoinstall-mass-image";
             nodes = { };

@@ -180,3 +180,143 @@ module_closure() {
     }
   ' <<<"$out"
 }
+
+# --- the storage stack: LUKS, LVM, md RAID -------------------------------------------------
+# Carried by both the installer environment (images/debian/build), which lays out LUKS, LVM and
+# RAID, and the demo hosts' stage 1 (tests/fixtures/demo-fleet/build), which unlocks and
+# assembles them again: one list, so that what the installer makes is what the installed
+# system's stage 1 can open.
+# shellcheck disable=SC2034 # read by the scripts that source this file
+STORAGE_TOOL_PACKAGES=(cryptsetup-bin lvm2 mdadm dmsetup)
+# The libraries those tools link against (the NEEDED walk of stage_libraries fails naming a
+# library none of the packages given to it provides). libsystemd0 and what it pulls come
+# with lvm, which links it for journal logging and never needs systemd running.
+# shellcheck disable=SC2034
+STORAGE_LIB_PACKAGES=(libgcc-s1 libcryptsetup12 libdevmapper1.02.1 libdevmapper-event1.02.1
+  libpopt0 libargon2-1 libjson-c5 libssl3 libaio1 libedit2 libbsd0 libmd0 libtinfo6 libsystemd0
+  libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1 libudev1 libselinux1
+  libpcre2-8-0 libblkid1 libuuid1 libc6)
+# PACKAGE PATH-IN-PACKAGE PATH-IN-ROOT, as stage_tools takes them.
+# shellcheck disable=SC2034
+STORAGE_TOOLS="
+cryptsetup-bin sbin/cryptsetup usr/sbin/cryptsetup
+lvm2           sbin/lvm        usr/sbin/lvm
+mdadm          sbin/mdadm      usr/sbin/mdadm
+dmsetup        sbin/dmsetup    usr/sbin/dmsetup
+"
+# Files no NEEDED entry names: glibc loads libgcc_s.so.1 with dlopen when a thread ends
+# (pthread_exit unwinds), and cryptsetup's argon2 ends its worker threads that way: without
+# it, opening an argon2id keyslot on a machine with several CPUs aborts.
+# shellcheck disable=SC2034
+STORAGE_DATA="
+libgcc-s1 lib/x86_64-linux-gnu/libgcc_s.so.1 usr/lib/x86_64-linux-gnu/libgcc_s.so.1
+"
+# Kernel modules (module_closure adds what they depend on): device-mapper with the targets LVM
+# uses (linear and striped are in dm_mod; thin pools, snapshots, mirrors, RAID LVs), dm-crypt
+# with the ciphers LUKS2 uses by default (aes-xts-plain64; aes_generic and sha256 are built
+# in, aesni_intel is the fast path on real CPUs and fails to load under QEMU's TCG, which is
+# expected), AF_ALG for cryptsetup's keyslot encryption, and md with its RAID levels.
+# shellcheck disable=SC2034
+STORAGE_MODULES=(
+  dm_mod dm_crypt dm_thin_pool dm_persistent_data dm_bufio dm_snapshot dm_mirror dm_raid
+  xts essiv ecb cbc aesni_intel algif_skcipher af_alg
+  md_mod raid0 raid1 raid10 raid456
+)
+
+# storage_aliases: the ALIASES lines (PATH-IN-ROOT TARGET) for LVM's command names, read from
+# the lvm2 package itself (every symlink to lvm in its sbin: pvcreate, vgchange, lvs...), so
+# that the list follows Debian's. Needs lvm2 fetched.
+storage_aliases() {
+  local l
+  [[ -n "${DEB_TREE[lvm2]:-}" ]] || die "storage_aliases: lvm2 was not fetched"
+  for l in "${DEB_TREE[lvm2]}"/sbin/*; do
+    if [[ -L "$l" && "$(readlink "$l")" == lvm ]]; then echo "usr/sbin/${l##*/} lvm"; fi
+  done
+}
+
+# stage_storage_config ROOT: the configuration that lets LVM and mdadm run without udev
+# (images/debian/etc: lvm.conf, mdadm.conf), copied into ROOT/etc.
+stage_storage_config() {
+  local conf
+  conf=$(dirname "${BASH_SOURCE[0]}")/etc
+  install -D -m 0644 "$conf/lvm/lvm.conf" "$1/etc/lvm/lvm.conf"
+  install -D -m 0644 "$conf/mdadm/mdadm.conf" "$1/etc/mdadm/mdadm.conf"
+}
+
+# storage_config_files: the files stage_storage_config copies (for input hashes).
+storage_config_files() {
+  local conf
+  conf=$(dirname "${BASH_SOURCE[0]}")/etc
+  echo "$conf/lvm/lvm.conf" "$conf/mdadm/mdadm.conf"
+}
+
+# --- staging tools and their libraries -------------------------------------------------------
+
+# stage_tools ROOT TOOLS ALIASES: copies files out of unpacked packages (fetch_debs) into the
+# tree ROOT. TOOLS holds lines "PACKAGE PATH-IN-PACKAGE PATH-IN-ROOT" (symlinks followed);
+# ALIASES lines "PATH-IN-ROOT TARGET" (symlinks, TARGET written as it is). Blank lines are
+# skipped. Fails naming the package that lacks a file.
+stage_tools() {
+  local root=$1 pkg src dst link target
+  while read -r pkg src dst; do
+    [[ -n "$pkg" ]] || continue
+    [[ -n "${DEB_TREE[$pkg]:-}" ]] || die "stage_tools: package $pkg was not fetched"
+    [[ -f "${DEB_TREE[$pkg]}/$src" ]] || die "$pkg has no $src"
+    mkdir -p "$(dirname "$root/$dst")"
+    cp -L "${DEB_TREE[$pkg]}/$src" "$root/$dst"
+  done <<<"$2"
+  while read -r link target; do
+    [[ -n "$link" ]] || continue
+    mkdir -p "$(dirname "$root/$link")"
+    ln -sfn "$target" "$root/$link"
+  done <<<"$3"
+}
+
+# stage_libraries ROOT PACKAGE...: walks the NEEDED entries of every ELF file under ROOT/usr/bin
+# and ROOT/usr/sbin, recursively, and copies each library (under its soname) from the unpacked
+# PACKAGEs into ROOT/usr/lib/x86_64-linux-gnu until nothing new is needed; when any file is
+# dynamically linked, also the loader and its /lib64 path (ROOT/usr/lib64; ROOT/lib64 must
+# lead there). No host ldd: what goes in comes from the same Debian packages as the tools.
+# Fails naming a library that none of the PACKAGEs provides, and the script to fix.
+stage_libraries() {
+  local root=$1 p d f so src dynamic=0
+  shift
+  local -A lib_src=()
+  for p in "$@"; do
+    [[ -n "${DEB_TREE[$p]:-}" ]] || die "stage_libraries: package $p was not fetched"
+    for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu; do
+      [[ -d "${DEB_TREE[$p]}/$d" ]] || continue
+      for f in "${DEB_TREE[$p]}/$d"/*.so*; do
+        [[ -e "$f" ]] || continue
+        : "${lib_src[${f##*/}]:=$f}"
+      done
+    done
+  done
+  local libdir="$root/usr/lib/x86_64-linux-gnu"
+  mkdir -p "$libdir" "$root/usr/lib64"
+  local queue=()
+  while IFS= read -r -d '' f; do
+    [[ "$(head -c 4 "$f" | tr -d '\0')" == $'\x7fELF' ]] && queue+=("$f")
+  done < <(find "$root/usr/bin" "$root/usr/sbin" -type f -print0 2>/dev/null)
+  while ((${#queue[@]})); do
+    f=${queue[0]}
+    queue=("${queue[@]:1}")
+    if readelf -lW "$f" | grep 'Requesting program interpreter' >/dev/null; then dynamic=1; fi
+    for so in $(readelf -dW "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+      [[ -e "$libdir/$so" ]] && continue
+      src=${lib_src[$so]:-}
+      [[ -n "$src" ]] || die "${f#"$root"} needs $so, which none of the library packages" \
+        "provides: add its package (try: dpkg -S $so) to the list in $0 (or to" \
+        "STORAGE_LIB_PACKAGES in images/debian/lib.sh for the storage tools)"
+      cp -L "$src" "$libdir/$so"
+      queue+=("$libdir/$so")
+    done
+  done
+  if ((dynamic)); then
+    # PT_INTERP of x86-64 binaries is /lib64/ld-linux-x86-64.so.2.
+    [[ -n "${lib_src[ld-linux-x86-64.so.2]:-}" ]] || die "no ld-linux-x86-64.so.2 (is libc6 among the packages?)"
+    [[ -e "$libdir/ld-linux-x86-64.so.2" ]] ||
+      cp -L "${lib_src[ld-linux-x86-64.so.2]}" "$libdir/ld-linux-x86-64.so.2"
+    ln -sfn ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/usr/lib64/ld-linux-x86-64.so.2"
+  fi
+}

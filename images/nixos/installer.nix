@@ -83,7 +83,7 @@ in
     tools = lib.mkOption {
       type = lib.types.listOf lib.types.package;
       default = with pkgs; [ e2fsprogs btrfs-progs dosfstools xfsprogs util-linux cryptsetup lvm2 mdadm ];
-      description = "What the installer runs: mkfs and fsck for every profile's file systems, wipefs, swap.";
+      description = "What the installer runs: mkfs and fsck for every profile's file systems, wipefs, swap, and the storage stack of disko layouts (cryptsetup, LVM, mdadm).";
     };
   };
 
@@ -94,6 +94,22 @@ in
       "usb_storage" "uas" "xhci_pci" "ehci_pci" "vfat" "nls_cp437" "nls_iso8859_1" "ext4" "btrfs"
     ];
     boot.supportedFilesystems = [ "ext4" "btrfs" "vfat" "xfs" ];
+    # The storage stack the installer lays out (LUKS2, LVM, md RAID), loaded at boot as the
+    # Debian environment loads them: device-mapper with LVM's targets, dm-crypt with the
+    # ciphers and AF_ALG cryptsetup uses, md with its RAID levels. Not in the initrd: the
+    # installer runs in stage 2, where every module of the kernel is available anyway.
+    boot.kernelModules = [
+      "dm_mod" "dm_crypt" "dm_thin_pool" "dm_snapshot" "dm_mirror" "dm_raid"
+      "xts" "essiv" "algif_skcipher"
+      "md_mod" "raid0" "raid1" "raid10" "raid456"
+    ];
+    # Not boot.swraid: its udev rules would assemble arrays found on a target disk, which the
+    # installer then refuses as held; mdadm is in `tools` and is run by the installer alone.
+    # The same mdadm.conf as the Debian environment: arrays keep their recorded names.
+    environment.etc."mdadm.conf".text = ''
+      HOMEHOST <ignore>
+      AUTO +all
+    '';
     environment.systemPackages = cfg.tools ++ [ cfg.package ];
     # Marks the installer environment: only here does `--finish auto` carry out the stick's
     # after-install action (reboot, poweroff).

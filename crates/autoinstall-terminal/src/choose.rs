@@ -164,7 +164,8 @@ mod tests {
             std::path::Path::new("uefi-ext4.toml"),
             include_str!("../../../installer-profiles/uefi-ext4.toml"),
         )
-        .expect("the profile parses");
+        .expect("the profile parses")
+        .to_layout();
         let host = |name: &str, serial: &str| HostEntry {
             name: name.into(),
             serials: vec![serial.into()],
@@ -174,6 +175,7 @@ mod tests {
             layout: layout.clone(),
             disk: None,
             extra_files: vec![],
+            luks_keys: vec![],
             bootable: true,
         };
         Manifest {

@@ -16,10 +16,12 @@ use crate::source::Source;
 
 /// Where the store goes.
 pub struct StoreFs<'a> {
-    /// The partition's device node.
+    /// The device node (a partition, an array, a LUKS mapper, a logical volume).
     pub device: &'a Path,
     pub bytes: u64,
     pub label: &'a str,
+    /// The UUID the host's configuration names it by, if any.
+    pub uuid: Option<&'a str>,
     /// The store directory's path in the file system: `["nix", "store"]` for a root
     /// file system, `["store"]` for one mounted at `/nix`.
     pub store_dir: Vec<&'a str>,
@@ -39,6 +41,7 @@ pub fn write(
         target.device,
         target.bytes,
         target.label,
+        target.uuid,
         &target.store_dir,
         now,
     )

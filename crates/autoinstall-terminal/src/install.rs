@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use machine::blockdev::{self, Hold};
+use machine::blockdev;
+use manifest::devices::Holder;
 use manifest::document::{host_lookup_path, limits, Expected, HostEntry, Manifest, MANIFEST_PATH};
 use manifest::profile::Filesystem;
 use manifest::AfterInstall;
@@ -21,6 +22,7 @@ use crate::report::{DiskSummary, Outcome, PartitionSummary, Report, StepError};
 use crate::source::{self, Source};
 use crate::step::{Fail, Run, Step};
 use crate::ui::Ui;
+use crate::write::Held;
 
 /// What the operator asked for on the command line.
 #[derive(Debug, Clone)]
@@ -41,8 +43,10 @@ pub struct Options {
     /// Online over HTTPS: trust only these CA certificates (PEM) instead of the public roots.
     pub ca_pem: Option<Vec<u8>>,
     pub overrides: Overrides,
-    /// `--disk`: a whole-disk node or by-id link; wins over the host's `disk` and the rules.
-    pub disk: Option<String>,
+    /// `--disk`: whole-disk nodes or by-id links, `NAME=DEVICE` for the layout's disk NAME or
+    /// plain in the layout's disk order; they win over the host's `disk`, the layout's devices
+    /// and the rules.
+    pub disks: Vec<String>,
     pub dry_run: bool,
     pub yes: bool,
     /// Where the new system is mounted while it is installed.
@@ -183,37 +187,48 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         )?;
         // Held exclusively from here to the end (see blockdev::Hold): a disk someone else
         // holds (a VM, ZFS, a mapper, RAID) is refused now, before anything is written.
-        // A disk with an earlier attempt's mounts is held once Tear down removed them.
-        let path = Path::new(&plan.disk.path);
-        let held = match (opts.dry_run, plan.earlier_attempt) {
-            (_, true) => None,
-            (true, false) => {
-                blockdev::check_not_held(path).map_err(|e| format!("{e}; nothing was touched"))?;
+        // Disks with an earlier attempt's leftovers are held once Tear down removed them.
+        let held = match (opts.dry_run, plan.earlier_attempt.is_empty()) {
+            (_, false) => None,
+            (true, true) => {
+                for d in &plan.devices.disks {
+                    blockdev::check_not_held(Path::new(&d.facts.path))
+                        .map_err(|e| format!("{e}; nothing was touched"))?;
+                }
                 None
             }
-            (false, false) => Some(
-                blockdev::open_locked(path, Hold::Exclusive)
-                    .map_err(|e| format!("{e}; nothing was touched"))?,
-            ),
+            (false, true) => {
+                Some(Held::exclusive(&plan).map_err(|e| format!("{e}; nothing was touched"))?)
+            }
         };
         Ok((plan, held))
     })?;
-    run.report.disk = Some(DiskSummary {
-        path: plan.disk.path.clone(),
-        model: plan.disk.model.clone(),
-        serial: plan.disk.serial.clone(),
-        size: plan.disk.size,
-        transport: plan.disk.transport.clone(),
-    });
-    run.report.partitions = plan
-        .partitions
+    let summary = |f: &machine::layout::DiskFacts| DiskSummary {
+        path: f.path.clone(),
+        model: f.model.clone(),
+        serial: f.serial.clone(),
+        size: f.size,
+        transport: f.transport.clone(),
+    };
+    run.report.disk = Some(summary(plan.first_disk()));
+    run.report.disks = plan
+        .devices
+        .disks
         .iter()
-        .map(|p| PartitionSummary {
-            number: p.part.number,
-            label: p.part.label.clone(),
-            format: p.part.format.name().into(),
-            bytes: p.bytes,
-            mount: p.mount.clone(),
+        .map(|d| summary(&d.facts))
+        .collect();
+    run.report.partitions = plan
+        .devices
+        .disks
+        .iter()
+        .flat_map(|d| {
+            d.partitions.iter().map(|p| PartitionSummary {
+                disk: d.facts.path.clone(),
+                number: p.number,
+                label: p.label.clone(),
+                holds: p.holds.clone(),
+                bytes: p.bytes,
+            })
         })
         .collect();
     reached.plan = Some(plan.clone());
@@ -252,20 +267,29 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         }
     })?;
 
+    let keys = run.step(Step::Keys, |r| {
+        crate::keys::gather(&plan, host, &source, r.ui)
+    })?;
     let job = crate::write::Job {
         source: &source,
         host,
         plan: &plan,
         closure: &closure,
         pins: pins.as_ref(),
+        keys: &keys,
     };
     let result = crate::write::install(run, &job, held);
+    drop(keys);
     if result.is_err() {
-        // Whatever failed (and whatever was mounted is unmounted by now), the disk must not
-        // boot a half-installed system.
-        if empty_esp(&plan).is_ok() {
+        // Whatever failed (and whatever was mounted is unmounted by now), the disks must not
+        // boot a half-installed system, and what was built is taken down.
+        if empty_esps(&plan).is_ok() {
             run.report
-                .log("the ESP was emptied again: the disk has no boot entry");
+                .log("the ESP was emptied again: the disks have no boot entry");
+        }
+        match machine::stack::take_down(&machine::stack::Record::standard()) {
+            Ok(lines) => lines.into_iter().for_each(|l| run.report.log(l)),
+            Err(e) => run.report.log(format!("taking down what was built: {e}")),
         }
     }
     result?;
@@ -273,24 +297,37 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
     Ok(Outcome::Installed)
 }
 
-/// Formats the plan's ESP afresh (empty), so that a failed install leaves no boot entry.
-fn empty_esp(plan: &Plan) -> std::io::Result<()> {
-    let Some(esp) = plan
-        .partitions
+/// Formats the plan's ESPs afresh (empty), so that a failed install leaves no boot entry. An
+/// ESP on an array has its members' starts wiped instead (metadata 1.0 keeps the FAT there,
+/// where the firmware reads it).
+fn empty_esps(plan: &Plan) -> std::io::Result<()> {
+    let mut held: Option<crate::write::Held> = None;
+    for m in plan
+        .devices
+        .make
         .iter()
-        .find(|p| p.part.format == Filesystem::Vfat)
-    else {
-        return Ok(());
-    };
-    let disk = blockdev::open_locked(Path::new(&plan.disk.path), Hold::Shared)?;
-    let block = plan.disk.logical_block_size;
-    machine::esp::format_esp(
-        disk.file(),
-        esp.part.first_lba * block,
-        esp.bytes,
-        block,
-        &esp.part.label,
-    )
+        .filter(|m| m.format == Filesystem::Vfat)
+    {
+        let h = match &mut held {
+            Some(h) => h,
+            None => held.insert(crate::write::Held::shared(plan)?),
+        };
+        if matches!(m.holder, Holder::Partition { .. }) {
+            let (file, spot) = crate::write::esp_spot(h, plan, m).map_err(std::io::Error::other)?;
+            machine::esp::format_esp(&file, &spot)?;
+            continue;
+        }
+        for b in &plan.devices.build {
+            if let machine::graph::Build::Md { members, .. } = b {
+                if b.creates().as_ref() == Some(&m.holder) {
+                    for member in members {
+                        h.wipe_start(plan, member)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Online, the host comes first: the site's per-serial lookup (a manifest of that one host)

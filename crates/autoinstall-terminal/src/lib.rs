@@ -1,6 +1,6 @@
 //! The on-target installer, as a library the thin binary drives: `settings` (what it trusts),
 //! `identify` (who is this machine), `source` (where the payload is: a stick, an ISO, a directory), `online` (a cache site
-//! over HTTP), `choose` (which host, pure), `plan` (which disk, where each partition goes),
+//! over HTTP), `choose` (which host, pure), `plan` (which disks, where everything goes), `keys` (LUKS keys),
 //! `install` (the state machine up to the confirmation) with `step` (the steps as a type),
 //! `write` (the steps that write, through `machine`), `copy` and `direct` (the two ways of
 //! copying the closure), `report` and `ui`.
@@ -10,6 +10,7 @@ pub mod copy;
 pub mod direct;
 pub mod identify;
 pub mod install;
+pub mod keys;
 pub mod online;
 pub mod plan;
 pub mod report;

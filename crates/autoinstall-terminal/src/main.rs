@@ -57,9 +57,11 @@ struct Cli {
     /// Use this serial instead of the firmware's.
     #[arg(long, value_name = "SERIAL")]
     serial: Option<String>,
-    /// Install onto this whole disk (a /dev node, a by-id link, or a loop device).
-    #[arg(long, value_name = "DEVICE")]
-    disk: Option<String>,
+    /// Install onto this whole disk (a /dev node, a by-id link, or a loop device). Once per
+    /// disk of a layout with several, in the layout's disk order, or as NAME=DEVICE for the
+    /// layout's disk NAME.
+    #[arg(long, value_name = "[NAME=]DEVICE")]
+    disk: Vec<String>,
     /// Print the plan and stop; touch nothing.
     #[arg(long)]
     dry_run: bool,
@@ -199,7 +201,7 @@ fn main() -> ExitCode {
             host: cli.host.clone(),
             serial: cli.serial.clone(),
         },
-        disk: cli.disk.clone(),
+        disks: cli.disk.clone(),
         dry_run: cli.dry_run,
         yes: cli.yes,
         root: cli.root.clone(),

@@ -1,6 +1,8 @@
-//! The plan: which disk this host goes on and where each partition goes, as shown before
-//! confirmation and printed by `--dry-run` (human and JSON). Made from the machine's disk
-//! facts and the host's layout by the pure `machine::layout`; only a tie between disks asks.
+//! The plan: which of the machine's disks plays each of the host's layout disks and why,
+//! where every partition goes, what is built on them (arrays, LUKS, LVM), made and mounted;
+//! shown before confirmation and printed by `--dry-run` (human and JSON). Made from the
+//! machine's disk facts and the host's layout by the pure `machine::layout` and
+//! `machine::graph`; only a tie between disks asks.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,9 +10,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use machine::disks;
-use machine::layout::{self, DiskFacts, PartitionPlan, PlanError};
+use machine::graph::{self, Build, DevicePlan};
+use machine::layout::{self, DiskFacts, PlanError};
+use machine::stack::Record;
+use manifest::devices::LayoutSource;
 use manifest::document::{HostEntry, Manifest};
-use manifest::profile::{Filesystem, Subvolume};
+use manifest::profile::Filesystem;
 use manifest::AfterInstall;
 use media::verify::Closure;
 use util::size::human;
@@ -29,29 +34,42 @@ pub struct Plan {
     pub toplevel: String,
     pub closure_paths: usize,
     pub closure_nar_bytes: u64,
-    pub disk: DiskFacts,
-    /// The disk still carries mounts an earlier attempt of ours left under `--root`: Tear
-    /// down removes them before the disk can be held exclusively.
-    pub earlier_attempt: bool,
-    pub disk_bytes_needed: u64,
-    pub partitions: Vec<PlannedPartition>,
+    /// The layout's name (profile or disko file) and where it came from.
+    pub layout: String,
+    pub layout_source: LayoutSource,
+    #[serde(flatten)]
+    pub devices: DevicePlan,
+    /// Disks that still carry mounts or devices an earlier attempt of ours left: Tear down
+    /// removes them before the disks can be held exclusively.
+    pub earlier_attempt: Vec<String>,
+    /// Each LUKS container's key: from the payload, or asked for after the confirmation.
+    pub luks_keys: Vec<KeyPlan>,
     pub after_install: AfterInstall,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct PlannedPartition {
-    #[serde(flatten)]
-    pub part: PartitionPlan,
-    pub bytes: u64,
-    pub mount: Option<String>,
-    pub subvolumes: Vec<Subvolume>,
+pub struct KeyPlan {
+    pub name: String,
+    pub from: KeySource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySource {
+    /// A key file in the payload (hosts.toml `luks-keys`).
+    Payload,
+    /// A passphrase typed twice on this console.
+    Prompt,
 }
 
 impl Plan {
+    pub fn first_disk(&self) -> &DiskFacts {
+        &self.devices.disks[0].facts
+    }
+
     pub fn describe(&self) -> String {
-        let d = &self.disk;
         let mut s = format!(
-            "host      {} ({})\nserial    {}\npayload   {}\nsystem    {}\nclosure   {} paths, {}\ndisk      {} {} {} serial {} via {}\n",
+            "host      {} ({})\nserial    {}\npayload   {}\nsystem    {}\nclosure   {} paths, {}\nlayout    {} ({})\n",
             self.host,
             self.chosen_by,
             self.serial.as_deref().unwrap_or("none"),
@@ -59,40 +77,117 @@ impl Plan {
             self.toplevel,
             self.closure_paths,
             human(self.closure_nar_bytes),
-            d.path,
-            human(d.size),
-            if d.model.is_empty() { "(no model)" } else { &d.model },
-            if d.serial.is_empty() { "?" } else { &d.serial },
-            if d.transport.is_empty() { "?" } else { &d.transport },
-        );
-        s += "partitions (the disk is erased):\n";
-        for p in &self.partitions {
-            let mut at = p.mount.clone().unwrap_or_default();
-            if !p.subvolumes.is_empty() {
-                let each: Vec<String> = p
-                    .subvolumes
-                    .iter()
-                    .map(|s| format!("{}={}", s.name, s.mount))
-                    .collect();
-                at = each.join(" ");
+            self.layout,
+            match self.layout_source {
+                LayoutSource::Profile => "installer profile",
+                LayoutSource::Disko => "disko",
             }
+        );
+        for d in &self.devices.disks {
+            let f = &d.facts;
             s += &format!(
-                "  {}  {:<10} {:>10}  {:<6} {}\n",
-                p.part.number,
-                p.part.label,
-                human(p.bytes),
-                p.part.format.name(),
-                at
+                "disk {}  {} {} {} serial {} via {}: {} (erased)\n",
+                d.name,
+                f.path,
+                human(f.size),
+                if f.model.is_empty() {
+                    "(no model)"
+                } else {
+                    &f.model
+                },
+                if f.serial.is_empty() { "?" } else { &f.serial },
+                if f.transport.is_empty() {
+                    "?"
+                } else {
+                    &f.transport
+                },
+                d.why
             );
+            for p in &d.partitions {
+                s += &format!(
+                    "  {:>2}  {:<20} {:>10}  {}\n",
+                    p.number,
+                    p.label,
+                    human(p.bytes),
+                    p.holds
+                );
+            }
+            if let Some(w) = &d.whole {
+                s += &format!("  whole disk: {w}\n");
+            }
         }
+        for b in &self.devices.build {
+            s += &format!("build     {}\n", describe_build(b, &self.luks_keys));
+        }
+        for m in &self.devices.make {
+            let mut line = format!("make      {} on {}", m.format.name(), m.holder);
+            if let Some(l) = &m.label {
+                line += &format!(" label {l}");
+            }
+            if let Some(u) = &m.uuid {
+                line += &format!(" uuid {u}");
+            }
+            if !m.subvolumes.is_empty() {
+                line += &format!(" subvolumes {}", m.subvolumes.join(" "));
+            }
+            s += &line;
+            s += "\n";
+        }
+        s += &format!(
+            "store     {} on {} (about {}; the closure needs {})\n",
+            self.devices.store.mountpoint,
+            self.devices.store.holder,
+            human(self.devices.store.bytes),
+            human(self.devices.store.needed)
+        );
         s += &format!("then      {:?}\n", self.after_install).to_lowercase();
         s
     }
 }
 
-/// Plans the install of `host` (chosen as `chosen_by`) on this machine: the disk, from
-/// `--disk`, the host's `disk`, or the layout's rules (a menu on `ui` for a tie), never the
-/// payload's own; and where every partition goes on it.
+fn describe_build(b: &Build, keys: &[KeyPlan]) -> String {
+    let list = |hs: &[manifest::devices::Holder]| {
+        hs.iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match b {
+        Build::Md {
+            name,
+            level,
+            metadata,
+            members,
+            bytes,
+        } => format!(
+            "/dev/md/{name}: RAID{level} (metadata {metadata}) over {}, about {}",
+            list(members),
+            human(*bytes)
+        ),
+        Build::Luks {
+            name, on, bytes, ..
+        } => format!(
+            "/dev/mapper/{name}: LUKS2 on {on}, about {}, key {}",
+            human(*bytes),
+            match keys.iter().find(|k| &k.name == name).map(|k| k.from) {
+                Some(KeySource::Payload) => "from the payload",
+                _ => "asked for on this console",
+            }
+        ),
+        Build::Vg { name, pvs, bytes } => format!(
+            "volume group {name} over {}, about {}",
+            list(pvs),
+            human(*bytes)
+        ),
+        Build::Lv {
+            vg, name, bytes, ..
+        } => format!("/dev/{vg}/{name}: about {}", human(*bytes)),
+    }
+}
+
+/// Plans the install of `host` (chosen as `chosen_by`) on this machine: the disks, from
+/// `--disk`, the host's `disk`, the layout's own devices, or the layout's rules (a menu on
+/// `ui` for a tie), never the payload's own; and where everything goes on them.
 #[allow(clippy::too_many_arguments)]
 pub fn make_plan(
     opts: &Options,
@@ -104,85 +199,91 @@ pub fn make_plan(
     chosen_by: &str,
     closure: &Closure,
 ) -> Result<Plan, String> {
-    let explicit = opts.disk.clone().or_else(|| host.disk.clone());
+    let mut named: Vec<String> = if opts.disks.is_empty() {
+        host.disk.iter().cloned().collect()
+    } else {
+        opts.disks.clone()
+    };
     let mut facts = disks::scan().map_err(|e| format!("listing disks: {e}"))?;
     // `--disk` may name a device the scan skips (a loop device).
-    if let Some(name) = &explicit {
+    for n in &named {
+        let name = n.split_once('=').map_or(n.as_str(), |(_, p)| p);
         let resolved = fs::canonicalize(name).unwrap_or_else(|_| PathBuf::from(name));
         if !facts.iter().any(|d| d.is_named(name)) {
             if let Ok(mut f) = disks::facts(&resolved) {
-                f.by_id.push(name.clone());
+                f.by_id.push(name.to_string());
                 facts.push(f);
             }
         }
     }
-    // The payload's own disk is never a target.
-    let carrier = source
-        .carrier()
-        .map(|c| fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf()));
-    let carrier_disk = carrier
-        .as_deref()
-        .and_then(|c| disks::whole_disk_of(c).ok());
-    let mut earlier: Vec<String> = Vec::new();
-    for d in &mut facts {
-        if carrier_disk.as_deref() == Some(Path::new(&d.path))
-            || carrier.as_deref() == Some(Path::new(&d.path))
-        {
-            d.boot_medium = true;
-        }
-        // Mounts under our own root are an earlier attempt's, which Tear down removes.
-        let root = opts.root.to_string_lossy().to_string();
-        let before = d.mounted.len();
-        d.mounted
-            .retain(|m| !(m == &root || m.starts_with(&format!("{root}/"))));
-        if d.mounted.len() != before {
-            earlier.push(d.path.clone());
-        }
-    }
-    let needed = layout::disk_bytes_needed(&host.layout, closure.nar_bytes);
-    let chosen = match layout::choose_disk(&facts, &host.layout.disk, explicit.as_deref(), needed) {
-        Ok(d) => d.clone(),
-        Err(PlanError::Ambiguous(list)) => {
-            let tied: Vec<&DiskFacts> = facts
-                .iter()
-                .filter(|d| list.iter().any(|l| l.starts_with(&format!("{} ", d.path))))
-                .collect();
-            let items: Vec<String> = tied
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{:<16} {:>10}  {}  {}  {}",
-                        d.path,
-                        human(d.size),
-                        d.model,
-                        d.serial,
-                        d.transport
-                    )
-                })
-                .collect();
-            match ui.menu(
-                "Several disks fit equally well. Choose the one to erase:",
-                &items,
-            ) {
-                Some(i) => tied[i].clone(),
-                None => {
-                    return Err(PlanError::Ambiguous(list).to_string() + "; nothing was touched")
+    let earlier = mark_facts(opts, source, &mut facts)?;
+    let layout = &host.layout;
+    let needs = graph::disk_needs(layout, closure.nar_bytes);
+    let assigned = loop {
+        match layout::assign_disks(layout, &facts, &named, &needs) {
+            Ok(a) => break a,
+            Err(PlanError::Ambiguous { disk, tied, paths }) => {
+                let items: Vec<String> = paths
+                    .iter()
+                    .filter_map(|p| facts.iter().find(|d| &d.path == p))
+                    .map(|d| {
+                        format!(
+                            "{:<16} {:>10}  {}  {}  {}",
+                            d.path,
+                            human(d.size),
+                            d.model,
+                            d.serial,
+                            d.transport
+                        )
+                    })
+                    .collect();
+                let title = format!(
+                    "Several disks fit equally well. Choose the one to erase for layout disk {disk}:"
+                );
+                match ui.menu(&title, &items) {
+                    Some(i) => named.push(format!("{disk}={}", paths[i])),
+                    None => {
+                        let e = PlanError::Ambiguous { disk, tied, paths };
+                        return Err(format!("{e}; nothing was touched"));
+                    }
                 }
             }
+            Err(e) => return Err(format!("{e}\nnothing was touched")),
         }
-        Err(e) => return Err(format!("{e}\nnothing was touched")),
     };
-    let parts = layout::layout_partitions(&host.layout, chosen.size, chosen.logical_block_size)
-        .map_err(|e| e.to_string())?;
-    let partitions = parts
-        .into_iter()
-        .zip(&host.layout.partitions)
-        .map(|(part, p)| PlannedPartition {
-            bytes: part.bytes(chosen.logical_block_size),
-            mount: p.mount.clone(),
-            subvolumes: p.subvolumes.clone(),
-            part,
+    let devices = graph::plan(layout, assigned, closure.nar_bytes)
+        .map_err(|e| format!("{e}\nnothing was touched"))?;
+    // Every tool the plan needs is here, or nothing is touched.
+    for t in devices.tools() {
+        machine::format::tool(t)
+            .map_err(|e| format!("the plan needs {t}: {e}; nothing was touched"))?;
+    }
+    let luks_keys = devices
+        .build
+        .iter()
+        .filter_map(|b| match b {
+            Build::Luks { name, .. } => Some(name.clone()),
+            _ => None,
         })
+        .map(|name| {
+            let from = if host.luks_keys.iter().any(|k| k.name == name) {
+                KeySource::Payload
+            } else if ui.interactive && !opts.yes {
+                KeySource::Prompt
+            } else {
+                return Err(format!(
+                    "LUKS device {name} has no key in the payload (hosts.toml luks-keys) and there is no one to ask for a passphrase ({}); nothing was touched",
+                    if opts.yes { "--yes" } else { "no terminal" }
+                ));
+            };
+            Ok(KeyPlan { name, from })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let earlier_attempt = devices
+        .disks
+        .iter()
+        .filter(|d| earlier.contains(&d.facts.path))
+        .map(|d| d.facts.path.clone())
         .collect();
     Ok(Plan {
         host: host.name.clone(),
@@ -192,35 +293,65 @@ pub fn make_plan(
         toplevel: host.toplevel.clone(),
         closure_paths: closure.infos.len(),
         closure_nar_bytes: closure.nar_bytes,
-        earlier_attempt: earlier.contains(&chosen.path),
-        disk: chosen,
-        disk_bytes_needed: needed,
-        partitions,
+        layout: layout.name.clone(),
+        layout_source: layout.source,
+        devices,
+        earlier_attempt,
+        luks_keys,
         after_install: m.after_install,
     })
 }
 
-/// The partition holding `/nix/store`, if it is ext4 mounted at `/` or `/nix` and of a size
-/// the ext4 writer handles (16 MiB to 16 TiB; else mkfs.ext4 and the copy through the kernel
-/// do it), and the store directory's path inside it.
-pub fn direct_store(plan: &Plan) -> Option<(usize, Vec<&'static str>)> {
-    let holds = |m: &str| m == "/" || m == "/nix";
-    let (i, p) = plan
-        .partitions
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.mount.as_deref().is_some_and(holds))
-        .max_by_key(|(_, p)| p.mount.as_deref().map_or(0, str::len))?;
-    if p.part.format != Filesystem::Ext4
-        || !p.subvolumes.is_empty()
-        || !(ext4::MIN_BYTES..=ext4::MAX_BYTES).contains(&p.bytes)
+/// Marks the payload's own disk (never a target) and forgives what an earlier attempt of
+/// ours left on a disk (mounts under our root; arrays, mappers and volumes in our record),
+/// which Tear down removes. Returns the disks with such leftovers.
+fn mark_facts(
+    opts: &Options,
+    source: &Source,
+    facts: &mut [DiskFacts],
+) -> Result<Vec<String>, String> {
+    let carrier = source
+        .carrier()
+        .map(|c| fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf()));
+    let carrier_disk = carrier
+        .as_deref()
+        .and_then(|c| disks::whole_disk_of(c).ok());
+    let ours = Record::standard()
+        .kernel_names()
+        .map_err(|e| format!("{e}; nothing was touched"))?;
+    let root = opts.root.to_string_lossy().to_string();
+    let mut earlier = Vec::new();
+    for d in facts {
+        if carrier_disk.as_deref() == Some(Path::new(&d.path))
+            || carrier.as_deref() == Some(Path::new(&d.path))
+        {
+            d.boot_medium = true;
+        }
+        let before = (d.mounted.len(), d.holders.len());
+        d.mounted
+            .retain(|m| !(m == &root || m.starts_with(&format!("{root}/"))));
+        d.holders.retain(|h| !ours.contains(h));
+        if (d.mounted.len(), d.holders.len()) != before {
+            earlier.push(d.path.clone());
+        }
+    }
+    Ok(earlier)
+}
+
+/// Whether the store's file system is written directly (machine::store): ext4, not a btrfs
+/// subvolume, and its device of a size the writer handles (16 MiB to 16 TiB; else mkfs.ext4
+/// and the copy through the kernel do it). Returns the store directory's path inside it.
+pub fn direct_store(plan: &Plan, device_bytes: u64) -> Option<Vec<&'static str>> {
+    let s = &plan.devices.store;
+    if s.format != Filesystem::Ext4
+        || s.subvol.is_some()
+        || !(ext4::MIN_BYTES..=ext4::MAX_BYTES).contains(&device_bytes)
     {
         return None;
     }
-    let store_dir = if p.mount.as_deref() == Some("/") {
+    Some(if s.mountpoint == "/" {
         vec!["nix", "store"]
     } else {
         vec!["store"]
-    };
-    Some((i, store_dir))
+    })
 }

@@ -44,11 +44,13 @@ pub struct DiskSummary {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionSummary {
+    /// The disk it is on.
+    pub disk: String,
     pub number: u32,
     pub label: String,
-    pub format: String,
+    /// What is on it (`ext4 /`, `LUKS crypted (…)`, `md member of root`).
+    pub holds: String,
     pub bytes: u64,
-    pub mount: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,7 +107,10 @@ pub struct Report {
     pub toplevel: Option<String>,
     pub closure_paths: usize,
     pub closure_nar_bytes: u64,
+    /// The first of the plan's disks (the one a one-disk layout installs on).
     pub disk: Option<DiskSummary>,
+    /// Every disk of the plan, in the layout's order.
+    pub disks: Vec<DiskSummary>,
     pub partitions: Vec<PartitionSummary>,
     pub steps: Vec<StepTime>,
     pub seconds: f64,
@@ -134,6 +139,7 @@ impl Report {
             closure_paths: 0,
             closure_nar_bytes: 0,
             disk: None,
+            disks: Vec::new(),
             partitions: Vec::new(),
             steps: Vec::new(),
             seconds: 0.0,

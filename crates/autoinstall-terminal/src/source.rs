@@ -55,6 +55,30 @@ impl Source {
         })
     }
 
+    /// Reads the payload file `path`, which the manifest says is `size` bytes with hash
+    /// `sha256` (`sha256:` hex), and checks both; never more than `size` (+1 to see a longer
+    /// file), so a medium or server that sends without end cannot fill the memory. `what`
+    /// names it in errors.
+    pub fn read_checked(
+        &self,
+        path: &str,
+        size: u64,
+        sha256: &str,
+        what: &str,
+    ) -> Result<Vec<u8>, String> {
+        let p = self.open().map_err(|e| e.to_string())?;
+        let bytes = p
+            .read_capped(path, size)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let found = nixstore::hash::Sha256Hash::of(&bytes);
+        if bytes.len() as u64 != size || found.to_hex() != sha256.trim_start_matches("sha256:") {
+            return Err(format!(
+                "{what} ({path}): its hash or size does not match the manifest; the payload is damaged or was tampered with"
+            ));
+        }
+        Ok(bytes)
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Source::Dir(d) => d.display().to_string(),

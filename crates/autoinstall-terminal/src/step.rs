@@ -21,9 +21,11 @@ pub enum Step {
     Plan,
     Verify,
     Confirm,
+    Keys,
     TearDown,
     HoldDisk,
     Partition,
+    Build,
     Format,
     CopyClosure,
     Mount,
@@ -43,9 +45,11 @@ impl Step {
             Step::Plan => "plan",
             Step::Verify => "verify",
             Step::Confirm => "confirm",
+            Step::Keys => "keys",
             Step::TearDown => "tear-down",
             Step::HoldDisk => "hold-disk",
             Step::Partition => "partition",
+            Step::Build => "build",
             Step::Format => "format",
             Step::CopyClosure => "copy-closure",
             Step::Mount => "mount",
@@ -58,8 +62,8 @@ impl Step {
     }
 
     /// Whether a stop here leaves every disk as it was: then the run was refused, not failed.
-    /// (Tear down only unmounts what an earlier attempt of ours left; holding the disk writes
-    /// nothing.)
+    /// (Tear down only unmounts and deactivates what an earlier attempt of ours left; holding
+    /// the disks writes nothing.)
     pub fn before_any_write(self) -> bool {
         matches!(
             self,
@@ -69,6 +73,7 @@ impl Step {
                 | Step::Plan
                 | Step::Verify
                 | Step::Confirm
+                | Step::Keys
                 | Step::TearDown
                 | Step::HoldDisk
         )

@@ -1,7 +1,7 @@
 //! The console: step lines, progress bars, the confirmation countdown and the menus. With no
 //! terminal (or `--yes`), nothing waits for a key that nobody can press.
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -118,6 +118,27 @@ impl Ui {
                 }
             }
         }
+    }
+
+    /// Reads a passphrase on the terminal without echo (one line; its newline dropped); no
+    /// terminal, end of input or an empty line means none.
+    pub fn secret(&self, prompt: &str) -> Option<String> {
+        if !self.interactive {
+            return None;
+        }
+        eprint!("{prompt}");
+        let _ = io::stderr().flush();
+        let stdin = io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &quiet).ok()?;
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        let _ = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &saved);
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
+        (read.is_ok_and(|n| n > 0) && !line.is_empty()).then_some(line)
     }
 
     /// Asks a yes/no question on the terminal; no terminal means no.

@@ -1,20 +1,27 @@
 //! The steps that write, from Tear down to Finish, once the plan is confirmed: each a call
-//! into `machine`'s mechanism with plain rows. The disk is held exclusively until the first
-//! step that needs its partitions claimed by others (mkfs, mount); everything mounted is
-//! unmounted by its guard on any error, and the caller then empties the ESP again.
+//! into `machine`'s mechanism with plain rows. The disks are held exclusively until the first
+//! step that needs their partitions claimed by others (mdadm, cryptsetup, LVM, mkfs, mount);
+//! everything mounted is unmounted by its guard on any error, and the caller then empties the
+//! ESPs again and takes down what was built.
 
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use machine::blockdev::{self, Hold, LockedDisk};
-use machine::esp::StagedEsp;
-use machine::mount::{self, FsRow, Mounted};
-use machine::{bootloader, format, partition, store, system};
+use machine::esp::EspSpot;
+use machine::graph::Make;
+use machine::mount::{self, Mounted};
+use machine::stack::{self, Record};
+use machine::{bootloader, btrfs, format, partition, store, system};
+use manifest::devices::Holder;
 use manifest::document::HostEntry;
 use manifest::profile::Filesystem;
 use media::verify::{Closure, Pins};
 use util::size::human;
 
 use crate::direct;
+use crate::keys::Keys;
 use crate::plan::{direct_store, Plan};
 use crate::report::{Outcome, Report};
 use crate::source::Source;
@@ -31,15 +38,101 @@ pub struct Job<'a> {
     pub closure: &'a Closure,
     /// What the verify pass measured of each compressed file (none online: no verify pass).
     pub pins: Option<&'a Pins>,
+    pub keys: &'a Keys,
 }
 
-/// Everything that writes: from Tear down to Finish. `held` is the disk, held exclusively
-/// since the plan (or `None` when an earlier attempt's mounts were still on it).
-pub fn install(run: &mut Run, job: &Job, held: Option<LockedDisk>) -> Result<(), Fail> {
+/// The plan's disks, held; in the plan's order.
+pub struct Held {
+    disks: Vec<LockedDisk>,
+}
+
+impl Held {
+    /// Holds every disk of the plan exclusively (see blockdev::Hold): a disk someone else
+    /// holds (a VM, ZFS, a mapper, RAID) is refused before anything is written.
+    pub fn exclusive(plan: &Plan) -> std::io::Result<Held> {
+        Held::open(plan, Hold::Exclusive)
+    }
+
+    /// Holds every disk of the plan by its lock alone (after a failure: arrays may still
+    /// claim their partitions).
+    pub fn shared(plan: &Plan) -> std::io::Result<Held> {
+        Held::open(plan, Hold::Shared)
+    }
+
+    fn open(plan: &Plan, hold: Hold) -> std::io::Result<Held> {
+        let disks = plan
+            .devices
+            .disks
+            .iter()
+            .map(|d| blockdev::open_locked(Path::new(&d.facts.path), hold))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Held { disks })
+    }
+
+    /// Zeroes the first MiB of partition `h` (what a signature at its start needs).
+    pub fn wipe_start(&self, plan: &Plan, h: &Holder) -> std::io::Result<()> {
+        let Holder::Partition { disk, partition } = h else {
+            return Ok(());
+        };
+        let d = plan
+            .devices
+            .disks
+            .iter()
+            .find(|d| &d.name == disk)
+            .expect("planned");
+        let i = plan
+            .devices
+            .disks
+            .iter()
+            .position(|x| x.name == d.name)
+            .expect("planned");
+        let p = d
+            .partitions
+            .iter()
+            .find(|p| &p.name == partition)
+            .expect("planned");
+        let start = p.first_lba * d.facts.logical_block_size;
+        self.disks[i].wipe(start, p.bytes.min(1 << 20))
+    }
+
+    /// The disks, held by their locks alone from now on, so that `who` can claim their
+    /// partitions.
+    fn share(&mut self, run: &mut Run, step: Step, who: &str) -> Result<(), Fail> {
+        if self.disks.iter().all(|d| d.hold() == Hold::Shared) {
+            return Ok(());
+        }
+        run.report.log(format!(
+            "the disks are held by their locks alone from here: {who} claims their partitions"
+        ));
+        let mut shared = Vec::new();
+        for d in self.disks.drain(..) {
+            let path = d.path().to_path_buf();
+            shared.push(
+                d.share()
+                    .map_err(|e| Fail(step, format!("{}: {e}", path.display())))?,
+            );
+        }
+        self.disks = shared;
+        Ok(())
+    }
+
+    fn file_of(&self, disk: &str, plan: &Plan) -> &File {
+        let i = plan
+            .devices
+            .disks
+            .iter()
+            .position(|d| d.name == disk)
+            .expect("a planned disk");
+        self.disks[i].file()
+    }
+}
+
+/// Everything that writes: from Tear down to Finish. `held` are the disks, held exclusively
+/// since the plan (or `None` when an earlier attempt's leftovers were still on them).
+pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail> {
     let (opts, plan, host) = (run.opts, job.plan, job.host);
     let root = opts.root.clone();
-    let disk_path = PathBuf::from(&plan.disk.path);
-    let block = plan.disk.logical_block_size;
+    let record = Record::standard();
 
     run.step(Step::TearDown, |r| {
         let gone = mount::unmount_all(&root).map_err(|e| e.to_string())?;
@@ -50,94 +143,143 @@ pub fn install(run: &mut Run, job: &Job, held: Option<LockedDisk>) -> Result<(),
                 root.display()
             ));
         }
+        for line in stack::take_down(&record).map_err(|e| e.to_string())? {
+            let line = format!("earlier attempt: {line}");
+            r.ui.say(&line);
+            r.report.log(line);
+        }
         Ok(())
     })?;
-    let mut disk = match held {
-        Some(d) => d,
+    let mut held = match held {
+        Some(h) => h,
         None => run.step(Step::HoldDisk, |_| {
-            blockdev::open_locked(&disk_path, Hold::Exclusive)
-                .map_err(|e| format!("{e}; nothing was written"))
+            Held::exclusive(plan).map_err(|e| format!("{e}; nothing was written"))
         })?,
     };
 
-    let nodes = run.step(Step::Partition, |r| {
-        r.ui.say(&format!("partitioning {}", disk_path.display()));
-        let parts: Vec<_> = plan.partitions.iter().map(|p| p.part.clone()).collect();
-        partition::partition(&disk, &parts, plan.disk.size, block)
-            .map_err(|e| format!("partitioning {}: {e}", disk_path.display()))
-    })?;
-
-    // The partition that holds the store, when it is ext4, is written directly with the
-    // closure in it (machine::store): no mkfs, and no file created through the kernel.
-    let direct = if opts.kernel_copy {
-        None
-    } else {
-        direct_store(plan)
-    };
-    // mkfs and mount claim the partitions they work on, which the kernel refuses while the
-    // whole disk is held exclusively: from the first of them on, the lock alone holds it.
-    let external_mkfs = plan.partitions.iter().enumerate().any(|(i, p)| {
-        !matches!(p.part.format, Filesystem::Vfat | Filesystem::None)
-            && direct.as_ref().is_none_or(|(d, _)| *d != i)
-    });
-    if external_mkfs {
-        disk = share(run, disk, Step::Format, "mkfs")?;
-    }
-    run.step(Step::Format, |r| {
-        for (i, (p, node)) in plan.partitions.iter().zip(&nodes).enumerate() {
-            let label = &p.part.label;
-            if direct.as_ref().is_some_and(|(d, _)| *d == i) {
-                let what = format!(
-                    "{} ({label}) is written as ext4 with the closure in it",
-                    node.display()
+    let mut nodes: BTreeMap<Holder, PathBuf> = BTreeMap::new();
+    run.step(Step::Partition, |r| {
+        for (d, disk) in plan.devices.disks.iter().zip(&held.disks) {
+            let path = &d.facts.path;
+            if d.whole.is_some() {
+                r.ui.say(&format!("erasing {path} (used whole)"));
+                disk.forget_partitions()
+                    .and_then(|_| disk.wipe_signatures())
+                    .map_err(|e| format!("erasing {path}: {e}"))?;
+                nodes.insert(
+                    Holder::Disk {
+                        disk: d.name.clone(),
+                    },
+                    PathBuf::from(path),
                 );
-                r.ui.say(&what);
                 continue;
             }
-            r.ui.say(&format!(
-                "formatting {} ({label}) as {}",
-                node.display(),
-                p.part.format.name()
-            ));
-            let res = match p.part.format {
-                Filesystem::Vfat => machine::esp::format_esp(
-                    disk.file(),
-                    p.part.first_lba * block,
-                    p.bytes,
-                    block,
-                    label,
-                ),
-                f => format::mkfs(f, node, label),
-            };
-            res.map_err(|e| format!("formatting {}: {e}", node.display()))?;
+            r.ui.say(&format!("partitioning {path}"));
+            let made = partition::partition(
+                disk,
+                &d.partitions,
+                d.facts.size,
+                d.facts.logical_block_size,
+            )
+            .map_err(|e| format!("partitioning {path}: {e}"))?;
+            for (p, node) in d.partitions.iter().zip(made) {
+                let h = Holder::Partition {
+                    disk: d.name.clone(),
+                    partition: p.name.clone(),
+                };
+                nodes.insert(h, node);
+            }
         }
         Ok(())
     })?;
 
-    let rows: Vec<FsRow> = plan
-        .partitions
+    if !plan.devices.build.is_empty() {
+        held.share(run, Step::Build, "mdadm, cryptsetup and LVM")?;
+        run.step(Step::Build, |r| {
+            for b in &plan.devices.build {
+                let key = match b {
+                    machine::graph::Build::Luks { name, .. } => job.keys.get(name),
+                    _ => None,
+                };
+                stack::build(b, &mut nodes, key, &record).map_err(|e| e.to_string())?;
+                if let Some(h) = b.creates() {
+                    r.ui.say(&format!("built {h}"));
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    // The store's file system, when it is ext4, is written directly with the closure in it
+    // (machine::store): no mkfs, and no file created through the kernel.
+    let store_node = nodes.get(&plan.devices.store.holder).cloned();
+    let store_bytes = match &store_node {
+        Some(n) => device_bytes(n).map_err(|e| Fail(Step::Format, e))?,
+        None => 0,
+    };
+    let direct = if opts.kernel_copy {
+        None
+    } else {
+        direct_store(plan, store_bytes)
+    };
+    let is_direct = |m: &Make| direct.is_some() && m.holder == plan.devices.store.holder;
+    let external = plan
+        .devices
+        .make
         .iter()
-        .zip(&nodes)
-        .map(|(p, node)| FsRow {
-            device: node,
-            filesystem: p.part.format,
-            mount: p.mount.as_deref(),
-            subvolumes: &p.subvolumes,
-        })
-        .collect();
-    let (mounted, staged) = match &direct {
-        Some((i, store_dir)) => {
-            let p = &plan.partitions[*i];
+        .any(|m| !matches!(m.format, Filesystem::Vfat | Filesystem::None) && !is_direct(m));
+    if external {
+        held.share(run, Step::Format, "mkfs")?;
+    }
+    run.step(Step::Format, |r| {
+        for m in &plan.devices.make {
+            let node = &nodes[&m.holder];
+            if is_direct(m) {
+                r.ui.say(&format!(
+                    "{} is written as ext4 with the closure in it",
+                    node.display()
+                ));
+                continue;
+            }
+            r.ui.say(&format!(
+                "formatting {} as {}",
+                node.display(),
+                m.format.name()
+            ));
+            let res = if m.format == Filesystem::Vfat {
+                esp_spot(&held, plan, m).and_then(|(file, spot)| {
+                    machine::esp::format_esp(&file, &spot).map_err(|e| e.to_string())
+                })
+            } else {
+                format::mkfs(m, node).map_err(|e| e.to_string())
+            };
+            res.map_err(|e| format!("formatting {}: {e}", node.display()))?;
+            if !m.subvolumes.is_empty() {
+                let names: Vec<&str> = m.subvolumes.iter().map(String::as_str).collect();
+                btrfs::create_subvolumes(node, &names, &root.with_extension("btrfs-top"))
+                    .map_err(|e| format!("making subvolumes on {}: {e}", node.display()))?;
+            }
+        }
+        Ok(())
+    })?;
+
+    let specs = mount::mount_specs(&plan.devices.mounts, &nodes)
+        .map_err(|e| Fail(Step::Mount, e.to_string()))?;
+    let (mounted, staged) = match (&direct, &store_node) {
+        (Some(store_dir), Some(node)) => {
+            let s = &plan.devices.store;
+            let made = plan.devices.make.iter().find(|m| m.holder == s.holder);
             let target = direct::StoreFs {
-                device: &nodes[*i],
-                bytes: p.bytes,
-                label: &p.part.label,
+                device: node,
+                bytes: store_bytes,
+                label: made.and_then(|m| m.label.as_deref()).unwrap_or(""),
+                uuid: made.and_then(|m| m.uuid.as_deref()),
                 store_dir: store_dir.clone(),
             };
             run.step(Step::CopyClosure, |r| copy_closure(r, job, Some(&target)))?;
-            disk = share(run, disk, Step::Mount, "mount")?;
+            held.share(run, Step::Mount, "mount")?;
             run.step(Step::Mount, |r| {
-                let m = mount_all(r, &rows)?;
+                let m = mount_all(r, &specs)?;
                 let n = store::move_into_store(&root)?;
                 r.report.log(format!(
                     "moved {n} store paths into /nix/store (indexed by the kernel)"
@@ -145,9 +287,9 @@ pub fn install(run: &mut Run, job: &Job, held: Option<LockedDisk>) -> Result<(),
                 Ok(m)
             })?
         }
-        None => {
-            disk = share(run, disk, Step::Mount, "mount")?;
-            let m = run.step(Step::Mount, |r| mount_all(r, &rows))?;
+        _ => {
+            held.share(run, Step::Mount, "mount")?;
+            let m = run.step(Step::Mount, |r| mount_all(r, &specs))?;
             run.step(Step::CopyClosure, |r| copy_closure(r, job, None))?;
             m
         }
@@ -169,7 +311,7 @@ pub fn install(run: &mut Run, job: &Job, held: Option<LockedDisk>) -> Result<(),
                 r.report.log(format!("  | {line}"));
             }
             if let Some(device) = &staged {
-                write_staged_esp(&disk, plan, &nodes, device, &root)
+                write_staged_esp(&held, plan, &nodes, device, &root)
                     .map_err(|e| format!("writing the ESP: {e}"))?;
             }
             Ok(())
@@ -190,28 +332,89 @@ pub fn install(run: &mut Run, job: &Job, held: Option<LockedDisk>) -> Result<(),
         write_target_report(&root, &kept)
             .map_err(|e| format!("writing the report to {TARGET_REPORTS_DIR}: {e}"))?;
         mounted.sync_and_unmount().map_err(|e| e.to_string())?;
-        disk.file()
-            .sync_all()
-            .map_err(|e| format!("flushing {}: {e}", disk.path().display()))
+        // Arrays, LUKS and volume groups are stopped, so that every write has gone through
+        // them to the disks before the disks are flushed.
+        for line in stack::take_down(&record).map_err(|e| e.to_string())? {
+            r.report.log(line);
+        }
+        for d in &held.disks {
+            d.file()
+                .sync_all()
+                .map_err(|e| format!("flushing {}: {e}", d.path().display()))?;
+        }
+        Ok(())
     })
 }
 
-/// The disk, held by its lock alone from now on, so that `who` can claim its partitions.
-fn share(run: &mut Run, disk: LockedDisk, step: Step, who: &str) -> Result<LockedDisk, Fail> {
-    if disk.hold() == Hold::Shared {
-        return Ok(disk);
-    }
-    run.report.log(format!(
-        "the disk is held by its lock alone from here: {who} claims its partitions"
-    ));
-    let path = disk.path().to_path_buf();
-    disk.share()
-        .map_err(|e| Fail(step, format!("{}: {e}", path.display())))
+/// The size of a block device (or file), from its end.
+fn device_bytes(node: &Path) -> Result<u64, String> {
+    use std::io::Seek;
+    File::open(node)
+        .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
+        .map_err(|e| format!("reading the size of {}: {e}", node.display()))
 }
 
-fn mount_all(r: &mut Run, rows: &[FsRow]) -> Result<(Mounted, Option<PathBuf>), String> {
+/// Where the ESP `m` is written: a partition through its held disk (at its offset); an array
+/// through its own device.
+pub fn esp_spot(held: &Held, plan: &Plan, m: &Make) -> Result<(File, EspSpot), String> {
+    let volume_id = machine::esp::volume_id(m.uuid.as_deref()).map_err(|e| e.to_string())?;
+    let label = m.label.clone().unwrap_or_default();
+    if let Holder::Partition { disk, partition } = &m.holder {
+        let d = plan
+            .devices
+            .disks
+            .iter()
+            .find(|d| &d.name == disk)
+            .expect("planned");
+        let p = d
+            .partitions
+            .iter()
+            .find(|p| &p.name == partition)
+            .expect("planned");
+        let block = d.facts.logical_block_size;
+        let file = held
+            .file_of(disk, plan)
+            .try_clone()
+            .map_err(|e| e.to_string())?;
+        return Ok((
+            file,
+            EspSpot {
+                start: p.first_lba * block,
+                len: p.bytes,
+                block,
+                label,
+                volume_id,
+            },
+        ));
+    }
+    let node = m
+        .holder
+        .stable_path()
+        .ok_or("an ESP on a whole disk is not supported")?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&node)
+        .map_err(|e| format!("opening {node}: {e}"))?;
+    let len = device_bytes(Path::new(&node))?;
+    Ok((
+        file,
+        EspSpot {
+            start: 0,
+            len,
+            block: 512,
+            label,
+            volume_id,
+        },
+    ))
+}
+
+fn mount_all(
+    r: &mut Run,
+    specs: &[mount::MountSpec],
+) -> Result<(Mounted, Option<PathBuf>), String> {
     let root = r.opts.root.clone();
-    mount::mount_all(&root, rows, &mut |line| r.report.log(line)).map_err(|e| e.to_string())
+    mount::mount_all(&root, specs, &mut |line| r.report.log(line)).map_err(|e| e.to_string())
 }
 
 /// Copy closure, directly into the store's ext4 file system (`target`) or through the kernel
@@ -254,31 +457,34 @@ fn copy_closure(r: &mut Run, job: &Job, target: Option<&direct::StoreFs>) -> Res
 }
 
 /// Writes what the boot loader step left in the staged ESP (a tmpfs at its mount point)
-/// into the partition `device` of `disk`, then unmounts the tmpfs.
+/// into the ESP on `device`, then unmounts the tmpfs.
 fn write_staged_esp(
-    disk: &LockedDisk,
+    held: &Held,
     plan: &Plan,
-    nodes: &[PathBuf],
+    nodes: &BTreeMap<Holder, PathBuf>,
     device: &Path,
     root: &Path,
-) -> std::io::Result<()> {
-    let p = plan
-        .partitions
+) -> Result<(), String> {
+    let m = plan
+        .devices
+        .make
         .iter()
-        .zip(nodes)
-        .find(|(_, n)| n.as_path() == device)
-        .map(|(p, _)| p)
-        .expect("the staged partition is planned");
-    let block = plan.disk.logical_block_size;
-    let at = mount::under(root, p.mount.as_deref().unwrap_or("/boot"));
-    let esp = StagedEsp {
-        start: p.part.first_lba * block,
-        len: p.bytes,
-        block,
-        label: p.part.label.clone(),
-    };
-    machine::esp::write_staged(disk.file(), &esp, &at, crate::report::now())?;
-    mount::unmount_all(&at).map(drop)
+        .find(|m| {
+            m.format == Filesystem::Vfat
+                && nodes.get(&m.holder).map(PathBuf::as_path) == Some(device)
+        })
+        .expect("the staged ESP is planned");
+    let at = plan
+        .devices
+        .mounts
+        .iter()
+        .find(|x| x.holder.as_ref() == Some(&m.holder))
+        .map_or("/boot", |x| x.mountpoint.as_str());
+    let at = mount::under(root, at);
+    let (file, spot) = esp_spot(held, plan, m)?;
+    machine::esp::write_staged(&file, &spot, &at, crate::report::now())
+        .map_err(|e| e.to_string())?;
+    mount::unmount_all(&at).map(drop).map_err(|e| e.to_string())
 }
 
 fn write_target_report(root: &Path, report: &Report) -> std::io::Result<()> {
@@ -298,21 +504,9 @@ fn extra_files(source: &Source, host: &HostEntry, root: &Path) -> Result<(), Str
     if host.extra_files.is_empty() {
         return Ok(());
     }
-    let p = source.open().map_err(|e| e.to_string())?;
     for f in &host.extra_files {
-        // Never more than the manifest's size (+1 to see a longer file): a medium or server
-        // that sends without end cannot fill the memory.
-        let bytes = p
-            .read_capped(&f.source, f.size)
-            .map_err(|e| format!("extra file {}: {e}", f.target))?;
-        let found = nixstore::hash::Sha256Hash::of(&bytes);
-        if bytes.len() as u64 != f.size || found.to_hex() != f.sha256.trim_start_matches("sha256:")
-        {
-            return Err(format!(
-                "extra file {} ({}): its hash or size does not match the manifest; the payload is damaged or was tampered with",
-                f.target, f.source
-            ));
-        }
+        let what = format!("extra file {}", f.target);
+        let bytes = source.read_checked(&f.source, f.size, &f.sha256, &what)?;
         system::write_file(root, &f.target, &bytes, f.mode)
             .map_err(|e| format!("extra file {e}"))?;
     }

@@ -50,11 +50,11 @@ fn an_old_raid_superblock_at_the_end_of_a_partition_is_wiped() {
     for kernel_copy in [false, true] {
         let disk = LoopDisk::new(env.path("disk.img"), "9G");
         let plan = env.plan(&stick, ["--host", "demo-1"], &disk);
-        let root = plan["partitions"]
+        let root = plan["disks"][0]["partitions"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|p| p["mount"] == "/")
+            .find(|p| p["holds"] == "ext4 /")
             .unwrap();
         let start = root["first_lba"].as_u64().unwrap() * 512;
         let len = (root["last_lba"].as_u64().unwrap() + 1) * 512 - start;

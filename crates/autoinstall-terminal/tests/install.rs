@@ -20,7 +20,12 @@ fn installs_hosts_by_serial_onto_blank_disks() {
     };
     let stick = env.stick(&[
         ("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4"),
-        ("demo-2", "DEMO-SN-0002", &tops[1], "uefi-btrfs"),
+        (
+            "demo-btrfs",
+            "DEMO-SN-0006",
+            &tops[2],
+            "demo-btrfs.disko.json",
+        ),
     ]);
     let s = stick.to_str().unwrap();
 
@@ -28,7 +33,8 @@ fn installs_hosts_by_serial_onto_blank_disks() {
     let disk = LoopDisk::new(env.path("disk1.img"), "9G");
     let plan = env.plan(&stick, ["--serial", "DEMO-SN-0001"], &disk);
     assert_eq!(plan["host"], "demo-1");
-    assert_eq!(plan["partitions"].as_array().unwrap().len(), 2);
+    assert_eq!(plan["disks"][0]["partitions"].as_array().unwrap().len(), 2);
+    assert_eq!(plan["layout"], "uefi-ext4");
     assert!(disk.untouched());
 
     let out = env.install(&[
@@ -46,13 +52,13 @@ fn installs_hosts_by_serial_onto_blank_disks() {
     assert_eq!(report["outcome"], "installed");
     check_installed(&env, &disk, &tops[0], "ext4");
 
-    // The second host, with btrfs subvolumes.
+    // The second host, with its disko layout: btrfs subvolumes.
     let disk2 = LoopDisk::new(env.path("disk2.img"), "9G");
     let out = env.install(&[
         "--payload",
         s,
         "--serial",
-        "DEMO-SN-0002",
+        "DEMO-SN-0006",
         "--disk",
         &disk2.dev,
         "--yes",
@@ -62,7 +68,7 @@ fn installs_hosts_by_serial_onto_blank_disks() {
         || Path::new("/usr/sbin/btrfs").exists()
         || Path::new("/bin/btrfs").exists()
     {
-        check_installed(&env, &disk2, &tops[1], "btrfs");
+        check_installed(&env, &disk2, &tops[2], "btrfs");
     }
 
     // Reports went back to the stick.
@@ -77,7 +83,7 @@ fn installs_hosts_by_serial_onto_blank_disks() {
         .any(|r| r["host"] == "demo-1" && r["serial"] == "demo-sn-0001"));
     assert!(installed
         .iter()
-        .any(|r| r["host"] == "demo-2" && r["disk"]["path"] == disk2.dev.as_str()));
+        .any(|r| r["host"] == "demo-btrfs" && r["disk"]["path"] == disk2.dev.as_str()));
 }
 
 /// The same fleet as a hybrid ISO (as a CD or BMC virtual medium shows it): read without a

@@ -23,14 +23,42 @@ fn esp_cluster_bytes(len: u64, block: u64) -> io::Result<u32> {
         })
 }
 
-/// Formats the ESP at `start..start+len` of `disk` (`block`-byte sectors) as FAT32 with fatfs.
-pub fn format_esp(disk: &File, start: u64, len: u64, block: u64, label: &str) -> io::Result<()> {
+/// The FAT volume ID a layout gives as `XXXX-XXXX` (what `/dev/disk/by-uuid/` shows), or a
+/// random one.
+pub fn volume_id(uuid: Option<&str>) -> io::Result<u32> {
+    match uuid {
+        Some(u) => u32::from_str_radix(&u.replace('-', ""), 16)
+            .map_err(|_| io::Error::other(format!("{u:?} is not a FAT volume ID (XXXX-XXXX)"))),
+        None => Ok(media::ids::random_uuid()?.as_fields().0),
+    }
+}
+
+/// Where an ESP goes: `len` bytes at `start` of `file` (the whole disk, or the ESP's own
+/// device such as an md array), `block`-byte sectors; its label and volume ID.
+#[derive(Debug, Clone)]
+pub struct EspSpot {
+    pub start: u64,
+    pub len: u64,
+    pub block: u64,
+    pub label: String,
+    pub volume_id: u32,
+}
+
+/// Formats the ESP at `at` of `disk` as FAT32 with fatfs.
+pub fn format_esp(disk: &File, at: &EspSpot) -> io::Result<()> {
+    let EspSpot {
+        start,
+        len,
+        block,
+        ref label,
+        volume_id,
+    } = *at;
     let opts = FormatVolumeOptions::new()
         .fat_type(FatType::Fat32)
         .bytes_per_sector(block as u16)
         .bytes_per_cluster(esp_cluster_bytes(len, block)?)
         .volume_label(media::fat32::volume_label(label))
-        .volume_id(media::ids::random_uuid()?.as_fields().0);
+        .volume_id(volume_id);
     fatfs::format_volume(Slice::new(disk.try_clone()?, start, len), opts)
         .map_err(|e| io::Error::new(e.kind(), format!("writing FAT32: {e}")))?;
     // Written through the whole disk, the file system sits in the disk's page cache; the
@@ -53,18 +81,9 @@ pub fn vfat_available() -> bool {
     crate::bootloader::kernel_has("vfat")
 }
 
-/// Where a staged ESP goes: the partition (`start`, `len`) of the disk, its label.
-#[derive(Debug, Clone)]
-pub struct StagedEsp {
-    pub start: u64,
-    pub len: u64,
-    pub block: u64,
-    pub label: String,
-}
-
 /// Writes the files staged in `dir` (a tmpfs at the ESP's mount point) into the ESP as a fresh
 /// FAT32 volume, with `timestamp` on every entry.
-pub fn write_staged(disk: &File, esp: &StagedEsp, dir: &Path, timestamp: u64) -> io::Result<()> {
+pub fn write_staged(disk: &File, esp: &EspSpot, dir: &Path, timestamp: u64) -> io::Result<()> {
     let mut tree = media::fat32::Tree::new();
     add_tree(&mut tree, dir, "")?;
     let g = media::fat32::geometry_for(&tree, esp.len).ok_or_else(|| {
@@ -75,7 +94,7 @@ pub fn write_staged(disk: &File, esp: &StagedEsp, dir: &Path, timestamp: u64) ->
     })?;
     let opts = media::fat32::VolumeOptions {
         label: esp.label.to_uppercase(),
-        volume_id: media::ids::random_uuid()?.as_fields().0,
+        volume_id: esp.volume_id,
         hidden_sectors: (esp.start / 512) as u32,
         timestamp,
     };

@@ -7,6 +7,8 @@ use std::process::Command;
 
 use manifest::profile::Filesystem;
 
+use crate::graph::Make;
+
 /// Where the installer environments keep their tools: Debian's /usr/sbin first, NixOS's
 /// system profile after.
 const TOOL_DIRS: &[&str] = &[
@@ -61,16 +63,36 @@ pub fn run(program: &Path, args: &[&str]) -> io::Result<()> {
     )))
 }
 
-/// Makes the file system `format` on the partition node `node`, labelled `label`.
-pub fn mkfs(format: Filesystem, node: &Path, label: &str) -> io::Result<()> {
+/// Makes the file system (or swap) `m` on `node`, with the label and UUID the plan gives it
+/// and the layout's extra arguments. vfat is made natively (`esp`), not here.
+pub fn mkfs(m: &Make, node: &Path) -> io::Result<()> {
     let dev = node
         .to_str()
-        .ok_or_else(|| io::Error::other("device path is not UTF-8"))?;
-    match format {
-        Filesystem::Ext4 => run(&tool("mkfs.ext4")?, &["-q", "-F", "-L", label, dev]),
-        Filesystem::Btrfs => run(&tool("mkfs.btrfs")?, &["-q", "-f", "-L", label, dev]),
-        Filesystem::Xfs => run(&tool("mkfs.xfs")?, &["-q", "-f", "-L", label, dev]),
-        Filesystem::Swap => run(&tool("mkswap")?, &["-L", label, dev]),
-        Filesystem::Vfat | Filesystem::None => Ok(()),
+        .ok_or_else(|| io::Error::other("device path is not UTF-8"))?
+        .to_string();
+    let mut args: Vec<String> = Vec::new();
+    let (program, force) = match m.format {
+        Filesystem::Ext4 => ("mkfs.ext4", "-F"),
+        Filesystem::Btrfs => ("mkfs.btrfs", "-f"),
+        Filesystem::Xfs => ("mkfs.xfs", "-f"),
+        Filesystem::Swap => ("mkswap", "-f"),
+        Filesystem::Vfat | Filesystem::None => return Ok(()),
+    };
+    if m.format != Filesystem::Swap {
+        args.push("-q".into());
     }
+    args.push(force.into());
+    if let Some(l) = &m.label {
+        args.extend(["-L".into(), l.clone()]);
+    }
+    if let Some(u) = &m.uuid {
+        match m.format {
+            Filesystem::Xfs => args.extend(["-m".into(), format!("uuid={u}")]),
+            _ => args.extend(["-U".into(), u.clone()]),
+        }
+    }
+    args.extend(m.extra_args.iter().cloned());
+    args.push(dev);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&tool(program)?, &args)
 }

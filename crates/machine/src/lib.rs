@@ -1,10 +1,12 @@
 //! The machine being installed: what it has, what to do with it, and the mechanism that does
-//! it. `layout` is pure: from facts about the machine's disks and a host's resolved layout it
-//! decides which disk to use and where every partition goes, or says precisely why it cannot.
-//! The executors carry it out, each taking plain rows (partitions, mounts), never the
-//! installer's run or report: `disks` (with the pure `disk_ids` parsers and `util::mountinfo`)
-//! gathers facts from sysfs and procfs, `blockdev` holds, wipes and re-reads a disk,
-//! `partition` writes the GPT, `format` runs mkfs, `esp` makes and fills the ESP natively,
+//! it. `layout` and `graph` are pure: from facts about the machine's disks and a host's
+//! device graph they decide which disk plays each of the layout's disks, where every
+//! partition goes and in which order arrays, LUKS and LVM are built on them, or say precisely
+//! why they cannot. The executors carry it out, each taking plain rows (partitions, builds,
+//! mounts), never the installer's run or report: `disks` (with the pure `disk_ids` parsers and
+//! `util::mountinfo`) gathers facts from sysfs and procfs, `blockdev` holds, wipes and
+//! re-reads a disk, `partition` writes the GPT, `stack` builds (and takes down) md, LUKS and
+//! LVM with the real tools, `format` runs mkfs, `esp` makes and fills the ESP natively,
 //! `store` writes an ext4 store directly, `btrfs` makes subvolumes, `mount` mounts (and
 //! unmounts on drop), `system` sets the profile and extra files, `bootloader` runs the
 //! system's own installer in a chroot.
@@ -16,8 +18,10 @@ pub mod disk_ids;
 pub mod disks;
 pub mod esp;
 pub mod format;
+pub mod graph;
 pub mod layout;
 pub mod mount;
 pub mod partition;
+pub mod stack;
 pub mod store;
 pub mod system;

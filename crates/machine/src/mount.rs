@@ -5,7 +5,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use manifest::profile::{Filesystem, Subvolume};
+use std::collections::BTreeMap;
+
+use manifest::devices::{Holder, Mount};
 
 use util::mountinfo::mounts_under;
 
@@ -22,67 +24,62 @@ pub struct MountSpec {
     pub options: String,
 }
 
-/// One new file system, as the plan has it: where its device is, what it is, where it (or
-/// each of its btrfs subvolumes) is mounted.
-#[derive(Debug, Clone, Copy)]
-pub struct FsRow<'a> {
-    pub device: &'a Path,
-    pub filesystem: Filesystem,
-    pub mount: Option<&'a str>,
-    pub subvolumes: &'a [Subvolume],
-}
-
-/// What to mount for `rows`, in mount order: each mounted file system, and each btrfs
-/// subvolume by `subvol=`. Swap and unformatted partitions mount nowhere.
-pub fn mount_specs(rows: &[FsRow]) -> Vec<MountSpec> {
+/// What to mount for the installed system's `mounts` (the plan's, parents first), their
+/// devices in `nodes`: each file system, each btrfs subvolume by `subvol=` (with the
+/// layout's compression, so the store is written compressed as it will be used). A tmpfs
+/// of the installed system is not mounted: nothing is installed into it.
+pub fn mount_specs(
+    mounts: &[Mount],
+    nodes: &BTreeMap<Holder, PathBuf>,
+) -> io::Result<Vec<MountSpec>> {
     let mut specs = Vec::new();
-    for r in rows {
-        let Some(fstype) = r.filesystem.fs_type() else {
+    for m in mounts {
+        let (Some(h), Some(format)) = (&m.holder, m.format) else {
             continue;
         };
-        for sv in r.subvolumes {
-            specs.push(MountSpec {
-                device: r.device.to_path_buf(),
-                at: sv.mount.clone(),
-                fstype,
-                options: format!("subvol={}", sv.name),
-            });
+        let Some(fstype) = format.fs_type() else {
+            continue;
+        };
+        let device = nodes
+            .get(h)
+            .ok_or_else(|| io::Error::other(format!("{h} has no device node")))?;
+        let mut options: Vec<String> = m.subvol.iter().map(|v| format!("subvol={v}")).collect();
+        if fstype == "btrfs" {
+            options.extend(
+                m.options
+                    .iter()
+                    .filter(|o| o.starts_with("compress"))
+                    .cloned(),
+            );
         }
-        if let Some(at) = r.mount {
-            specs.push(MountSpec {
-                device: r.device.to_path_buf(),
-                at: at.to_string(),
-                fstype,
-                options: String::new(),
-            });
-        }
+        specs.push(MountSpec {
+            device: device.clone(),
+            at: m.mountpoint.clone(),
+            fstype,
+            options: options.join(","),
+        });
     }
     mount_order(&mut specs);
-    specs
+    Ok(specs)
 }
 
-/// Mounts the new file systems of `rows` under `root` (btrfs subvolumes made first). On a
+/// Mounts `specs` (in order) under `root`. On a
 /// kernel that cannot mount FAT, a vfat file system is staged instead: a tmpfs at its mount
 /// point, whose contents the caller writes into the partition afterwards
 /// (`esp::write_staged`); its device comes back. Everything mounted is in the returned guard.
 pub fn mount_all(
     root: &Path,
-    rows: &[FsRow],
+    specs: &[MountSpec],
     log: &mut dyn FnMut(String),
 ) -> io::Result<(Mounted, Option<PathBuf>)> {
     fs::create_dir_all(root)
         .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", root.display())))?;
-    for r in rows.iter().filter(|r| !r.subvolumes.is_empty()) {
-        let names: Vec<&str> = r.subvolumes.iter().map(|s| s.name.as_str()).collect();
-        crate::btrfs::create_subvolumes(r.device, &names, &root.with_extension("btrfs-top"))?;
-    }
-    let specs = mount_specs(rows);
     if specs.first().map(|s| s.at.as_str()) != Some("/") {
         return Err(io::Error::other("the layout mounts nothing at /"));
     }
     let mounted = Mounted::under(root);
     let mut staged = None;
-    for s in &specs {
+    for s in specs {
         if s.fstype == "vfat" && !crate::esp::vfat_available() {
             log(format!(
                 "this kernel cannot mount FAT: {} is staged on a tmpfs and written into its partition after the boot loader step",
@@ -234,47 +231,35 @@ mod tests {
 
     #[test]
     fn subvolumes_and_file_systems_become_mounts_in_order() {
-        let subvols = [
-            Subvolume {
-                name: "@".into(),
-                mount: "/".into(),
-            },
-            Subvolume {
-                name: "@nix".into(),
-                mount: "/nix".into(),
-            },
-        ];
-        let rows = [
-            FsRow {
-                device: Path::new("/dev/sda1"),
-                filesystem: Filesystem::Vfat,
-                mount: Some("/boot"),
-                subvolumes: &[],
-            },
-            FsRow {
-                device: Path::new("/dev/sda2"),
-                filesystem: Filesystem::Btrfs,
-                mount: None,
-                subvolumes: &subvols,
-            },
-            FsRow {
-                device: Path::new("/dev/sda3"),
-                filesystem: Filesystem::Swap,
-                mount: None,
-                subvolumes: &[],
-            },
-        ];
-        let specs = mount_specs(&rows);
-        let got: Vec<(&str, &str, &str)> = specs
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../installer-profiles/uefi-btrfs.toml");
+        let layout =
+            manifest::Profile::parse("uefi-btrfs", &file, &fs::read_to_string(&file).unwrap())
+                .unwrap()
+                .to_layout();
+        let mut nodes = BTreeMap::new();
+        for (i, (h, _)) in layout.devices.contents().into_iter().enumerate() {
+            nodes.insert(h, PathBuf::from(format!("/dev/sda{}", i + 1)));
+        }
+        let specs = mount_specs(&layout.devices.mounts(), &nodes).unwrap();
+        let got: Vec<(&str, &str, &str, &str)> = specs
             .iter()
-            .map(|s| (s.at.as_str(), s.fstype, s.options.as_str()))
+            .map(|s| {
+                (
+                    s.at.as_str(),
+                    s.device.to_str().unwrap(),
+                    s.fstype,
+                    s.options.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
             [
-                ("/", "btrfs", "subvol=@"),
-                ("/boot", "vfat", ""),
-                ("/nix", "btrfs", "subvol=@nix")
+                ("/", "/dev/sda2", "btrfs", "subvol=@,compress=zstd"),
+                ("/boot", "/dev/sda1", "vfat", ""),
+                ("/home", "/dev/sda2", "btrfs", "subvol=@home,compress=zstd"),
+                ("/nix", "/dev/sda2", "btrfs", "subvol=@nix,compress=zstd"),
             ]
         );
     }

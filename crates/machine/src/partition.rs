@@ -11,7 +11,7 @@ use media::ids::random_uuid;
 use uuid::Uuid;
 
 use crate::blockdev::{LockedDisk, PartSpan};
-use crate::layout::PartitionPlan;
+use crate::graph::PartitionPlan;
 
 const MIB: u64 = 1 << 20;
 
@@ -34,7 +34,7 @@ pub fn partition(
     disk.forget_partitions()?;
     disk.wipe_signatures()?;
     for p in parts {
-        let (start, len) = (p.first_lba * block, p.bytes(block));
+        let (start, len) = (p.first_lba * block, p.bytes);
         disk.wipe(start, MIB.min(len))?;
         disk.wipe(start + len.saturating_sub(MIB), MIB.min(len))?;
     }
@@ -63,7 +63,7 @@ pub fn partition(
         .map(|p| PartSpan {
             number: p.number,
             start: p.first_lba * block,
-            len: p.bytes(block),
+            len: p.bytes,
         })
         .collect();
     disk.reread(&spans)

@@ -60,23 +60,30 @@ impl Paths<'_> {
 }
 
 impl StoreWriter {
-    /// Starts the file system on `device` (`bytes` long, labelled `label`), with the store at
-    /// `store_dir` inside it; every time is `now`.
+    /// Starts the file system on `device` (`bytes` long, labelled `label`, with UUID `uuid`
+    /// or a random one), with the store at `store_dir` inside it; every time is `now`.
     pub fn create(
         device: &Path,
         bytes: u64,
         label: &str,
+        uuid: Option<&str>,
         store_dir: &[&str],
         now: u32,
     ) -> io::Result<StoreWriter> {
         let on = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", device.display()));
         let random = || media::ids::random_uuid().map(|u| u.into_bytes());
+        let uuid = match uuid {
+            Some(u) => uuid::Uuid::parse_str(u)
+                .map_err(|e| io::Error::other(format!("UUID {u:?}: {e}")))?
+                .into_bytes(),
+            None => random()?,
+        };
         let fs = Fs::create(
             device,
             bytes,
             ext4::Options {
                 label: label.to_string(),
-                uuid: random()?,
+                uuid,
                 hash_seed: random()?,
                 now,
                 blocks_per_group: 32768,

@@ -3,13 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::Layout;
 use crate::hosts::{AfterInstall, UnknownSerial};
-use crate::profile::Profile;
 use crate::serial;
 
 /// The media format version; docs/MEDIA-FORMAT.md describes it. Version 2 added what a
-/// manifest is (`kind`, `lookup-key`), the fleet and the generation, all inside the signature.
-pub const FORMAT_VERSION: u32 = 2;
+/// manifest is (`kind`, `lookup-key`), the fleet and the generation, all inside the signature;
+/// version 3 the device graph as each host's layout (`devices`), and LUKS keys.
+pub const FORMAT_VERSION: u32 = 3;
 /// The `format` field, so a stray JSON file is never mistaken for a manifest.
 pub const FORMAT_NAME: &str = "nixos-autoinstall-manifest";
 /// Where the manifest lives in the payload tree.
@@ -39,6 +40,8 @@ pub const MANIFEST_SIG_PATH: &str = "autoinstall/manifest.json.sig";
 pub const REPORTS_DIR: &str = "autoinstall/reports";
 /// Where each host's extra files are kept.
 pub const EXTRA_FILES_DIR: &str = "autoinstall/extra-files";
+/// Where each host's LUKS keys are kept: `<dir>/<host>/<LUKS name>`.
+pub const LUKS_KEYS_DIR: &str = "autoinstall/luks-keys";
 
 /// How large each small file of a payload may be: a reader takes no more, whatever the
 /// medium or the server sends (a manifest of a thousand hosts with large closures is some
@@ -110,10 +113,12 @@ pub struct HostEntry {
     /// Sum of the closure's NAR sizes: what the installed store takes, before file system
     /// overhead.
     pub closure_nar_bytes: u64,
-    pub layout: Profile,
+    pub layout: Layout,
     /// An explicit target disk (`/dev/disk/by-id/…`), else the layout's rules choose.
     pub disk: Option<String>,
     pub extra_files: Vec<ExtraFile>,
+    /// Keys for the layout's LUKS containers; one without a key is asked for at install.
+    pub luks_keys: Vec<LuksKey>,
     /// A bootable NixOS system: the installer installs its boot loader. (False: a bare
     /// closure, installed with its profile only.)
     pub bootable: bool,
@@ -132,6 +137,22 @@ pub struct ExtraFile {
     pub sha256: String,
     pub size: u64,
 }
+
+/// A key for a LUKS container of the host's layout, carried in the payload: the installer
+/// formats and opens the container with it. (Whoever holds the stick holds the key.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LuksKey {
+    /// The LUKS container's name in the layout (its `/dev/mapper/` name).
+    pub name: String,
+    /// Path in the payload tree.
+    pub source: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The largest LUKS key file taken (cryptsetup reads up to 8 MiB; keys are bytes, not files).
+pub const MAX_LUKS_KEY: u64 = 64 << 10;
 
 /// What an installer expects a manifest file to be (see [`Manifest::answers`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -208,11 +229,42 @@ impl Manifest {
                 nixstore::StorePath::parse(p).map_err(|e| within(e.to_string()))?;
             }
             h.layout
+                .devices
                 .check()
                 .map_err(|e| within(format!("layout: {e}")))?;
             if let Some(d) = &h.disk {
                 if !d.starts_with("/dev/") || d.split('/').any(|c| c == "..") {
                     return Err(within(format!("disk {d:?} is not a path under /dev")));
+                }
+            }
+            let luks: Vec<String> = h
+                .layout
+                .devices
+                .contents()
+                .into_iter()
+                .filter_map(|(_, c)| match c {
+                    crate::devices::Content::Luks(l) => Some(l.name.clone()),
+                    _ => None,
+                })
+                .collect();
+            for k in &h.luks_keys {
+                if !luks.contains(&k.name) {
+                    return Err(within(format!(
+                        "a LUKS key for {:?}, which the layout does not have",
+                        k.name
+                    )));
+                }
+                if k.source != format!("{LUKS_KEYS_DIR}/{}/{}", h.name, k.name) {
+                    return Err(within(format!(
+                        "LUKS key {} is at {:?}, not where keys are kept",
+                        k.name, k.source
+                    )));
+                }
+                if k.size == 0 || k.size > MAX_LUKS_KEY {
+                    return Err(within(format!(
+                        "LUKS key {} is {} bytes; a key is 1 to {MAX_LUKS_KEY} bytes",
+                        k.name, k.size
+                    )));
                 }
             }
             for f in &h.extra_files {
@@ -336,7 +388,8 @@ mod tests {
             std::path::Path::new("uefi-ext4.toml"),
             include_str!("../../../installer-profiles/uefi-ext4.toml"),
         )
-        .unwrap();
+        .unwrap()
+        .to_layout();
         Manifest {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
@@ -358,6 +411,7 @@ mod tests {
                 layout,
                 disk: None,
                 extra_files: vec![],
+                luks_keys: vec![],
                 bootable: true,
             }],
         }
@@ -409,6 +463,22 @@ mod tests {
         assert!(e.contains("older than generation 8"), "{e}");
     }
 
+    /// The root partition of the sample's one disk.
+    fn root_part(m: &mut Manifest) -> &mut crate::devices::Partition {
+        match &mut m.hosts[0].layout.devices.disks[0].content {
+            crate::devices::DiskContent::Gpt { partitions } => &mut partitions[1],
+            crate::devices::DiskContent::Whole { .. } => unreachable!("the sample has a GPT"),
+        }
+    }
+
+    /// The root file system of the sample.
+    fn root_fs(m: &mut Manifest) -> &mut crate::devices::Fs {
+        match &mut root_part(m).content {
+            crate::devices::Content::Filesystem(fs) => fs,
+            _ => unreachable!("the sample's root is a file system"),
+        }
+    }
+
     /// What a hostile medium could put in a manifest that mkinstaller never would: refused
     /// when the manifest is read.
     #[test]
@@ -419,32 +489,43 @@ mod tests {
         let cases: Vec<(&str, Edit)> = vec![
             (
                 "mount point",
-                Box::new(|m| m.hosts[0].layout.partitions[1].mount = Some("/../etc".into())),
+                Box::new(|m| root_fs(m).mountpoint = Some("/../etc".into())),
             ),
             (
                 "mount point",
-                Box::new(|m| m.hosts[0].layout.partitions[1].mount = Some("relative".into())),
+                Box::new(|m| root_fs(m).mountpoint = Some("relative".into())),
             ),
-            (
-                "label",
-                Box::new(|m| m.hosts[0].layout.partitions[0].label = "a\nb".into()),
-            ),
+            ("label", Box::new(|m| root_part(m).label = "a\nb".into())),
             (
                 "mount option",
-                Box::new(|m| {
-                    m.hosts[0].layout.partitions[0].mount_options = vec!["ro,exec".into()]
-                }),
+                Box::new(|m| root_fs(m).mount_options = vec!["ro,exec".into()]),
             ),
             (
                 "subvolume",
                 Box::new(|m| {
-                    let p = &mut m.hosts[0].layout.partitions[1];
-                    p.format = crate::profile::Filesystem::Btrfs;
-                    p.mount = None;
-                    p.subvolumes = vec![crate::profile::Subvolume {
-                        name: "..".into(),
-                        mount: "/".into(),
+                    let fs = root_fs(m);
+                    fs.format = crate::profile::Filesystem::Btrfs;
+                    fs.subvolumes = vec![crate::devices::Subvol {
+                        name: "../x".into(),
+                        mountpoint: Some("/x".into()),
+                        mount_options: vec![],
                     }];
+                }),
+            ),
+            (
+                "LUKS name",
+                Box::new(|m| {
+                    let p = root_part(m);
+                    let inner = std::mem::replace(&mut p.content, crate::devices::Content::None);
+                    p.content = crate::devices::Content::Luks(Box::new(crate::devices::Luks {
+                        name: "../../etc".into(),
+                        key_file: None,
+                        allow_discards: false,
+                        extra_format_args: vec![],
+                        extra_open_args: vec![],
+                        uuid: None,
+                        content: inner,
+                    }));
                 }),
             ),
             ("host name", Box::new(|m| m.hosts[0].name = "../x".into())),
@@ -470,12 +551,36 @@ mod tests {
             ),
             ("lookup key", Box::new(|m| m.kind = Kind::Lookup)),
             ("version", Box::new(|m| m.version = 1)),
+            (
+                "1 EiB",
+                Box::new(|m| root_part(m).size = crate::devices::Extent::Bytes(u64::MAX)),
+            ),
+            (
+                "volume group",
+                Box::new(|m| {
+                    root_part(m).content = crate::devices::Content::LvmPv { vg: "x".into() }
+                }),
+            ),
+            (
+                "LUKS key",
+                Box::new(|m| {
+                    m.hosts[0].luks_keys.push(LuksKey {
+                        name: "nowhere".into(),
+                        source: "autoinstall/luks-keys/h/nowhere".into(),
+                        sha256: String::new(),
+                        size: 1,
+                    })
+                }),
+            ),
         ];
         for (what, edit) in cases {
             let mut m = good.clone();
             edit(&mut m);
             let e = Manifest::parse(&m.to_json()).expect_err(what);
             assert!(!e.is_empty(), "{what}");
+            if what == "1 EiB" || what == "LUKS key" {
+                assert!(e.contains(what), "{what}: {e}");
+            }
         }
     }
 }

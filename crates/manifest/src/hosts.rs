@@ -49,6 +49,9 @@ pub enum SystemSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Defaults {
     pub profile: String,
+    /// The disko layout of every host that names none (and no flake host whose configuration
+    /// has its own).
+    pub disko: Option<PathBuf>,
     pub on_unknown_serial: UnknownSerial,
     pub after_install: AfterInstall,
     pub confirm_seconds: u32,
@@ -66,6 +69,7 @@ impl Default for Defaults {
     fn default() -> Defaults {
         Defaults {
             profile: DEFAULT_PROFILE.into(),
+            disko: None,
             on_unknown_serial: UnknownSerial::Ask,
             after_install: AfterInstall::Reboot,
             confirm_seconds: 10,
@@ -81,8 +85,14 @@ pub struct Host {
     /// Normalised serials (see [`serial::normalise`]).
     pub serials: Vec<String>,
     pub system: SystemSource,
-    /// The profile name or path, as written (resolved by the caller).
+    /// The profile name or path, as written (resolved by the caller). With a disko layout,
+    /// only its disk rules count.
     pub profile: String,
+    /// A disko `disko.devices` tree as JSON (resolved against the directory of hosts.toml):
+    /// the host's layout, instead of the profile's partitions.
+    pub disko: Option<PathBuf>,
+    /// Key files for the layout's LUKS containers, by LUKS name (resolved likewise).
+    pub luks_keys: Vec<(String, PathBuf)>,
     pub disk: Option<String>,
     /// Resolved against the directory of hosts.toml.
     pub extra_files: Option<PathBuf>,
@@ -115,6 +125,7 @@ struct FleetFile {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct DefaultsFile {
     profile: Option<String>,
+    disko: Option<String>,
     on_unknown_serial: Option<Spanned<String>>,
     after_install: Option<AfterInstall>,
     confirm_seconds: Option<u32>,
@@ -131,6 +142,9 @@ struct HostFile {
     system: Option<Spanned<String>>,
     flake: Option<Spanned<String>>,
     profile: Option<String>,
+    disko: Option<String>,
+    #[serde(default)]
+    luks_keys: std::collections::BTreeMap<String, String>,
     disk: Option<Spanned<String>>,
     extra_files: Option<String>,
     bootable: Option<bool>,
@@ -154,6 +168,7 @@ impl Fleet {
         let base = file.parent().unwrap_or(Path::new("."));
         let fallback = Defaults::default();
         let default_profile = raw.defaults.profile.clone().unwrap_or(fallback.profile);
+        let default_disko = raw.defaults.disko.as_ref().map(|d| base.join(d));
 
         let mut hosts = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
@@ -233,6 +248,12 @@ impl Fleet {
                 serials: host_serials,
                 system,
                 profile: h.profile.clone().unwrap_or_else(|| default_profile.clone()),
+                disko: h.disko.as_ref().map(|d| base.join(d)),
+                luks_keys: h
+                    .luks_keys
+                    .iter()
+                    .map(|(n, f)| (n.clone(), base.join(f)))
+                    .collect(),
                 disk: h.disk.as_ref().map(|d| d.get_ref().clone()),
                 extra_files: h.extra_files.as_ref().map(|e| base.join(e)),
                 bootable: h.bootable.unwrap_or(true),
@@ -276,6 +297,7 @@ impl Fleet {
             file: file.to_path_buf(),
             defaults: Defaults {
                 profile: default_profile,
+                disko: default_disko,
                 on_unknown_serial,
                 after_install: raw.defaults.after_install.unwrap_or(fallback.after_install),
                 confirm_seconds: raw

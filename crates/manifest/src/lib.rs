@@ -2,7 +2,10 @@
 //! (`installer-profiles/*.toml`), the rules for SMBIOS serials, and the manifest written to
 //! the payload. Everything here is pure: text in, validated values or a located error out.
 
+pub mod devices;
+pub mod disko;
 pub mod document;
+pub mod fstab;
 pub mod hosts;
 pub mod location;
 pub mod profile;

@@ -8,6 +8,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::{
+    Content, Devices, Disk, DiskContent, Extent, Fs, Layout, LayoutSource,
+    Partition as DevPartition, Subvol, Swap,
+};
 use crate::location::{from_toml, LocatedError};
 use util::size::{self, human, MIB};
 
@@ -37,6 +41,19 @@ pub struct DiskRules {
     pub transports: Vec<String>,
     /// If set, only disks whose model contains this text (case-insensitive).
     pub model: Option<String>,
+}
+
+/// Any disk that is not removable, the largest first.
+impl Default for DiskRules {
+    fn default() -> DiskRules {
+        DiskRules {
+            select: Select::Largest,
+            min_size: 0,
+            allow_removable: false,
+            transports: Vec::new(),
+            model: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,85 +328,65 @@ impl Profile {
         })
     }
 
-    /// Bytes the fixed-size partitions take (the `rest` partition needs at least 1 MiB more),
-    /// plus GPT overhead: 1 MiB at the start, 1 MiB at the end.
-    pub fn fixed_bytes(&self) -> u64 {
-        let fixed: u64 = self
+    /// The profile as a device graph: one disk (`main`, chosen by the profile's rules) with
+    /// a GPT whose partitions are named and labelled as the profile says, each file system
+    /// labelled as its partition.
+    pub fn to_layout(&self) -> Layout {
+        let partitions = self
             .partitions
             .iter()
-            .map(|p| match p.size {
-                PartSize::Bytes(b) => b,
-                PartSize::Rest => MIB,
-            })
-            .sum();
-        fixed + 2 * MIB
-    }
-
-    /// The partition the Nix store lands on (the one mounted at /nix, else at /).
-    pub fn store_partition(&self) -> Option<&Partition> {
-        let holds = |m: &str| {
-            self.partitions.iter().find(|p| {
-                p.mount.as_deref() == Some(m) || p.subvolumes.iter().any(|s| s.mount == m)
-            })
-        };
-        holds("/nix").or_else(|| holds("/"))
-    }
-}
-
-impl Profile {
-    /// Checks a resolved profile as [`Profile::parse`] checks a file: what a manifest carries
-    /// is read again by the installer, which trusts no medium to have come from mkinstaller.
-    pub fn check(&self) -> Result<(), String> {
-        let mut labels = BTreeSet::new();
-        let mut mounts = BTreeSet::new();
-        let mut rest = 0;
-        for p in &self.partitions {
-            check_label(&p.label)?;
-            if !labels.insert(p.label.as_str()) {
-                return Err(format!("two partitions are labelled {:?}", p.label));
-            }
-            if !is_guid(&p.type_guid) {
-                return Err(format!(
-                    "partition {:?}: type {:?} is not a GUID",
-                    p.label, p.type_guid
-                ));
-            }
-            rest += usize::from(p.size == PartSize::Rest);
-            for o in &p.mount_options {
-                check_mount_option(o)?;
-            }
-            let mut claim = |m: &str| {
-                check_mount_point(m)?;
-                if !mounts.insert(m.to_string()) {
-                    return Err(format!("two file systems are mounted at {m}"));
+            .map(|p| {
+                let content = match p.format {
+                    Filesystem::Swap => Content::Swap(Swap {
+                        label: Some(p.label.clone()),
+                        uuid: None,
+                    }),
+                    Filesystem::None => Content::None,
+                    format => Content::Filesystem(Fs {
+                        format,
+                        mountpoint: p.mount.clone(),
+                        mount_options: p.mount_options.clone(),
+                        subvolumes: p
+                            .subvolumes
+                            .iter()
+                            .map(|s| Subvol {
+                                name: s.name.clone(),
+                                mountpoint: Some(s.mount.clone()),
+                                mount_options: p.mount_options.clone(),
+                            })
+                            .collect(),
+                        label: Some(p.label.clone()),
+                        uuid: None,
+                        extra_args: Vec::new(),
+                    }),
+                };
+                DevPartition {
+                    name: p.label.clone(),
+                    label: p.label.clone(),
+                    type_guid: p.type_guid.clone(),
+                    start: None,
+                    size: match p.size {
+                        PartSize::Bytes(b) => Extent::Bytes(b),
+                        PartSize::Rest => Extent::ToEnd { reserve: 0 },
+                    },
+                    content,
                 }
-                Ok(())
-            };
-            match (p.format, &p.mount) {
-                (Filesystem::Swap | Filesystem::None, Some(_)) => {
-                    return Err(format!("partition {:?} cannot be mounted", p.label))
-                }
-                (_, Some(m)) => claim(m)?,
-                _ => {}
-            }
-            if !p.subvolumes.is_empty() && (p.format != Filesystem::Btrfs || p.mount.is_some()) {
-                return Err(format!(
-                    "partition {:?}: subvolumes need btrfs and no mount of their own",
-                    p.label
-                ));
-            }
-            for sv in &p.subvolumes {
-                check_subvolume_name(&sv.name)?;
-                claim(&sv.mount)?;
-            }
+            })
+            .collect();
+        Layout {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            source: LayoutSource::Profile,
+            rules: self.disk.clone(),
+            devices: Devices {
+                disks: vec![Disk {
+                    name: "main".into(),
+                    device: None,
+                    content: DiskContent::Gpt { partitions },
+                }],
+                ..Devices::default()
+            },
         }
-        if rest > 1 {
-            return Err("more than one partition takes the rest of the disk".into());
-        }
-        if !mounts.contains("/") {
-            return Err("no partition or subvolume is mounted at /".into());
-        }
-        Ok(())
     }
 }
 
@@ -423,9 +420,12 @@ pub fn check_mount_point(m: &str) -> Result<(), String> {
 
 /// A btrfs subvolume name: one plain path component.
 pub fn check_subvolume_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0', ',']) {
+    let plain = name
+        .split('/')
+        .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains(['\0', ',']));
+    if !plain {
         return Err(format!(
-            "subvolume name {name:?} must be one path component (not `.` or `..`, no `/` or `,`)"
+            "subvolume name {name:?} must be a relative path of plain components (no `.`, `..`, `//`, `,`)"
         ));
     }
     Ok(())
@@ -441,7 +441,7 @@ pub fn check_mount_option(o: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_guid(s: &str) -> bool {
+pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
         && parts
@@ -489,7 +489,19 @@ mount = "/"
         );
         assert_eq!(p.partitions[1].size, PartSize::Rest);
         assert_eq!(p.disk.min_size, 8 << 30);
-        assert_eq!(p.store_partition().unwrap().label, "root");
+        // As a device graph: one disk, the partitions named and labelled as the profile
+        // says, the store on the root file system.
+        let layout = p.to_layout();
+        layout.devices.check().unwrap();
+        let store = layout.devices.store_mount().unwrap();
+        assert_eq!(store.mountpoint, "/");
+        assert_eq!(
+            store.holder,
+            Some(crate::devices::Holder::Partition {
+                disk: "main".into(),
+                partition: "root".into()
+            })
+        );
     }
 
     #[test]

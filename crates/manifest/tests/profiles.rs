@@ -31,5 +31,11 @@ fn shipped_profiles() {
     assert_eq!(root.format, Filesystem::Btrfs);
     let mounts: Vec<&str> = root.subvolumes.iter().map(|s| s.mount.as_str()).collect();
     assert_eq!(mounts, ["/", "/nix", "/home"]);
-    assert_eq!(btrfs.store_partition().unwrap().label, "nixos");
+    let store = btrfs.to_layout().devices.store_mount().unwrap();
+    assert_eq!(store.mountpoint, "/nix");
+    assert_eq!(store.subvol.as_deref(), Some("@nix"));
+    assert_eq!(
+        store.holder.unwrap().to_string(),
+        "partition nixos of disk main"
+    );
 }

@@ -19,6 +19,7 @@ pub struct PayloadPath {
 }
 
 /// A host file copied to the payload.
+#[derive(Debug, Clone)]
 pub struct PayloadFile {
     pub payload_path: String,
     pub source: PathBuf,

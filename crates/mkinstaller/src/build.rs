@@ -96,7 +96,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
 
     // Closures: the union in one query, its metadata in another, and each host's closure
     // walked from the references (every nix-store call costs tens of milliseconds).
-    let tops: Vec<StorePath> = planned.hosts.iter().map(|(_, t, _)| t.clone()).collect();
+    let tops: Vec<StorePath> = planned.hosts.iter().map(|p| p.toplevel.clone()).collect();
     let union =
         closure::requisites(&tops).map_err(|e| format!("closures of the hosts' systems: {e}"))?;
     let infos = closure::path_infos(&union).map_err(|e| e.to_string())?;
@@ -108,26 +108,43 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     // Extra files and the manifest.
     let mut payload_files = Vec::new();
     let mut entries = Vec::new();
-    for ((h, top, profile), closure) in planned.hosts.iter().zip(&closures) {
+    for (p, closure) in planned.hosts.iter().zip(&closures) {
+        let h = &p.host;
         let (extra, files) = extra_files(h).map_err(|e| format!("host {:?}: {e}", h.name))?;
-        if opts.format == OutputFormat::Cache && !files.is_empty() && !opts.public_extra_files {
-            return Err(format!(
-                "host {:?}: its extra files ({}) would be served to anyone who can reach the site, in the clear; keep secrets off cache sites (or pass --public-extra-files if these are not secret)",
-                h.name,
-                h.extra_files.as_deref().map(|d| d.display().to_string()).unwrap_or_default()
-            )
-            .into());
+        if opts.format == OutputFormat::Cache && !opts.public_extra_files {
+            let what = if !files.is_empty() {
+                Some(format!(
+                    "its extra files ({})",
+                    h.extra_files
+                        .as_deref()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default()
+                ))
+            } else if !p.key_files.is_empty() {
+                Some("its LUKS keys (luks-keys)".to_string())
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(format!(
+                    "host {:?}: {what} would be served to anyone who can reach the site, in the clear; keep secrets off cache sites (or pass --public-extra-files if these are not secret)",
+                    h.name
+                )
+                .into());
+            }
         }
         payload_files.extend(files);
+        payload_files.extend(p.key_files.iter().cloned());
         entries.push(HostEntry {
             name: h.name.clone(),
             serials: h.serials.clone(),
-            toplevel: top.to_string(),
+            toplevel: p.toplevel.to_string(),
             closure: closure.iter().map(|p| p.to_string()).collect(),
             closure_nar_bytes: closure.iter().map(|p| by_path[p].nar_size).sum(),
-            layout: profile.clone(),
+            layout: p.layout.clone(),
             disk: h.disk.clone(),
             extra_files: extra,
+            luks_keys: p.luks_keys.clone(),
             bootable: h.bootable,
         });
     }

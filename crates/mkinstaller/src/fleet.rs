@@ -7,29 +7,41 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use manifest::document::{ExtraFile, Mode, EXTRA_FILES_DIR};
+use manifest::devices::Layout;
+use manifest::document::{ExtraFile, LuksKey, Mode, EXTRA_FILES_DIR};
 use manifest::hosts::{Defaults, Fleet, Host, SystemSource, UnknownSerial};
 use media::payload::PayloadFile;
 use nixstore::StorePath;
 use sha2::{Digest, Sha256};
 
 use crate::options::{BuildOptions, Error, Source};
-use crate::profiles;
 use crate::ui::Ui;
+use crate::{layouts, profiles};
 
-/// The fleet as planned: hosts with their systems realised and profiles resolved.
+/// The fleet as planned: hosts with their systems realised and layouts resolved.
 pub struct Planned {
     pub mode: Mode,
     pub defaults: Defaults,
     /// Where the fleet came from, for messages: hosts.toml, or `--system`.
     pub file: PathBuf,
-    pub hosts: Vec<(Host, StorePath, manifest::Profile)>,
+    pub hosts: Vec<PlannedHost>,
 }
 
-/// Reads the fleet (hosts.toml, or one `--system`), resolves each host's profile, builds its
-/// flake if it has one, and checks what can be checked before anything is written: the
-/// system is in the store, and is a bootable NixOS toplevel unless the host says
-/// `bootable = false`; every mistake names the host, the file and its line.
+/// One host as planned.
+pub struct PlannedHost {
+    pub host: Host,
+    pub toplevel: StorePath,
+    /// The layout, checked against the system's own mounts (UUIDs it names filled in).
+    pub layout: Layout,
+    pub luks_keys: Vec<LuksKey>,
+    pub key_files: Vec<PayloadFile>,
+}
+
+/// Reads the fleet (hosts.toml, or one `--system`), resolves each host's layout (`layouts`),
+/// builds its flake if it has one, and checks what can be checked before anything is
+/// written: the system is in the store, and is a bootable NixOS toplevel unless the host
+/// says `bootable = false`; what its fstab mounts is what the layout makes; its LUKS keys
+/// fit the layout. Every mistake names the host, the file and its line.
 pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
     let (fleet, mode, base_dir) = match &opts.source {
         Source::Online { .. } => unreachable!("online boot media plan no fleet"),
@@ -85,6 +97,8 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
                     serials: Vec::new(),
                     system: SystemSource::StorePath(sp),
                     profile,
+                    disko: None,
+                    luks_keys: Vec::new(),
                     disk: None,
                     extra_files: None,
                     bootable: !not_bootable,
@@ -99,10 +113,24 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
         }
     };
     let file = fleet.file.clone();
+    let flakes = if fleet
+        .hosts
+        .iter()
+        .any(|h| matches!(h.system, SystemSource::Flake(_)))
+    {
+        ui.say("evaluating the flake hosts' disks");
+        layouts::flake_disks(&fleet.hosts, &base_dir)
+            .map_err(|e| format!("{}: {e}", file.display()))?
+    } else {
+        Default::default()
+    };
     let mut hosts = Vec::new();
     for h in fleet.hosts {
         let at = format!("{}:{}: host {:?}", file.display(), h.line, h.name);
         let profile = profiles::resolve(&h.profile, &base_dir, opts.profiles_dir.as_deref())
+            .map_err(|e| format!("{at}: {e}"))?;
+        let flake = flakes.get(&h.name);
+        let mut layout = layouts::layout_of(&h, &fleet.defaults, &profile, flake)
             .map_err(|e| format!("{at}: {e}"))?;
         let toplevel = match &h.system {
             SystemSource::StorePath(p) => p.clone(),
@@ -112,6 +140,21 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
             }
         };
         check_system(&toplevel, h.bootable).map_err(|e| format!("{at}: {e}"))?;
+        let luks = flake.map(|f| f.luks.as_slice()).unwrap_or_default();
+        let checked = layouts::check_mounts(&mut layout, &toplevel, luks)
+            .map_err(|e| format!("{at}: {e}"))?;
+        if !checked && h.bootable {
+            ui.warn(&format!(
+                "{at}: system {toplevel} has no etc/fstab: its mounts cannot be checked against the layout"
+            ));
+        }
+        let (luks_keys, key_files) =
+            layouts::luks_keys(&h, &layout).map_err(|e| format!("{at}: {e}"))?;
+        for name in layouts::keyless(&layout, &luks_keys) {
+            ui.warn(&format!(
+                "{at}: LUKS device {name} has no key (luks-keys): the installer asks for a passphrase on the console, so this host cannot be installed unattended"
+            ));
+        }
         if let Some(dir) = &h.extra_files {
             if !dir.is_dir() {
                 return Err(
@@ -119,10 +162,20 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
                 );
             }
         }
-        hosts.push((h, toplevel, profile));
+        hosts.push(PlannedHost {
+            host: h,
+            toplevel,
+            layout,
+            luks_keys,
+            key_files,
+        });
     }
     if mode == Mode::Mass && fleet.defaults.on_unknown_serial == UnknownSerial::Refuse {
-        for (h, _, _) in hosts.iter().filter(|(h, _, _)| h.serials.is_empty()) {
+        for h in hosts
+            .iter()
+            .map(|p| &p.host)
+            .filter(|h| h.serials.is_empty())
+        {
             ui.warn(&format!(
                 "{}:{}: host {:?} has no serials and on-unknown-serial is \"refuse\": this stick can never install it (give it serials, or make it the host for unknown serials)",
                 file.display(),
@@ -178,32 +231,35 @@ pub fn host_name_of(p: &StorePath) -> String {
     }
 }
 
+/// Runs `nix ARGS` (with flakes) in `dir` and reads the JSON it prints; `what` names the call
+/// in errors.
+pub fn nix_json(args: &[&str], dir: &Path, what: &str) -> Result<serde_json::Value, String> {
+    let out = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command flakes"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("running {what}: {e} (is Nix installed?)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{what}: unreadable JSON output: {e}"))
+}
+
 /// Builds `REF#NAME` as `REF#nixosConfigurations.NAME.config.system.build.toplevel`.
 fn build_flake(flake: &str, dir: &Path) -> Result<StorePath, String> {
     let (reference, name) = flake
         .split_once('#')
         .ok_or_else(|| format!("flake {flake:?} must be REF#NAME"))?;
     let attr = format!("{reference}#nixosConfigurations.{name}.config.system.build.toplevel");
-    let out = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "build",
-            "--no-link",
-            "--json",
-            &attr,
-        ])
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("running nix build {attr}: {e} (is Nix installed?)"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nix build {attr} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("nix build {attr}: unreadable --json output: {e}"))?;
+    let json = nix_json(
+        &["build", "--no-link", "--json", &attr],
+        dir,
+        &format!("nix build {attr}"),
+    )?;
     let path = json[0]["outputs"]["out"]
         .as_str()
         .ok_or_else(|| format!("nix build {attr}: no output path in {json}"))?;

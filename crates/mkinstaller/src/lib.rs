@@ -2,12 +2,14 @@
 //! them back. `main.rs` only parses arguments and prints. `options` says what a build is
 //! asked and how it fails, `fleet` reads and checks the fleet, `build` runs a build,
 //! `outputs` writes each kind of output, `online` makes boot media for the online installer,
-//! `output` checks the output before anything is written, `profiles` finds layouts, `show`
+//! `output` checks the output before anything is written, `profiles` finds profiles, `layouts` resolves each host's layout and checks it against the
+//! host's own mounts, `show`
 //! reads an image back (`inspect`, `verify`), `cli` is the command line.
 
 pub mod build;
 pub mod cli;
 pub mod fleet;
+pub mod layouts;
 pub mod online;
 pub mod options;
 pub mod output;

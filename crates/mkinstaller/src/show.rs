@@ -68,7 +68,7 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
     }
     println!();
     println!(
-        "{:<20} {:<24} {:>6} {:>10} {:>10} {:>10}  profile",
+        "{:<20} {:<24} {:>6} {:>10} {:>10} {:>10}  layout",
         "host", "serials", "paths", "NAR", "on stick", "unique"
     );
     const SHOWN: usize = 40;
@@ -91,7 +91,16 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
             human(h.closure_nar_bytes),
             human(h.closure_compressed_bytes),
             human(h.unique_nar_bytes),
-            h.profile
+            match (h.disks, h.luks_keys) {
+                (1, 0) => h.layout.clone(),
+                (d, 0) => format!("{} ({d} disks)", h.layout),
+                (d, k) => format!(
+                    "{} ({d} disk{}, {k} LUKS key{})",
+                    h.layout,
+                    if d == 1 { "" } else { "s" },
+                    if k == 1 { "" } else { "s" }
+                ),
+            }
         );
     }
     if shown < s.hosts.len() {

@@ -57,7 +57,8 @@ fn three_host_image_stores_shared_paths_once() {
     let hosts = inspect["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 3);
     assert_eq!(hosts[1]["serials"][0], "TEST-SN-0002");
-    assert_eq!(hosts[2]["profile"], "uefi-btrfs");
+    assert_eq!(hosts[2]["layout"], "uefi-btrfs");
+    assert_eq!(hosts[2]["layout_source"], "profile");
     assert!(
         inspect["shared_nar_bytes"].as_u64().unwrap() > 2_000_000,
         "the nar-tree closure is shared"
@@ -309,7 +310,7 @@ fn a_mounted_device_is_refused() {
 }
 
 #[test]
-fn flake_hosts_are_built_with_nix_build() {
+fn flake_hosts_are_built_with_nix_build_and_their_disko_layout_checked() {
     let env = Env::new();
     let dir = env.path("fleet");
     fs::create_dir(&dir).unwrap();
@@ -318,9 +319,25 @@ fn flake_hosts_are_built_with_nix_build() {
         dir.join("flake.nix"),
         r#"{
   outputs = { self }: {
-    nixosConfigurations.fl-1.config.system.build.toplevel = derivation {
-      name = "nixos-system-fl-1-1"; system = "x86_64-linux";
-      builder = "/bin/sh"; args = [ "-c" "echo fl-1 > $out" ];
+    nixosConfigurations.fl-1.config = {
+      system.build.toplevel = derivation {
+        name = "nixos-system-fl-1-1"; system = "x86_64-linux";
+        builder = "/bin/sh"; args = [ "-c" "echo fl-1 > $out" ];
+      };
+      # What disko's module leaves in a configuration: the devices with its own `_`
+      # attributes (functions, which JSON cannot hold) beside them.
+      disko.devices = {
+        _meta = x: x;
+        disk.main = {
+          type = "disk"; device = "/dev/disk/by-id/nvme-x"; _create = x: x;
+          content = { type = "gpt"; partitions = {
+            ESP = { size = "512M"; type = "EF00"; content = { type = "filesystem"; format = "vfat"; mountpoint = "/boot"; }; };
+            luks = { size = "100%"; content = { type = "luks"; name = "LUKSNAME";
+              content = { type = "filesystem"; format = "ext4"; mountpoint = "/"; }; }; };
+          }; };
+        };
+      };
+      boot.initrd.luks.devices.LUKSNAME.device = "LUKSDEVICE";
     };
   };
 }
@@ -329,22 +346,42 @@ fn flake_hosts_are_built_with_nix_build() {
     .unwrap();
     let hosts = dir.join("hosts.toml");
     fs::write(&hosts, "version = 1\n\n[[host]]\nname = \"fl-1\"\nserials = [\"FLAKE-SN-1\"]\nflake = \".#fl-1\"\nbootable = false\n").unwrap();
+    let flake = fs::read_to_string(dir.join("flake.nix")).unwrap();
     let img = env.path("flake.img");
-    let out = Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
-        .args([
-            "--mass",
-            hosts.to_str().unwrap(),
-            "-o",
-            img.to_str().unwrap(),
-            "--json",
-        ])
-        .arg("--installer")
-        .arg(&env.installer)
-        .arg("--cache-dir")
-        .arg(env.path("cache"))
-        .env("NIX_CONFIG", "substituters =\nsandbox = false")
-        .output()
-        .unwrap();
+    // The host's configuration, with its LUKS device named `name` on `device`.
+    let build = |name: &str, device: &str| {
+        let text = flake
+            .replace("LUKSNAME", name)
+            .replace("LUKSDEVICE", device);
+        fs::write(dir.join("flake.nix"), text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
+            .args([
+                "--mass",
+                hosts.to_str().unwrap(),
+                "-o",
+                img.to_str().unwrap(),
+                "--json",
+            ])
+            .arg("--installer")
+            .arg(&env.installer)
+            .arg("--cache-dir")
+            .arg(env.path("cache"))
+            .env("NIX_CONFIG", "substituters =\nsandbox = false")
+            .output()
+            .unwrap()
+    };
+    // Where the configuration's initrd looks for its LUKS device is not what disko makes:
+    // refused, nothing written.
+    let out = build("cryptroot", "/dev/disk/by-partlabel/root");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("LUKS device cryptroot (/dev/disk/by-partlabel/root): the layout puts it on partition luks of disk main, which is named /dev/disk/by-partlabel/disk-main-luks"),
+        "{err}"
+    );
+    assert!(!img.exists());
+    // As disko names it: built, with the layout from the configuration.
+    let out = build("cryptroot", "/dev/disk/by-partlabel/disk-main-luks");
     assert!(
         out.status.success(),
         "{}",
@@ -352,9 +389,14 @@ fn flake_hosts_are_built_with_nix_build() {
     );
     let inspect: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
-    let top = inspect["hosts"][0]["toplevel"].as_str().unwrap();
+    let host = &inspect["hosts"][0];
+    let top = host["toplevel"].as_str().unwrap();
     assert!(top.ends_with("-nixos-system-fl-1-1"), "{top}");
     assert_eq!(fs::read_to_string(top).unwrap(), "fl-1\n");
+    assert_eq!(
+        (host["layout"].as_str(), host["layout_source"].as_str()),
+        (Some("fl-1"), Some("disko"))
+    );
 }
 
 #[test]

@@ -112,7 +112,7 @@ impl Env {
             sdboot.join("systemd-bootx64.efi"),
         )
         .unwrap();
-        ["demo-1", "demo-2"]
+        ["demo-1", "demo-2", "demo-btrfs", "demo-uuid"]
             .iter()
             .map(|h| {
                 build_fixture(
@@ -263,8 +263,17 @@ impl Drop for Mounted {
 /// after install, and the lines `defaults` in `[defaults]`.
 pub fn fleet_toml(defaults: &str, hosts: &[(&str, &str, &str, &str)]) -> String {
     let mut toml = format!("version = 1\n\n[defaults]\non-unknown-serial = \"refuse\"\nafter-install = \"poweroff\"\n{defaults}\n");
-    for (name, serial, top, profile) in hosts {
-        toml += &format!("\n[[host]]\nname = \"{name}\"\nserials = [\"{serial}\"]\nsystem = \"{top}\"\nprofile = \"{profile}\"\n");
+    for (name, serial, top, layout) in hosts {
+        // A profile's name, or one of the demo fleet's disko files.
+        let layout = if layout.ends_with(".json") {
+            format!(
+                "disko = \"{}/../../tests/fixtures/demo-fleet/{layout}\"",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        } else {
+            format!("profile = \"{layout}\"")
+        };
+        toml += &format!("\n[[host]]\nname = \"{name}\"\nserials = [\"{serial}\"]\nsystem = \"{top}\"\n{layout}\n");
     }
     toml
 }
@@ -301,18 +310,40 @@ pub fn edit_narinfo(text: &str, key: &str, value: Option<String>) -> String {
 
 /// Checks an installed disk as a user would: GPT, file systems, the Nix store, the profile,
 /// the boot entry.
+/// `root_fs` says which layout was installed: "ext4" the profile uefi-ext4 (partitions ESP and
+/// nixos, the root type GUID), "btrfs" demo-btrfs.disko.json (disko's partition names, a
+/// Linux file system partition, subvolumes root and nix).
 pub fn check_installed(env: &Env, disk: &LoopDisk, toplevel: &str, root_fs: &str) {
+    let btrfs = root_fs == "btrfs";
+    let (esp, root, root_type, sub_root, sub_nix) = if btrfs {
+        (
+            "disk-main-ESP",
+            "disk-main-root",
+            "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+            "root",
+            "nix",
+        )
+    } else {
+        (
+            "ESP",
+            "nixos",
+            "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+            "",
+            "",
+        )
+    };
     let table = run("sfdisk", &["-J", &disk.dev]);
     assert!(table.contains("\"label\": \"gpt\""), "{table}");
     assert!(
         table.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
         "no ESP: {table}"
     );
+    assert!(table.contains(root_type), "no root partition: {table}");
     assert!(
-        table.contains("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
-        "no root partition: {table}"
+        table.contains(&format!("\"name\": \"{esp}\""))
+            && table.contains(&format!("\"name\": \"{root}\"")),
+        "{table}"
     );
-    assert!(table.contains("\"name\": \"ESP\"") && table.contains("\"name\": \"nixos\""));
     let blkid = run("blkid", &["-p", "-o", "export", &disk.part(2)]);
     assert!(blkid.contains(&format!("TYPE={root_fs}")), "{blkid}");
     assert!(run("blkid", &["-p", &disk.part(1)]).contains("TYPE=\"vfat\""));
@@ -335,27 +366,24 @@ pub fn check_installed(env: &Env, disk: &LoopDisk, toplevel: &str, root_fs: &str
     run("mdir", &["-i", &disk.part(1), "::/EFI/BOOT/BOOTX64.EFI"]);
 
     let m = Mounted::new(&disk.part(2), env.path("check"));
-    let store_root = if root_fs == "btrfs" {
-        m.0.join("@nix").parent().unwrap().to_path_buf()
-    } else {
-        m.0.clone()
-    };
-    // On btrfs the store lives in the @nix subvolume: mount it where Nix expects it.
-    let _nix = (root_fs == "btrfs").then(|| {
+    let store_root = m.0.clone();
+    // On btrfs the store lives in the nix subvolume: mount it where Nix expects it.
+    let subvol = format!("subvol={sub_nix}");
+    let _nix = btrfs.then(|| {
         let at = env.path("check-nix-root");
         fs::create_dir_all(at.join("nix")).unwrap();
         run(
             "mount",
             &[
                 "-o",
-                "subvol=@nix",
+                &subvol,
                 &disk.part(2),
                 at.join("nix").to_str().unwrap(),
             ],
         );
         Mounted(at.join("nix"))
     });
-    let store = if root_fs == "btrfs" {
+    let store = if btrfs {
         env.path("check-nix-root")
     } else {
         store_root
@@ -373,8 +401,8 @@ pub fn check_installed(env: &Env, disk: &LoopDisk, toplevel: &str, root_fs: &str
         requisites(Some(&store), toplevel),
         requisites(None, toplevel)
     );
-    let sys_root = if root_fs == "btrfs" {
-        m.0.join("@")
+    let sys_root = if btrfs {
+        m.0.join(sub_root)
     } else {
         m.0.clone()
     };

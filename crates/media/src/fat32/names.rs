@@ -123,6 +123,14 @@ impl EntryWriter<'_> {
 /// label (letters, digits, `_`, `-`), cut to the 11 bytes FAT allows, padded with spaces.
 /// One rule for the sticks' labels and the targets' ESPs (`/dev/disk/by-label/` shows it).
 pub fn volume_label(label: &str) -> [u8; 11] {
+    // No label: the FAT specification's "NO NAME", which blkid and fsck read as none (an
+    // all-blank label entry is invalid).
+    if !label
+        .bytes()
+        .any(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return *b"NO NAME    ";
+    }
     let mut out = [b' '; 11];
     for (o, c) in out.iter_mut().zip(
         label

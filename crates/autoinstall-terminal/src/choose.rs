@@ -189,6 +189,7 @@ mod tests {
             mode: Mode::Mass,
             on_unknown_serial: policy,
             after_install: AfterInstall::Poweroff,
+            reinstall: manifest::Reinstall::Ask,
             confirm_seconds: 10,
             hosts: vec![host("web-1", "SN-1"), host("db-1", "SN-2")],
         }

@@ -11,7 +11,7 @@ use machine::blockdev;
 use manifest::devices::Holder;
 use manifest::document::{host_lookup_path, limits, Expected, HostEntry, Manifest, MANIFEST_PATH};
 use manifest::profile::Filesystem;
-use manifest::AfterInstall;
+use manifest::{AfterInstall, Reinstall};
 use media::verify as verifier;
 
 use crate::choose::{self, Choice, Overrides};
@@ -235,6 +235,12 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
     if opts.dry_run {
         return Ok(Outcome::DryRun);
     }
+    if plan.already_installed {
+        if let Some(after) = keep_installed(run, &manifest, &plan) {
+            reached.after_install = Some(after);
+            return Ok(Outcome::AlreadyInstalled);
+        }
+    }
 
     let pins = run.step(Step::Verify, |r| {
         if source.is_online() {
@@ -295,6 +301,47 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
     result?;
     reached.after_install = Some(manifest.after_install);
     Ok(Outcome::Installed)
+}
+
+/// The first disk already holds this host from this fleet (a stick left in, booted again):
+/// reinstalled only as the stick says (`reinstall`: always; never; ask, where only a `y`
+/// within the confirmation's countdown reinstalls). Not reinstalled, the installed system is
+/// made the firmware's next boot and the stick's after-install action follows, a reboot
+/// becoming a power-off when the next boot could not be set, so that a stick left in never
+/// loops. Returns that action, or `None` to reinstall.
+fn keep_installed(run: &mut Run, m: &Manifest, plan: &Plan) -> Option<AfterInstall> {
+    let what = format!(
+        "{} already holds {} installed from this fleet",
+        plan.first_disk().path,
+        plan.host
+    );
+    let policy = format!("{:?}", m.reinstall).to_lowercase();
+    let again = match m.reinstall {
+        Reinstall::Always => true,
+        Reinstall::Never => false,
+        Reinstall::Ask => run.ui.yes_within(
+            &format!("{what}. Erase it and install again?"),
+            m.confirm_seconds,
+        ),
+    };
+    if again {
+        run.report
+            .log(format!("{what}: installing again (reinstall = {policy})"));
+        return None;
+    }
+    let next = crate::write::boot_next(plan);
+    run.ui.say(&format!(
+        "{what}: not installed again (reinstall = {policy}); next boot: {next}"
+    ));
+    run.report.log(format!("{what}: not installed again"));
+    run.report.boot_next = Some(next.clone());
+    Some(match m.after_install {
+        AfterInstall::Reboot if next.starts_with("not set") => {
+            run.ui.say("the next boot could not be set: powering off rather than booting this stick again (remove it)");
+            AfterInstall::Poweroff
+        }
+        a => a,
+    })
 }
 
 /// Formats the plan's ESPs afresh (empty), so that a failed install leaves no boot entry. An

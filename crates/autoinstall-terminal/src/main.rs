@@ -277,6 +277,14 @@ fn main() -> ExitCode {
             ));
             finish(cli.finish, ended.after_install, &ui)
         }
+        (Outcome::AlreadyInstalled, _) => {
+            ui.say(&format!(
+                "{} is already installed on {}: not installed again",
+                r.host.as_deref().unwrap_or("?"),
+                r.disk.as_ref().map(|d| d.path.as_str()).unwrap_or("?"),
+            ));
+            finish(cli.finish, ended.after_install, &ui)
+        }
         (outcome, Some(e)) => {
             let what = if *outcome == Outcome::Refused {
                 "refused"

@@ -44,6 +44,11 @@ pub struct Plan {
     pub earlier_attempt: Vec<String>,
     /// Each LUKS container's key: from the payload, or asked for after the confirmation.
     pub luks_keys: Vec<KeyPlan>,
+    /// The fleet the stick was built for (part of each disk's install marker).
+    pub fleet: Option<String>,
+    /// The first disk already holds this host installed from this fleet: its GPT's disk GUID
+    /// is this host's install marker (`media::ids::install_marker`).
+    pub already_installed: bool,
     pub after_install: AfterInstall,
 }
 
@@ -65,6 +70,11 @@ pub enum KeySource {
 impl Plan {
     pub fn first_disk(&self) -> &DiskFacts {
         &self.devices.disks[0].facts
+    }
+
+    /// The GPT disk GUID that marks layout disk `disk` as holding this host from this fleet.
+    pub fn marker(&self, disk: &str) -> uuid::Uuid {
+        media::ids::install_marker(self.fleet.as_deref(), &self.host, disk)
     }
 
     pub fn describe(&self) -> String {
@@ -140,6 +150,13 @@ impl Plan {
             human(self.devices.store.bytes),
             human(self.devices.store.needed)
         );
+        if self.already_installed {
+            s += &format!(
+                "note      {} already holds {} installed from this fleet\n",
+                self.first_disk().path,
+                self.host
+            );
+        }
         s += &format!("then      {:?}\n", self.after_install).to_lowercase();
         s
     }
@@ -279,6 +296,15 @@ pub fn make_plan(
             Ok(KeyPlan { name, from })
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let first = &devices.disks[0];
+    let already_installed =
+        machine::efi::read_gpt(Path::new(&first.facts.path), first.facts.logical_block_size)
+            .ok()
+            .flatten()
+            .is_some_and(|g| {
+                g.disk_guid
+                    == media::ids::install_marker(m.fleet.as_deref(), &host.name, &first.name)
+            });
     let earlier_attempt = devices
         .disks
         .iter()
@@ -298,6 +324,8 @@ pub fn make_plan(
         devices,
         earlier_attempt,
         luks_keys,
+        fleet: m.fleet.clone(),
+        already_installed,
         after_install: m.after_install,
     })
 }

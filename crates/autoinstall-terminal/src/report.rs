@@ -15,6 +15,8 @@ pub const REPORT_VERSION: u32 = 1;
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Installed,
+    /// The disk already held this host from this fleet, and it was not reinstalled.
+    AlreadyInstalled,
     Refused,
     Failed,
     DryRun,
@@ -112,6 +114,8 @@ pub struct Report {
     /// Every disk of the plan, in the layout's order.
     pub disks: Vec<DiskSummary>,
     pub partitions: Vec<PartitionSummary>,
+    /// The firmware's next boot, set to the installed disk (`Boot0003`), or why it was not.
+    pub boot_next: Option<String>,
     pub steps: Vec<StepTime>,
     pub seconds: f64,
     pub hardware: Hardware,
@@ -141,6 +145,7 @@ impl Report {
             disk: None,
             disks: Vec::new(),
             partitions: Vec::new(),
+            boot_next: None,
             steps: Vec::new(),
             seconds: 0.0,
             hardware: Hardware::probe(),

@@ -141,6 +141,26 @@ impl Ui {
         (read.is_ok_and(|n| n > 0) && !line.is_empty()).then_some(line)
     }
 
+    /// Asks a yes/no question that defaults to no: only `y` within `seconds` says yes; any
+    /// other key, the time running out, or no terminal at all, says no.
+    pub fn yes_within(&self, question: &str, seconds: u32) -> bool {
+        if !self.interactive || seconds == 0 {
+            return false;
+        }
+        eprint!("{question} [y/N, no in {seconds} s] ");
+        let _ = io::stderr().flush();
+        let Ok(raw) = RawMode::enter() else {
+            return false;
+        };
+        let yes = matches!(
+            key_within(Duration::from_secs(seconds as u64)),
+            Some(Key::Char('y' | 'Y'))
+        );
+        drop(raw);
+        eprintln!("{}", if yes { "yes" } else { "no" });
+        yes
+    }
+
     /// Asks a yes/no question on the terminal; no terminal means no.
     pub fn ask_yes(&self, question: &str) -> bool {
         if !self.interactive {

@@ -180,6 +180,7 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
                 &d.partitions,
                 d.facts.size,
                 d.facts.logical_block_size,
+                plan.marker(&d.name),
             )
             .map_err(|e| format!("partitioning {path}: {e}"))?;
             for (p, node) in d.partitions.iter().zip(made) {
@@ -342,8 +343,36 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
                 .sync_all()
                 .map_err(|e| format!("flushing {}: {e}", d.path().display()))?;
         }
+        let next = boot_next(plan);
+        r.ui.say(&format!("next boot: {next}"));
+        r.report.boot_next = Some(next);
         Ok(())
     })
+}
+
+/// Makes the first disk's ESP the firmware's next boot (so a stick left in does not boot the
+/// installer again); says which entry, or why not (a machine not booted in UEFI mode, a
+/// firmware that refuses): that is no reason to fail an install, only to say so.
+pub fn boot_next(plan: &Plan) -> String {
+    let d = plan.first_disk();
+    let esp = machine::efi::read_gpt(Path::new(&d.path), d.logical_block_size)
+        .map_err(|e| e.to_string())
+        .and_then(|g| {
+            g.and_then(|g| g.esp)
+                .ok_or_else(|| format!("{} has no ESP", d.path))
+        });
+    let set = esp.and_then(|esp| {
+        let option = machine::efi::load_option(
+            &format!("NixOS {}", plan.host),
+            &esp,
+            machine::efi::FALLBACK_LOADER,
+        );
+        machine::efi::boot_next(&option).map_err(|e| e.to_string())
+    });
+    match set {
+        Ok(entry) => format!("{entry} ({} on {})", machine::efi::FALLBACK_LOADER, d.path),
+        Err(e) => format!("not set: {e}"),
+    }
 }
 
 /// The size of a block device (or file), from its end.

@@ -16,6 +16,7 @@ pub mod bootloader;
 pub mod btrfs;
 pub mod disk_ids;
 pub mod disks;
+pub mod efi;
 pub mod esp;
 pub mod format;
 pub mod graph;

@@ -15,14 +15,16 @@ use crate::graph::PartitionPlan;
 
 const MIB: u64 = 1 << 20;
 
-/// Partitions `disk` as `parts` say and returns the partition nodes in `parts` order. The
-/// disk must still be the size and sector size it was planned for (`planned_bytes`,
-/// `planned_block`): a disk swapped between the plan and now is refused.
+/// Partitions `disk` as `parts` say, its GPT's disk GUID `disk_guid`, and returns the
+/// partition nodes in `parts` order. The disk must still be the size and sector size it was
+/// planned for (`planned_bytes`, `planned_block`): a disk swapped between the plan and now is
+/// refused.
 pub fn partition(
     disk: &LockedDisk,
     parts: &[PartitionPlan],
     planned_bytes: u64,
     planned_block: u64,
+    disk_guid: Uuid,
 ) -> io::Result<Vec<PathBuf>> {
     let size = disk.size()?;
     let block = disk.logical_block_size()?;
@@ -56,7 +58,7 @@ pub fn partition(
             })
         })
         .collect::<io::Result<Vec<_>>>()?;
-    media::gpt::write(disk.file(), size, block, random_uuid()?, &table)?;
+    media::gpt::write(disk.file(), size, block, disk_guid, &table)?;
     disk.file().sync_data()?;
     let spans: Vec<PartSpan> = parts
         .iter()

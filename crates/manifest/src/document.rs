@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::devices::Layout;
-use crate::hosts::{AfterInstall, UnknownSerial};
+use crate::hosts::{AfterInstall, Reinstall, UnknownSerial};
 use crate::serial;
 
 /// The media format version; docs/MEDIA-FORMAT.md describes it. Version 2 added what a
@@ -90,6 +90,8 @@ pub struct Manifest {
     pub mode: Mode,
     pub on_unknown_serial: UnknownSerial,
     pub after_install: AfterInstall,
+    /// What to do where the host is already installed from this fleet.
+    pub reinstall: Reinstall,
     pub confirm_seconds: u32,
     pub hosts: Vec<HostEntry>,
 }
@@ -401,6 +403,7 @@ mod tests {
             mode: Mode::Mass,
             on_unknown_serial: UnknownSerial::Refuse,
             after_install: AfterInstall::Poweroff,
+            reinstall: Reinstall::Ask,
             confirm_seconds: 0,
             hosts: vec![HostEntry {
                 name: "web-1".into(),

@@ -37,6 +37,20 @@ pub enum AfterInstall {
     Shell,
 }
 
+/// What the installer does on a machine whose disk already holds this host, installed from
+/// this fleet (a stick left in, booted again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reinstall {
+    /// Ask on the console, with a countdown that ends in *not* reinstalling; with no one to
+    /// ask, never.
+    Ask,
+    /// Never: boot the installed system instead.
+    Never,
+    /// Always, unattended (a lab that reinstalls on every boot).
+    Always,
+}
+
 /// Where a host's NixOS system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SystemSource {
@@ -54,6 +68,7 @@ pub struct Defaults {
     pub disko: Option<PathBuf>,
     pub on_unknown_serial: UnknownSerial,
     pub after_install: AfterInstall,
+    pub reinstall: Reinstall,
     pub confirm_seconds: u32,
     /// The fleet's name, signed into every manifest and lookup: an installer told its fleet
     /// (`autoinstall.fleet=`) refuses another fleet's files signed with the same key.
@@ -72,6 +87,7 @@ impl Default for Defaults {
             disko: None,
             on_unknown_serial: UnknownSerial::Ask,
             after_install: AfterInstall::Reboot,
+            reinstall: Reinstall::Ask,
             confirm_seconds: 10,
             fleet: None,
             generation: None,
@@ -128,6 +144,7 @@ struct DefaultsFile {
     disko: Option<String>,
     on_unknown_serial: Option<Spanned<String>>,
     after_install: Option<AfterInstall>,
+    reinstall: Option<Reinstall>,
     confirm_seconds: Option<u32>,
     fleet: Option<Spanned<String>>,
     generation: Option<u64>,
@@ -300,6 +317,7 @@ impl Fleet {
                 disko: default_disko,
                 on_unknown_serial,
                 after_install: raw.defaults.after_install.unwrap_or(fallback.after_install),
+                reinstall: raw.defaults.reinstall.unwrap_or(fallback.reinstall),
                 confirm_seconds: raw
                     .defaults
                     .confirm_seconds
@@ -364,7 +382,11 @@ disk = "/dev/disk/by-id/nvme-foo"
 
     #[test]
     fn parses_a_fleet() {
-        let f = parse(GOOD).unwrap();
+        let f = parse(&GOOD.replace(
+            "confirm-seconds = 5",
+            "confirm-seconds = 5\nreinstall = \"never\"",
+        ))
+        .unwrap();
         assert_eq!(f.hosts.len(), 2);
         assert_eq!(f.hosts[0].serials, ["PF3ABC12", "PF3ABC13"]);
         assert_eq!(
@@ -378,6 +400,8 @@ disk = "/dev/disk/by-id/nvme-foo"
             UnknownSerial::Host("dev-2".into())
         );
         assert_eq!(f.defaults.after_install, AfterInstall::Poweroff);
+        assert_eq!(f.defaults.reinstall, Reinstall::Never);
+        assert_eq!(parse(GOOD).unwrap().defaults.reinstall, Reinstall::Ask);
     }
 
     fn refused(text: &str, line: usize, needle: &str) {

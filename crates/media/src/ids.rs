@@ -27,6 +27,15 @@ pub fn volume_id(seed: &[u8], purpose: &str) -> u32 {
     u32::from_le_bytes(digest[..4].try_into().expect("4 bytes"))
 }
 
+/// The GPT disk GUID the installer gives the disk `disk` (the layout's name for it) of `host`
+/// installed from `fleet`: the same inputs give the same GUID, so a later boot of the stick
+/// recognises a disk that already holds this host from this fleet (and does not reinstall it
+/// unasked). Distinct for each disk of a host, so GUIDs within one machine stay unique.
+pub fn install_marker(fleet: Option<&str>, host: &str, disk: &str) -> Uuid {
+    let seed = format!("{}\0{host}\0{disk}", fleet.unwrap_or(""));
+    uuid(seed.as_bytes(), "nixos-autoinstall install marker")
+}
+
 // Fresh identifiers for what the installer writes on a target (GPT disk and partition GUIDs,
 // file system UUIDs and volume IDs): unique, not secret, and never waiting for the kernel's
 // entropy pool. `getrandom(2)` without flags blocks until the pool is seeded, which in an

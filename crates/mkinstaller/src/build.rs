@@ -162,6 +162,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         mode: planned.mode,
         on_unknown_serial: planned.defaults.on_unknown_serial.clone(),
         after_install: planned.defaults.after_install,
+        reinstall: planned.defaults.reinstall,
         confirm_seconds: planned.defaults.confirm_seconds,
         hosts: entries,
     };

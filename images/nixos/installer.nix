@@ -10,6 +10,26 @@
 { config, lib, pkgs, modulesPath, ... }:
 let
   cfg = config.autoinstall.installer;
+  # What the installer runs when the stick names SSH keys: the same contract as the Debian
+  # environment's script (images/debian/sbin/autoinstall-remote-access), with OpenSSH.
+  remoteAccess = pkgs.writeShellScriptBin "autoinstall-remote-access" ''
+    set -eu
+    keys=$1 name=$2
+    install -D -m 0600 "$keys" /root/.ssh/authorized_keys
+    ${pkgs.inetutils}/bin/hostname "$name" || true
+    for i in /sys/class/net/*; do
+      i=''${i##*/}
+      [ -e "/sys/class/net/$i/device" ] || continue
+      ${pkgs.iproute2}/bin/ip link set "$i" up || true
+      ${pkgs.iproute2}/bin/ip -6 addr add fe80::47/64 dev "$i" 2>/dev/null || true
+    done
+    ${pkgs.systemd}/bin/systemctl start sshd.service
+    for a in $(${pkgs.iproute2}/bin/ip -4 -o addr show scope global | ${pkgs.gawk}/bin/awk '{print $4}'); do
+      echo "remote access: ssh root@''${a%/*}"
+    done
+    echo "remote access: ssh root@fe80::47%<interface>, or root@$name.local"
+    echo "remote access: host key ed25519 $(${pkgs.openssh}/bin/ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | ${pkgs.gawk}/bin/awk '{print $2}')"
+  '';
   urlArgs = lib.optionals (cfg.url != null) [ "--url" cfg.url ];
   # One installer at a time: the consoles race for the lock, the other one waits and says so.
   run = tty: pkgs.writeShellScript "autoinstall-on-${tty}" ''
@@ -110,7 +130,17 @@ in
       HOMEHOST <ignore>
       AUTO +all
     '';
-    environment.systemPackages = cfg.tools ++ [ cfg.package ];
+    environment.systemPackages = cfg.tools ++ [ cfg.package remoteAccess ];
+    # SSH to the live installer, only when the stick names keys ([defaults]
+    # ssh-authorized-keys): the installer then runs autoinstall-remote-access, which installs
+    # them and starts sshd (host keys made at its first start, on this boot's tmpfs).
+    services.openssh = {
+      enable = true;
+      settings.PasswordAuthentication = false;
+      settings.KbdInteractiveAuthentication = false;
+      settings.PermitRootLogin = "prohibit-password";
+    };
+
     # Marks the installer environment: only here does `--finish auto` carry out the stick's
     # after-install action (reboot, poweroff).
     environment.etc."nixos-autoinstall/environment".text = "nixos\n";
@@ -126,6 +156,8 @@ in
     services.getty.autologinUser = "root";
     systemd.services = lib.listToAttrs (map (tty: lib.nameValuePair "autoinstall-${tty}" (onTty tty)) cfg.consoles)
       // {
+        # Started by autoinstall-remote-access only.
+        sshd.wantedBy = lib.mkForce [ ];
         "autologin@" = {
           description = "root shell on %I after the installer";
           serviceConfig = {

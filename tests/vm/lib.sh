@@ -125,7 +125,8 @@ expect() {
   console_has "$1" || fail "$2 (no match for /$1/ on the console)"
 }
 
-# start_nginx DIR [CERT KEY]: serves DIR read-only on 127.0.0.1 (a free port, NGINX_PORT) with
+# start_nginx DIR [CERT KEY]: serves DIR on 127.0.0.1 (a free port, NGINX_PORT), read-only but
+# for the reports online installers PUT under autoinstall/reports/, with
 # a real nginx, a child of this script with its pid, logs and temp files under RUN_DIR/nginx;
 # stopped on exit. With a certificate and key (PEM), also over HTTPS on NGINX_TLS_PORT. (The
 # guest reaches them as 10.0.2.2:PORT through QEMU's user network.)
@@ -154,7 +155,13 @@ http {
   uwsgi_temp_path $prefix/uwsgi;
   scgi_temp_path $prefix/scgi;
   default_type application/octet-stream;
-  server { listen 127.0.0.1:$NGINX_PORT; $tls root $dir; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT; $tls root $dir;
+    # Online installers send their reports here (WebDAV PUT); mkinstaller reports lists them.
+    location /autoinstall/reports/ {
+      dav_methods PUT; create_full_put_path on; autoindex on; autoindex_format json;
+    }
+  }
 }
 CONF
   nginx -c "$prefix/nginx.conf" -p "$prefix" -g 'daemon off;' &

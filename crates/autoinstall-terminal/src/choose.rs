@@ -22,6 +22,8 @@ pub enum Choice<'a> {
     Ask { why: String },
     /// Stop without touching anything.
     Refuse { why: String },
+    /// Record this machine as pending (the stick's policy is `enrol`); touch no disk.
+    Enrol { why: String },
 }
 
 /// The serial the host is looked up by: `--serial` when given, under the same rules as the
@@ -101,6 +103,7 @@ pub fn choose<'a>(
             why: format!("{unknown}, and the stick's policy for unknown serials is to refuse; nothing was touched (add the serial to hosts.toml, or run with --host NAME)"),
         },
         UnknownSerial::Ask => Choice::Ask { why: unknown },
+        UnknownSerial::Enrol => Choice::Enrol { why: unknown },
         UnknownSerial::Host(name) => match m.host(name) {
             Some(host) => Choice::Host {
                 host,
@@ -188,8 +191,10 @@ mod tests {
             generator: "test".into(),
             mode: Mode::Mass,
             on_unknown_serial: policy,
+            enrol_layout: None,
             after_install: AfterInstall::Poweroff,
             reinstall: manifest::Reinstall::Ask,
+            ssh_authorized_keys: vec![],
             confirm_seconds: 10,
             hosts: vec![host("web-1", "SN-1"), host("db-1", "SN-2")],
         }

@@ -109,6 +109,11 @@ pub fn run(opts: &Options, ui: &Ui, identity: Identity) -> Ended {
         }
     };
     run.report.finish(outcome);
+    run.ui.status(|s| {
+        s.outcome = Some(format!("{outcome:?}").to_lowercase());
+        s.step = None;
+        s.prompt = None;
+    });
     Ended {
         report: run.report,
         source: reached.source,
@@ -131,6 +136,12 @@ fn go(run: &mut Run) -> Reached {
 /// The steps, in order; what they find goes into `reached` as they find it.
 fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
     let opts = run.opts;
+    if let Some(s) = &opts.overrides.serial {
+        run.report.serial = Some(s.clone());
+    }
+    // The source is kept as soon as it is known: a refusal while reading its manifest (an
+    // unsigned site, a serial it does not know) still sends its report there.
+    let found_source = &mut reached.source;
     let (source, manifest) = run.step(Step::LoadPayload, |r| {
         let source = match (&opts.payload, &opts.url) {
             (Some(p), _) => source::from_arg(p).map_err(|e| e.to_string())?,
@@ -144,6 +155,7 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
             )?),
             (None, None) => source::find().map_err(|e| e.to_string())?,
         };
+        *found_source = Some(source.clone());
         let manifest = match &source {
             Source::Http(site) => online_manifest(r, site)?,
             _ => verifier::read_manifest(
@@ -158,6 +170,7 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         Ok((source, manifest))
     })?;
     run.report.payload = Some(source.describe());
+    crate::remote::start(run, &manifest.ssh_authorized_keys);
     reached.source = Some(source.clone());
     run.ui.say(&format!(
         "payload: {} ({} host{})",
@@ -166,12 +179,21 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         if manifest.hosts.len() == 1 { "" } else { "s" }
     ));
 
-    if let Some(s) = &opts.overrides.serial {
-        run.report.serial = Some(s.clone());
-    }
-    let (host, chosen_by) = run.step(Step::SelectHost, |r| select_host(r, &manifest))?;
+    let (host, chosen_by) = match run.step(Step::SelectHost, |r| select_host(r, &manifest))? {
+        Selected::Host(host, why) => (host, why),
+        Selected::Enrol(why) => {
+            enrol(run, &manifest, &source, &why);
+            reached.after_install = Some(AfterInstall::Poweroff);
+            return Ok(Outcome::Enrolled);
+        }
+    };
     run.report.host = Some(host.name.clone());
     run.report.chosen_by = Some(chosen_by.clone());
+    let serial = run.report.serial.clone();
+    run.ui.status(|s| {
+        s.host = Some(host.name.clone());
+        s.serial = serial;
+    });
     run.report.toplevel = Some(host.toplevel.clone());
 
     let closure = run.step(Step::ReadClosure, |_| {
@@ -232,6 +254,7 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         })
         .collect();
     reached.plan = Some(plan.clone());
+    run.ui.status(|s| s.plan = Some(plan.describe()));
     if opts.dry_run {
         return Ok(Outcome::DryRun);
     }
@@ -253,7 +276,10 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
             return Ok(None);
         }
         let bar = r.ui.bytes_bar(closure.file_bytes, "verify");
-        let res = verifier::check_nars(&source, &closure.infos, opts.jobs, &|n| bar.inc(n));
+        let res = verifier::check_nars(&source, &closure.infos, opts.jobs, &|n| {
+            bar.inc(n);
+            r.ui.advance(n);
+        });
         bar.finish_and_clear();
         res.map(Some).map_err(|e| {
             format!("the payload is damaged or was tampered with; nothing was touched: {e}")
@@ -421,7 +447,47 @@ fn online_manifest(run: &Run, site: &Site) -> Result<Manifest, String> {
     })
 }
 
-fn select_host<'m>(run: &mut Run, m: &'m Manifest) -> Result<(&'m HostEntry, String), String> {
+/// What Select host found: a host to install, or a machine to enrol.
+enum Selected<'m> {
+    Host(&'m HostEntry, String),
+    Enrol(String),
+}
+
+/// An unknown machine under `enrol`: its report (with its inventory) goes to the stick as a
+/// pending machine, with the disk the stick's default rules would install it on; nothing is
+/// touched, and the machine powers off.
+fn enrol(run: &mut Run, m: &Manifest, source: &Source, why: &str) {
+    let layout = m
+        .enrol_layout
+        .as_ref()
+        .expect("checked when the manifest was read");
+    let named = &run.opts.disks;
+    let disk = crate::plan::machine_disks(run.opts, source, named).and_then(|(facts, _)| {
+        let needs = machine::graph::disk_needs(layout, 0);
+        machine::layout::assign_disks(layout, &facts, named, &needs).map_err(|e| e.to_string())
+    });
+    let pending = match disk {
+        Ok(a) => {
+            let d = &a[0].facts;
+            crate::report::Pending {
+                disk: Some(d.by_id.first().cloned().unwrap_or_else(|| d.path.clone())),
+                why: format!("{}: {}", d.describe(), a[0].why),
+            }
+        }
+        Err(e) => crate::report::Pending {
+            disk: None,
+            why: e.replace('\n', " "),
+        },
+    };
+    run.ui.say(&format!(
+        "{why}: enrolled as a pending machine (disk: {}); nothing was touched",
+        pending.disk.as_deref().unwrap_or("none fits")
+    ));
+    run.report.log(format!("enrolled: {why}"));
+    run.report.pending = Some(pending);
+}
+
+fn select_host<'m>(run: &mut Run, m: &'m Manifest) -> Result<Selected<'m>, String> {
     let id = &run.report.identity;
     let choice = choose::choose(
         m,
@@ -430,7 +496,8 @@ fn select_host<'m>(run: &mut Run, m: &'m Manifest) -> Result<(&'m HostEntry, Str
         &run.opts.overrides,
     );
     match choice {
-        Choice::Host { host, why } => Ok((host, why)),
+        Choice::Host { host, why } => Ok(Selected::Host(host, why)),
+        Choice::Enrol { why } => Ok(Selected::Enrol(why)),
         Choice::Refuse { why } => Err(why),
         Choice::Ask { why } => {
             let items: Vec<String> = m
@@ -440,7 +507,7 @@ fn select_host<'m>(run: &mut Run, m: &'m Manifest) -> Result<(&'m HostEntry, Str
                 .collect();
             let title = format!("{why}.\nChoose the host to install on this machine:");
             match run.ui.menu(&title, &items) {
-                Some(i) => Ok((&m.hosts[i], format!("{why}; chosen from the menu"))),
+                Some(i) => Ok(Selected::Host(&m.hosts[i], format!("{why}; chosen from the menu"))),
                 None if run.ui.interactive => Err(format!("{why}; no host was chosen from the menu; nothing was touched")),
                 None => Err(format!("{why}; the stick says to ask, but there is no terminal to ask on; nothing was touched (run with --host NAME)")),
             }

@@ -3,7 +3,7 @@
 //! over HTTP), `choose` (which host, pure), `plan` (which disks, where everything goes), `keys` (LUKS keys),
 //! `install` (the state machine up to the confirmation) with `step` (the steps as a type),
 //! `write` (the steps that write, through `machine`), `copy` and `direct` (the two ways of
-//! copying the closure), `report` and `ui`.
+//! copying the closure), `report`, `status` (the run's state for others, and their answers) and `ui`.
 
 pub mod choose;
 pub mod copy;
@@ -11,11 +11,14 @@ pub mod direct;
 pub mod identify;
 pub mod install;
 pub mod keys;
+pub mod mdns;
 pub mod online;
 pub mod plan;
+pub mod remote;
 pub mod report;
 pub mod settings;
 pub mod source;
+pub mod status;
 pub mod step;
 pub mod ui;
 pub mod write;

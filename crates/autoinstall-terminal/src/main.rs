@@ -8,6 +8,7 @@ use autoinstall_terminal::identify;
 use autoinstall_terminal::install::{self, Options};
 use autoinstall_terminal::report::Outcome;
 use autoinstall_terminal::settings::{self, Asked, Settings};
+use autoinstall_terminal::status::{self, StatusFile};
 use autoinstall_terminal::ui::Ui;
 use manifest::AfterInstall;
 
@@ -21,9 +22,12 @@ use manifest::AfterInstall;
                   the disk, copy and register the closure, install the boot loader, write a \
                   report back to the stick. Nothing on any disk is written before the host and \
                   the disk are chosen, the closure verified and the plan confirmed.",
-    after_help = "Exit status: 0 installed (or a dry run); 1 failed after writing began (the disk is left with no boot entry; run again); 2 bad usage or an unreadable setting; 3 refused (nothing was written)."
+    after_help = "Exit status: 0 installed (or a dry run); 1 failed after writing began (the disk is left with no boot entry; run again); 2 bad usage or an unreadable setting; 3 refused (nothing was written).",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Print the machine's SMBIOS serial, UUID and MAC addresses, and exit.
     #[arg(long)]
     identify: bool,
@@ -120,6 +124,20 @@ struct Cli {
     man: bool,
 }
 
+/// Commands for someone looking at a running installer from elsewhere (over SSH).
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Show the running installer's step, progress, plan and the question it waits on.
+    Status {
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer the question the running installer waits on: a menu's NUMBER, yes or no, or
+    /// at the confirmation go or stop.
+    Answer { value: String },
+}
+
 /// What `--finish` asks for after a successful install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Finish {
@@ -132,6 +150,37 @@ enum Finish {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Sub::Status { json }) => {
+            return match status::read(std::path::Path::new(status::STATUS_FILE)) {
+                Ok(s) if *json => {
+                    println!("{}", serde_json::to_string_pretty(&s).expect("serialises"));
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    print!(
+                        "{}",
+                        status::describe(&s, autoinstall_terminal::report::now())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("autoinstall-terminal: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Sub::Answer { value }) => {
+            return match status::answer(std::path::Path::new(status::ANSWER_FILE), value) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("autoinstall-terminal: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        None => {}
+    }
     if let Some(shell) = cli.completions {
         let mut cmd = Cli::command();
         clap_complete::generate(
@@ -155,7 +204,10 @@ fn main() -> ExitCode {
     if cli.identify {
         return print_identity(&id, cli.json);
     }
-    let ui = Ui::new(cli.quiet || cli.json);
+    let mut ui = Ui::new(cli.quiet || cli.json);
+    if !cli.dry_run {
+        ui.status = Some(StatusFile::new(std::path::Path::new(status::STATUS_FILE)));
+    }
     match &id.serial {
         Some(s) => ui.say(&format!("serial: {s}")),
         None => ui.say(&format!(
@@ -275,6 +327,10 @@ fn main() -> ExitCode {
                     .map(|w| format!("; report: {w}"))
                     .unwrap_or_default()
             ));
+            finish(cli.finish, ended.after_install, &ui)
+        }
+        (Outcome::Enrolled, _) => {
+            ui.say("this machine is recorded on the stick as pending (mkinstaller reports --pending); no disk was touched");
             finish(cli.finish, ended.after_install, &ui)
         }
         (Outcome::AlreadyInstalled, _) => {

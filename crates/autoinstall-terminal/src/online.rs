@@ -250,6 +250,33 @@ impl Site {
         })
     }
 
+    /// Stores `bytes` at `path` on the site with HTTP PUT (a site that takes reports: nginx
+    /// with `dav_methods PUT`), retried as downloads are. A site that refuses (405, 403…)
+    /// is an error at once.
+    pub fn put(&self, path: &str, bytes: &[u8]) -> io::Result<String> {
+        let url = self.url(path);
+        let mut failures = 0;
+        self.with_retries(path, &mut failures, || {
+            match self.inner.agent.put(&url).send(bytes) {
+                Ok(resp) => match resp.status().as_u16() {
+                    200..=299 => Ok(url.clone()),
+                    s @ (500..=599 | 408 | 429) => Err(Attempt::Again(format!("{url}: HTTP {s}"))),
+                    s => Err(Attempt::Final(io::Error::other(format!(
+                        "{url}: HTTP {s}: the site does not take reports"
+                    )))),
+                },
+                Err(ureq::Error::StatusCode(s)) if s >= 500 || s == 408 || s == 429 => {
+                    Err(Attempt::Again(format!("{url}: HTTP {s}")))
+                }
+                Err(ureq::Error::StatusCode(s)) => Err(Attempt::Final(io::Error::other(format!(
+                    "{url}: HTTP {s}: the site does not take reports"
+                )))),
+                Err(e) if transient(&e) => Err(Attempt::Again(format!("{url}: {e}"))),
+                Err(e) => Err(Attempt::Final(io::Error::other(format!("{url}: {e}")))),
+            }
+        })
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or the attempts are spent.
     fn with_retries<T>(
         &self,

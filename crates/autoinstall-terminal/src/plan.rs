@@ -221,19 +221,7 @@ pub fn make_plan(
     } else {
         opts.disks.clone()
     };
-    let mut facts = disks::scan().map_err(|e| format!("listing disks: {e}"))?;
-    // `--disk` may name a device the scan skips (a loop device).
-    for n in &named {
-        let name = n.split_once('=').map_or(n.as_str(), |(_, p)| p);
-        let resolved = fs::canonicalize(name).unwrap_or_else(|_| PathBuf::from(name));
-        if !facts.iter().any(|d| d.is_named(name)) {
-            if let Ok(mut f) = disks::facts(&resolved) {
-                f.by_id.push(name.to_string());
-                facts.push(f);
-            }
-        }
-    }
-    let earlier = mark_facts(opts, source, &mut facts)?;
+    let (facts, earlier) = machine_disks(opts, source, &named)?;
     let layout = &host.layout;
     let needs = graph::disk_needs(layout, closure.nar_bytes);
     let assigned = loop {
@@ -328,6 +316,29 @@ pub fn make_plan(
         already_installed,
         after_install: m.after_install,
     })
+}
+
+/// The machine's disks as the planner sees them: every whole disk, those named with
+/// `--disk` that the scan skips (loop devices), the payload's own marked, an earlier
+/// attempt's leftovers forgiven. Also returns the disks with such leftovers.
+pub fn machine_disks(
+    opts: &Options,
+    source: &Source,
+    named: &[String],
+) -> Result<(Vec<DiskFacts>, Vec<String>), String> {
+    let mut facts = disks::scan().map_err(|e| format!("listing disks: {e}"))?;
+    for n in named {
+        let name = n.split_once('=').map_or(n.as_str(), |(_, p)| p);
+        let resolved = fs::canonicalize(name).unwrap_or_else(|_| PathBuf::from(name));
+        if !facts.iter().any(|d| d.is_named(name)) {
+            if let Ok(mut f) = disks::facts(&resolved) {
+                f.by_id.push(name.to_string());
+                facts.push(f);
+            }
+        }
+    }
+    let earlier = mark_facts(opts, source, &mut facts)?;
+    Ok((facts, earlier))
 }
 
 /// Marks the payload's own disk (never a target) and forgives what an earlier attempt of

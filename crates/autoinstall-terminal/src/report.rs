@@ -5,11 +5,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use manifest::inventory::{Cpu, Inventory};
+
 use crate::identify::Identity;
 use crate::step::Step;
 
 pub const REPORT_FORMAT: &str = "nixos-autoinstall-report";
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -17,6 +19,9 @@ pub enum Outcome {
     Installed,
     /// The disk already held this host from this fleet, and it was not reinstalled.
     AlreadyInstalled,
+    /// An unknown machine recorded as pending (`on-unknown-serial = "enrol"`); no disk
+    /// touched.
+    Enrolled,
     Refused,
     Failed,
     DryRun,
@@ -44,6 +49,16 @@ pub struct DiskSummary {
     pub transport: String,
 }
 
+/// What an enrolled machine's report says of its disks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pending {
+    /// A stable name (`/dev/disk/by-id/…`) of the disk the rules choose, else its path;
+    /// none when no disk fits.
+    pub disk: Option<String>,
+    /// How the rules chose it, or why no disk fits.
+    pub why: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionSummary {
     /// The disk it is on.
@@ -55,40 +70,30 @@ pub struct PartitionSummary {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Hardware {
-    pub cpus: usize,
-    pub cpu_model: String,
-    pub memory_bytes: u64,
-    pub kernel: String,
-    pub hostname: String,
-}
-
-impl Hardware {
-    pub fn probe() -> Hardware {
-        let Ok(mut sys) = sysinfo::System::new() else {
-            return Hardware {
-                cpus: 0,
-                cpu_model: String::new(),
-                memory_bytes: 0,
-                kernel: String::new(),
-                hostname: String::new(),
+/// The machine's inventory, with the CPU and memory as sysinfo measures them, and the kernel
+/// the installer runs on.
+pub fn probe() -> (Inventory, String) {
+    let (cpu, memory) = match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_memory();
+            sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+            let cpu = Cpu {
+                model: sys
+                    .cpus()
+                    .first()
+                    .map(|c| c.brand().trim().to_string())
+                    .unwrap_or_default(),
+                threads: sys.cpus().len(),
             };
-        };
-        sys.refresh_memory();
-        sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
-        Hardware {
-            cpus: sys.cpus().len(),
-            cpu_model: sys
-                .cpus()
-                .first()
-                .map(|c| c.brand().trim().to_string())
-                .unwrap_or_default(),
-            memory_bytes: sys.total_memory(),
-            kernel: sysinfo::System::kernel_version().unwrap_or_default(),
-            hostname: sysinfo::System::host_name().unwrap_or_default(),
+            (cpu, sys.total_memory())
         }
-    }
+        Err(_) => (Cpu::default(), 0),
+    };
+    let disks = machine::disks::scan().unwrap_or_default();
+    (
+        machine::inventory::collect(&disks, cpu, memory),
+        sysinfo::System::kernel_version().unwrap_or_default(),
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,9 +121,14 @@ pub struct Report {
     pub partitions: Vec<PartitionSummary>,
     /// The firmware's next boot, set to the installed disk (`Boot0003`), or why it was not.
     pub boot_next: Option<String>,
+    /// An enrolled machine: the disk the stick's rules would install it on.
+    pub pending: Option<Pending>,
     pub steps: Vec<StepTime>,
     pub seconds: f64,
-    pub hardware: Hardware,
+    /// What the machine is: SMBIOS, firmware, CPU, memory, disks, NICs, TPM.
+    pub inventory: Inventory,
+    /// The installer environment's kernel.
+    pub installer_kernel: String,
     #[serde(skip)]
     pub log: Vec<String>,
     #[serde(skip)]
@@ -127,6 +137,7 @@ pub struct Report {
 
 impl Report {
     pub fn new(identity: Identity) -> Report {
+        let (inventory, installer_kernel) = probe();
         Report {
             format: REPORT_FORMAT,
             version: REPORT_VERSION,
@@ -146,9 +157,11 @@ impl Report {
             disks: Vec::new(),
             partitions: Vec::new(),
             boot_next: None,
+            pending: None,
             steps: Vec::new(),
             seconds: 0.0,
-            hardware: Hardware::probe(),
+            inventory,
+            installer_kernel,
             log: Vec::new(),
             clock: Some(Instant::now()),
         }

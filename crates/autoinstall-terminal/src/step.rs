@@ -106,6 +106,11 @@ impl Run<'_> {
     ) -> Result<T, Fail> {
         let t = Instant::now();
         self.report.log(format!("{step}: start"));
+        self.ui.status(|s| {
+            s.step = Some(step.name().to_string());
+            s.since = crate::report::now();
+            s.progress = None;
+        });
         let r = f(self);
         self.report.steps.push(StepTime {
             step,

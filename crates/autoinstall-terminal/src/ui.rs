@@ -9,19 +9,69 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::termios::{self, LocalFlags, SetArg};
 
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::status::{take_answer, Progress, Prompt, Status, StatusFile, ANSWER_FILE};
+
 pub struct Ui {
     /// No step lines or bars (errors still go to stderr).
     pub quiet: bool,
     /// stdin is a terminal that someone may answer on.
     pub interactive: bool,
+    /// The run's state for `autoinstall-terminal status`, if kept.
+    pub status: Option<StatusFile>,
+    /// Someone may answer from elsewhere (the live installer takes SSH logins): prompts wait
+    /// for `autoinstall-terminal answer` even without a console.
+    pub remote: AtomicBool,
 }
+
+/// How long a prompt with no console waits for a remote answer.
+const REMOTE_WAIT: Duration = Duration::from_secs(3600);
+/// How often a waiting prompt looks for a remote answer.
+const POLL: Duration = Duration::from_millis(250);
 
 impl Ui {
     pub fn new(quiet: bool) -> Ui {
         Ui {
             quiet,
             interactive: io::stdin().is_terminal(),
+            status: None,
+            remote: AtomicBool::new(false),
         }
+    }
+
+    /// Changes the run's status (when kept).
+    pub fn status(&self, f: impl FnOnce(&mut Status)) {
+        if let Some(s) = &self.status {
+            s.update(f);
+        }
+    }
+
+    /// Counts `n` more bytes of the progress the status shows.
+    pub fn advance(&self, n: u64) {
+        if let Some(s) = &self.status {
+            s.advance(n);
+        }
+    }
+
+    fn remote(&self) -> bool {
+        self.remote.load(Ordering::Relaxed)
+    }
+
+    /// Shows a prompt in the status, and takes it away when `f` is done.
+    fn prompting<T>(&self, question: &str, choices: &[String], f: impl FnOnce() -> T) -> T {
+        self.status(|s| {
+            s.prompt = Some(Prompt {
+                question: question.to_string(),
+                choices: choices.to_vec(),
+            })
+        });
+        // An answer left before this prompt was shown answers nothing.
+        let _ = take_answer(Path::new(ANSWER_FILE));
+        let r = f();
+        self.status(|s| s.prompt = None);
+        r
     }
 
     /// One line of what is happening, on stderr.
@@ -33,6 +83,13 @@ impl Ui {
 
     /// A byte progress bar (hidden when quiet or not on a terminal).
     pub fn bytes_bar(&self, total: u64, what: &str) -> ProgressBar {
+        self.status(|s| {
+            s.progress = Some(Progress {
+                what: what.to_string(),
+                done: 0,
+                total,
+            })
+        });
         if self.quiet || !io::stderr().is_terminal() {
             return ProgressBar::hidden();
         }
@@ -58,29 +115,69 @@ impl Ui {
         if seconds == 0 {
             return true;
         }
-        let raw = self.interactive.then(RawMode::enter).and_then(Result::ok);
-        for left in (1..=seconds).rev() {
-            eprint!("\rinstalling in {left:>3} s; press any key to stop ");
-            let _ = io::stderr().flush();
-            if raw.is_some() {
-                if key_within(Duration::from_secs(1)).is_some() {
-                    drop(raw);
-                    eprintln!("\nstopped: nothing was touched");
-                    return false;
+        let question = format!("install now? (in {seconds} s unless stopped)");
+        self.prompting(&question, &[], || {
+            let raw = self.interactive.then(RawMode::enter).and_then(Result::ok);
+            for left in (1..=seconds).rev() {
+                eprint!("\rinstalling in {left:>3} s; press any key to stop ");
+                let _ = io::stderr().flush();
+                let second = std::time::Instant::now();
+                while second.elapsed() < Duration::from_secs(1) {
+                    if let Some(a) = take_answer(Path::new(ANSWER_FILE)) {
+                        let go = matches!(a.to_lowercase().as_str(), "y" | "yes" | "go");
+                        eprintln!(
+                            "\n{} (answered from elsewhere)",
+                            if go {
+                                "installing now"
+                            } else {
+                                "stopped: nothing was touched"
+                            }
+                        );
+                        return go;
+                    }
+                    if raw.is_some() {
+                        if key_within(POLL).is_some() {
+                            eprintln!("\nstopped: nothing was touched");
+                            return false;
+                        }
+                    } else {
+                        std::thread::sleep(POLL);
+                    }
                 }
-            } else {
-                std::thread::sleep(Duration::from_secs(1));
             }
-        }
-        drop(raw);
-        eprintln!("\rinstalling now{:40}", "");
-        true
+            drop(raw);
+            eprintln!("\rinstalling now{:40}", "");
+            true
+        })
     }
 
     /// A menu: arrow keys move, typing filters, Enter picks, Esc cancels. Returns the index
     /// into `items`, or None (cancelled, or no terminal to ask on).
     pub fn menu(&self, title: &str, items: &[String]) -> Option<usize> {
-        if !self.interactive || items.is_empty() {
+        if items.is_empty() || !(self.interactive || self.remote()) {
+            return None;
+        }
+        self.prompting(title, items, || self.menu_now(title, items))
+    }
+
+    fn menu_now(&self, title: &str, items: &[String]) -> Option<usize> {
+        let remote_pick = |a: String| {
+            a.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=items.len()).contains(n))
+                .map(|n| n - 1)
+        };
+        if !self.interactive {
+            eprintln!("{title}\n(waiting for `autoinstall-terminal answer NUMBER` from elsewhere)");
+            let start = std::time::Instant::now();
+            while start.elapsed() < REMOTE_WAIT {
+                if let Some(a) = take_answer(Path::new(ANSWER_FILE)) {
+                    if let Some(i) = remote_pick(a) {
+                        return Some(i);
+                    }
+                }
+                std::thread::sleep(POLL);
+            }
             return None;
         }
         let raw = RawMode::enter().ok()?;
@@ -99,7 +196,18 @@ impl Ui {
             out += "\r\n(up/down to move, type to search, Enter to choose, Esc to cancel)\r\n";
             eprint!("{out}");
             let _ = io::stderr().flush();
-            match key_within(Duration::from_secs(3600)) {
+            let key = loop {
+                if let Some(i) = take_answer(Path::new(ANSWER_FILE)).and_then(remote_pick) {
+                    drop(raw);
+                    return Some(i);
+                }
+                match key_within(POLL) {
+                    Some(k) => break Some(k),
+                    None if !stdin_open() => break None,
+                    None => {}
+                }
+            };
+            match key {
                 Some(Key::Up) => cursor = cursor.saturating_sub(1),
                 Some(Key::Down) => cursor = (cursor + 1).min(shown.len().saturating_sub(1)),
                 Some(Key::Enter) => {
@@ -144,19 +252,30 @@ impl Ui {
     /// Asks a yes/no question that defaults to no: only `y` within `seconds` says yes; any
     /// other key, the time running out, or no terminal at all, says no.
     pub fn yes_within(&self, question: &str, seconds: u32) -> bool {
-        if !self.interactive || seconds == 0 {
+        if seconds == 0 || !(self.interactive || self.remote()) {
             return false;
         }
         eprint!("{question} [y/N, no in {seconds} s] ");
         let _ = io::stderr().flush();
-        let Ok(raw) = RawMode::enter() else {
-            return false;
-        };
-        let yes = matches!(
-            key_within(Duration::from_secs(seconds as u64)),
-            Some(Key::Char('y' | 'Y'))
-        );
-        drop(raw);
+        let yes = self.prompting(question, &[], || {
+            let raw = self.interactive.then(RawMode::enter).and_then(Result::ok);
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(seconds as u64) {
+                if let Some(a) = take_answer(Path::new(ANSWER_FILE)) {
+                    return matches!(a.to_lowercase().as_str(), "y" | "yes");
+                }
+                if raw.is_some() {
+                    match key_within(POLL) {
+                        Some(Key::Char('y' | 'Y')) => return true,
+                        Some(_) => return false,
+                        None => {}
+                    }
+                } else {
+                    std::thread::sleep(POLL);
+                }
+            }
+            false
+        });
         eprintln!("{}", if yes { "yes" } else { "no" });
         yes
     }
@@ -181,6 +300,14 @@ enum Key {
     Escape,
     Backspace,
     Char(char),
+}
+
+/// Whether stdin can still give keys (a closed terminal ends a menu).
+fn stdin_open() -> bool {
+    let stdin = io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0
+        && fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)))
 }
 
 /// The next key on stdin within `wait`, if any.

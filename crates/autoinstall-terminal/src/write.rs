@@ -180,7 +180,9 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
                 &d.partitions,
                 d.facts.size,
                 d.facts.logical_block_size,
-                plan.marker(&d.name),
+                // The install marker only once the install has completed (Finish): a failed
+                // one must not pass for this host installed.
+                media::ids::random_uuid().map_err(|e| e.to_string())?,
             )
             .map_err(|e| format!("partitioning {path}: {e}"))?;
             for (p, node) in d.partitions.iter().zip(made) {
@@ -343,6 +345,17 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
                 .sync_all()
                 .map_err(|e| format!("flushing {}: {e}", d.path().display()))?;
         }
+        // Now the disks say they hold this host from this fleet (see plan::already_installed).
+        for (d, disk) in plan.devices.disks.iter().zip(&held.disks) {
+            if d.whole.is_none() {
+                media::gpt::set_disk_guid(
+                    disk.file(),
+                    d.facts.logical_block_size,
+                    plan.marker(&d.name),
+                )
+                .map_err(|e| format!("marking {}: {e}", d.facts.path))?;
+            }
+        }
         let next = boot_next(plan);
         r.ui.say(&format!("next boot: {next}"));
         r.report.boot_next = Some(next);
@@ -467,7 +480,11 @@ fn copy_closure(r: &mut Run, job: &Job, target: Option<&direct::StoreFs>) -> Res
                 + std::time::Duration::from_secs_f64(pace),
         );
     }
-    let progress = |n| bar.inc(n);
+    let ui = r.ui;
+    let progress = |n| {
+        bar.inc(n);
+        ui.advance(n);
+    };
     let res = match target {
         Some(t) => direct::write(source, closure, t, opts.jobs, job.pins, &progress),
         None => {

@@ -16,6 +16,11 @@ use testkit::Nginx;
 /// server that goes away for good fail the install with no boot entry on the disk; a server
 /// stopped mid-copy and started again a moment later costs a retry, and the install
 /// completes (the download resumed, the result checked like any install).
+/// An nginx `server` block's part that takes reports by PUT and lists them as JSON.
+const REPORTS_DAV: &str =
+    "location /autoinstall/reports/ { dav_methods PUT; create_full_put_path on; \
+     autoindex on; autoindex_format json; }";
+
 #[test]
 fn installs_online_from_a_signed_cache_site_and_fails_closed() {
     let Some((_serial, env, tops)) = root_env() else {
@@ -58,7 +63,8 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
         env.install(&args)
     };
     let refused = |out: Output, expect: &str| assert_refused(&out, expect, &disk);
-    let server = Nginx::serve(&site);
+    // The site takes the installers' reports (WebDAV PUT) and lists them (JSON autoindex).
+    let server = Nginx::serve_with(&site, None, REPORTS_DAV);
     let url = server.url();
     refused(
         install(&url, "DEMO-SN-0001", &[]),
@@ -75,6 +81,33 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
     refused(
         install(&url, "NOT-IN-THE-FLEET-42", &["--trusted-key", &trusted]),
         &format!("serial NOT-IN-THE-FLEET-42 is not in the fleet at {url}"),
+    );
+    // Each refusal's report reached the site, and mkinstaller reads them from there.
+    let reports = Command::new(mkinstaller())
+        .args(["reports", "--all", "--json", &url])
+        .output()
+        .unwrap();
+    assert!(reports.status.success(), "{}", stderr(&reports));
+    let reports: serde_json::Value = serde_json::from_slice(&reports.stdout).unwrap();
+    let outcomes: Vec<(&str, &str)> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["serial"].as_str().unwrap_or("?"),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("DEMO-SN-0001", "refused"),
+            ("DEMO-SN-0001", "refused"),
+            ("NOT-IN-THE-FLEET-42", "refused")
+        ],
+        "{reports}"
     );
     let unsigned = Nginx::serve(&unsigned_narinfo);
     refused(

@@ -58,6 +58,10 @@ fn a_disk_that_holds_the_host_is_not_installed_again_unasked() {
         "{r}"
     );
 
+    // The marker is written once the install completed, both GPT headers intact.
+    let verify = testkit::run("sgdisk", &["-v", &disk.dev]);
+    assert!(verify.contains("No problems found"), "{verify}");
+
     // Booted again from the same stick: `ask` with nobody to ask (and no countdown) is no.
     let before = mtime(&disk);
     let again = install(&ask, "DEMO-SN-0001");

@@ -292,6 +292,7 @@ fn facts_of(name: &str, sys: &Path, env: &Env) -> DiskFacts {
         size,
         logical_block_size,
         removable: read(&sys.join("removable")) == "1",
+        rotational: read(&sys.join("queue/rotational")) == "1",
         read_only: read(&sys.join("ro")) == "1",
         transport,
         model,

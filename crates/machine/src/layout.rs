@@ -29,6 +29,8 @@ pub struct DiskFacts {
     pub size: u64,
     pub logical_block_size: u64,
     pub removable: bool,
+    /// Spinning (the kernel's queue/rotational), for the inventory.
+    pub rotational: bool,
     pub read_only: bool,
     /// nvme, sata, scsi, usb, virtio, mmc, …
     pub transport: String,

@@ -44,6 +44,7 @@ fn disk(path: &str, size: u64) -> DiskFacts {
         size,
         logical_block_size: 512,
         removable: false,
+        rotational: false,
         read_only: false,
         transport: "nvme".into(),
         model: "Test Disk".into(),

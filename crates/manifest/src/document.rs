@@ -89,9 +89,14 @@ pub struct Manifest {
     /// (after confirmation).
     pub mode: Mode,
     pub on_unknown_serial: UnknownSerial,
+    /// With `on_unknown_serial` enrol: the `[defaults]` profile's layout, whose rules name
+    /// the disk an enrolled machine would be installed on.
+    pub enrol_layout: Option<crate::devices::Layout>,
     pub after_install: AfterInstall,
     /// What to do where the host is already installed from this fleet.
     pub reinstall: Reinstall,
+    /// Public keys that may log in to the live installer over SSH (none: no SSH server).
+    pub ssh_authorized_keys: Vec<String>,
     pub confirm_seconds: u32,
     pub hosts: Vec<HostEntry>,
 }
@@ -214,6 +219,10 @@ impl Manifest {
         if let Some(f) = &self.fleet {
             crate::hosts::check_host_name(f).map_err(|e| format!("fleet: {e}"))?;
         }
+        for k in &self.ssh_authorized_keys {
+            crate::hosts::check_authorized_key(k)
+                .map_err(|e| format!("ssh_authorized_keys: {e}"))?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for h in &self.hosts {
             crate::hosts::check_host_name(&h.name)?;
@@ -287,6 +296,18 @@ impl Manifest {
                     )));
                 }
             }
+        }
+        match (&self.on_unknown_serial, &self.enrol_layout) {
+            (UnknownSerial::Enrol, None) => {
+                return Err(
+                    "on-unknown-serial is enrol, but the manifest has no enrol layout".into(),
+                )
+            }
+            (_, Some(l)) => l
+                .devices
+                .check()
+                .map_err(|e| format!("enrol layout: {e}"))?,
+            _ => {}
         }
         if let UnknownSerial::Host(name) = &self.on_unknown_serial {
             if !names.contains(name.as_str()) {
@@ -402,8 +423,10 @@ mod tests {
             generator: "test".into(),
             mode: Mode::Mass,
             on_unknown_serial: UnknownSerial::Refuse,
+            enrol_layout: None,
             after_install: AfterInstall::Poweroff,
             reinstall: Reinstall::Ask,
+            ssh_authorized_keys: vec![],
             confirm_seconds: 0,
             hosts: vec![HostEntry {
                 name: "web-1".into(),

@@ -26,6 +26,9 @@ pub enum UnknownSerial {
     Refuse,
     /// Install this host.
     Host(String),
+    /// Record the machine's inventory on the stick as a pending machine, touch no disk, and
+    /// power off (`mkinstaller reports --pending` turns it into a hosts.toml block).
+    Enrol,
 }
 
 /// What the installer does once the install succeeded.
@@ -77,6 +80,12 @@ pub struct Defaults {
     /// lookup: an installer told a minimum (`autoinstall.min-generation=`) refuses older ones,
     /// so a replayed old site cannot roll a machine back. Default: SOURCE_DATE_EPOCH, else 0.
     pub generation: Option<u64>,
+    /// Public keys (OpenSSH `authorized_keys` lines) that may log in to the live installer
+    /// over SSH; none: no SSH server.
+    pub ssh_authorized_keys: Vec<String>,
+    /// A file of such lines (resolved against the directory of hosts.toml), read by
+    /// mkinstaller.
+    pub ssh_authorized_keys_file: Option<PathBuf>,
 }
 
 /// The defaults a fleet gets for what its `[defaults]` does not say (and `--system` for all).
@@ -91,6 +100,8 @@ impl Default for Defaults {
             confirm_seconds: 10,
             fleet: None,
             generation: None,
+            ssh_authorized_keys: Vec::new(),
+            ssh_authorized_keys_file: None,
         }
     }
 }
@@ -148,6 +159,9 @@ struct DefaultsFile {
     confirm_seconds: Option<u32>,
     fleet: Option<Spanned<String>>,
     generation: Option<u64>,
+    #[serde(default)]
+    ssh_authorized_keys: Vec<Spanned<String>>,
+    ssh_authorized_keys_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +299,7 @@ impl Fleet {
             Some(p) => match p.get_ref().as_str() {
                 "ask" => UnknownSerial::Ask,
                 "refuse" => UnknownSerial::Refuse,
+                "enrol" | "enroll" => UnknownSerial::Enrol,
                 other => match other.strip_prefix("host:") {
                     Some(h) if names.contains_key(h) => UnknownSerial::Host(h.to_string()),
                     Some(h) => {
@@ -296,12 +311,19 @@ impl Fleet {
                     None => {
                         return Err(at(
                             p.span(),
-                            format!("on-unknown-serial {other:?} must be ask, refuse or host:NAME"),
+                            format!(
+                            "on-unknown-serial {other:?} must be ask, refuse, enrol or host:NAME"
+                        ),
                         ))
                     }
                 },
             },
         };
+        let mut ssh_authorized_keys = Vec::new();
+        for k in &raw.defaults.ssh_authorized_keys {
+            check_authorized_key(k.get_ref()).map_err(|e| at(k.span(), e))?;
+            ssh_authorized_keys.push(k.get_ref().trim().to_string());
+        }
         if let Some(f) = &raw.defaults.fleet {
             check_host_name(f.get_ref()).map_err(|e| {
                 at(
@@ -324,6 +346,12 @@ impl Fleet {
                     .unwrap_or(fallback.confirm_seconds),
                 fleet: raw.defaults.fleet.as_ref().map(|f| f.get_ref().clone()),
                 generation: raw.defaults.generation,
+                ssh_authorized_keys,
+                ssh_authorized_keys_file: raw
+                    .defaults
+                    .ssh_authorized_keys_file
+                    .as_ref()
+                    .map(|f| base.join(f)),
             },
             hosts,
         })
@@ -332,6 +360,30 @@ impl Fleet {
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
     }
+}
+
+/// An OpenSSH public key line (`ssh-ed25519 AAAA… comment`): a known key type and a base64
+/// key, on one line. Options before the type (`from=…`) are not taken: the installer writes
+/// the lines as they are into root's authorized_keys.
+pub fn check_authorized_key(line: &str) -> Result<(), String> {
+    let line = line.trim();
+    let mut parts = line.split_whitespace();
+    let (kind, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let known = kind.starts_with("ssh-ed25519")
+        || kind == "ssh-rsa"
+        || kind.starts_with("ecdsa-sha2-")
+        || kind.starts_with("sk-");
+    let base64 = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+    if !known || !base64 || line.contains(['\n', '\r', '\0']) {
+        return Err(format!(
+            "{:?} is not an SSH public key line (ssh-ed25519 AAAA… comment)",
+            line.chars().take(40).collect::<String>()
+        ));
+    }
+    Ok(())
 }
 
 /// Host names become file names on the stick and host names on the network: keep them to
@@ -348,6 +400,25 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
         return Err(format!("host name {name:?} may hold only letters, digits, -, _ and . (and not start with . or -)"));
     }
     Ok(())
+}
+
+/// A serial as a DNS label (and so a valid host name): letters and digits in lower case, every
+/// other character `-`, no `-` at either end, at most `max` characters; `None` when nothing
+/// is left. The live installer's mDNS name and the skeletons of pending machines use it.
+pub fn serial_label(serial: &str, max: usize) -> Option<String> {
+    let mapped: String = serial
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let label: String = mapped.trim_matches('-').chars().take(max).collect();
+    let label = label.trim_end_matches('-');
+    (!label.is_empty()).then(|| label.to_string())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod disko;
 pub mod document;
 pub mod fstab;
 pub mod hosts;
+pub mod inventory;
 pub mod location;
 pub mod profile;
 pub mod serial;

@@ -25,6 +25,17 @@ pub struct GptPartition {
     pub name: String,
 }
 
+/// The gpt crate's name for a logical sector size; it knows only 512 and 4096.
+fn logical_block_size(block: u64) -> io::Result<LogicalBlockSize> {
+    match block {
+        512 => Ok(LogicalBlockSize::Lb512),
+        4096 => Ok(LogicalBlockSize::Lb4096),
+        other => Err(io::Error::other(format!(
+            "the disk has {other}-byte logical sectors; only 512 and 4096 are supported"
+        ))),
+    }
+}
+
 /// Writes a fresh GPT describing `parts` onto `disk` (a whole disk or an image of
 /// `disk_bytes` with `block`-byte logical sectors), with disk GUID `disk_guid`, then the
 /// protective MBR, and flushes it. Anything that was there before is replaced.
@@ -36,15 +47,7 @@ pub fn write(
     parts: &[GptPartition],
 ) -> io::Result<()> {
     let to_io = |e: ::gpt::GptError| io::Error::other(format!("writing the partition table: {e}"));
-    let lb = match block {
-        512 => LogicalBlockSize::Lb512,
-        4096 => LogicalBlockSize::Lb4096,
-        other => {
-            return Err(io::Error::other(format!(
-                "the disk has {other}-byte logical sectors; only 512 and 4096 are supported"
-            )))
-        }
-    };
+    let lb = logical_block_size(block)?;
     let mut handle = disk.try_clone()?;
     handle.seek(SeekFrom::Start(0))?;
     let mut gpt = ::gpt::GptConfig::new()
@@ -74,6 +77,30 @@ pub fn write(
     gpt.write().map_err(to_io)?;
     write_protective_mbr(disk, disk_bytes, block)?;
     handle.flush()
+}
+
+/// Changes the disk GUID of the GPT on `disk` (both headers, their checksums recomputed),
+/// leaving the partitions as they are: the installer marks a disk as holding a host only
+/// once the install has completed.
+pub fn set_disk_guid(disk: &File, block: u64, disk_guid: Uuid) -> io::Result<()> {
+    let to_io = |e: ::gpt::GptError| io::Error::other(format!("updating the partition table: {e}"));
+    let lb = logical_block_size(block)?;
+    let mut handle = disk.try_clone()?;
+    handle.seek(SeekFrom::Start(0))?;
+    let mut gpt = ::gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(lb)
+        .change_partition_count(true)
+        .open_from_device(&mut handle)
+        .map_err(to_io)?;
+    // The headers are made again from the GUID when the partitions are set: the same ones.
+    let parts = gpt.take_partitions();
+    gpt.update_guid(Some(disk_guid));
+    gpt.update_partitions(parts).map_err(to_io)?;
+    gpt.write_inplace().map_err(to_io)?;
+    drop(gpt);
+    handle.flush()?;
+    disk.sync_data()
 }
 
 /// gpt leaves the protective MBR to us: one partition of type 0xEE over the whole disk (as

@@ -161,8 +161,10 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         generator: format!("mkinstaller {}", env!("CARGO_PKG_VERSION")),
         mode: planned.mode,
         on_unknown_serial: planned.defaults.on_unknown_serial.clone(),
+        enrol_layout: planned.enrol_layout.clone(),
         after_install: planned.defaults.after_install,
         reinstall: planned.defaults.reinstall,
+        ssh_authorized_keys: planned.ssh_authorized_keys.clone(),
         confirm_seconds: planned.defaults.confirm_seconds,
         hosts: entries,
     };

@@ -67,6 +67,31 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// The fleet's state from the reports installers wrote back: which machine, which host,
+    /// when, how it ended and why, and what the machine is; one row per machine (its newest
+    /// report) unless --all.
+    Reports {
+        /// Sticks or images (their payload's reports), payload directories, or directories of
+        /// report files; as many as were collected.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// Every report, not only each machine's newest.
+        #[arg(long)]
+        all: bool,
+        /// The reports as written, a JSON array.
+        #[arg(long, group = "shape")]
+        json: bool,
+        /// One line per machine, comma-separated.
+        #[arg(long, group = "shape")]
+        csv: bool,
+        /// An HTML page with a sortable table.
+        #[arg(long, group = "shape")]
+        html: bool,
+        /// The machines that enrolled (on-unknown-serial = "enrol") as [[host]] blocks for
+        /// hosts.toml.
+        #[arg(long, group = "shape")]
+        pending: bool,
+    },
     /// Print shell completions for mkinstaller (e.g. `mkinstaller completions bash >
     /// /usr/share/bash-completion/completions/mkinstaller`).
     Completions {

@@ -25,6 +25,11 @@ pub struct Planned {
     /// Where the fleet came from, for messages: hosts.toml, or `--system`.
     pub file: PathBuf,
     pub hosts: Vec<PlannedHost>,
+    /// With `on-unknown-serial = "enrol"`: the `[defaults]` profile's layout, whose rules
+    /// name the disk an enrolled machine would get.
+    pub enrol_layout: Option<Layout>,
+    /// `[defaults] ssh-authorized-keys` and the lines of `ssh-authorized-keys-file`.
+    pub ssh_authorized_keys: Vec<String>,
 }
 
 /// One host as planned.
@@ -170,25 +175,68 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
             key_files,
         });
     }
-    if mode == Mode::Mass && fleet.defaults.on_unknown_serial == UnknownSerial::Refuse {
+    let enrol_layout = match fleet.defaults.on_unknown_serial {
+        UnknownSerial::Enrol => Some(
+            profiles::resolve(
+                &fleet.defaults.profile,
+                &base_dir,
+                opts.profiles_dir.as_deref(),
+            )
+            .map_err(|e| format!("{}: [defaults] profile: {e}", file.display()))?
+            .to_layout(),
+        ),
+        _ => None,
+    };
+    if mode == Mode::Mass
+        && matches!(
+            fleet.defaults.on_unknown_serial,
+            UnknownSerial::Refuse | UnknownSerial::Enrol
+        )
+    {
         for h in hosts
             .iter()
             .map(|p| &p.host)
             .filter(|h| h.serials.is_empty())
         {
             ui.warn(&format!(
-                "{}:{}: host {:?} has no serials and on-unknown-serial is \"refuse\": this stick can never install it (give it serials, or make it the host for unknown serials)",
+                "{}:{}: host {:?} has no serials and on-unknown-serial is \"{}\": this stick can never install it (give it serials, or make it the host for unknown serials)",
                 file.display(),
                 h.line,
-                h.name
+                h.name,
+                if fleet.defaults.on_unknown_serial == UnknownSerial::Enrol {
+                    "enrol"
+                } else {
+                    "refuse"
+                }
             ));
         }
     }
+    let mut ssh_authorized_keys = fleet.defaults.ssh_authorized_keys.clone();
+    if let Some(f) = &fleet.defaults.ssh_authorized_keys_file {
+        let text = fs::read_to_string(f).map_err(|e| {
+            format!(
+                "{}: ssh-authorized-keys-file {}: {e}",
+                file.display(),
+                f.display()
+            )
+        })?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            manifest::hosts::check_authorized_key(line)
+                .map_err(|e| format!("{}:{}: {e}", f.display(), i + 1))?;
+            ssh_authorized_keys.push(line.to_string());
+        }
+    }
     Ok(Planned {
+        ssh_authorized_keys,
         mode,
         defaults: fleet.defaults,
         file,
         hosts,
+        enrol_layout,
     })
 }
 

@@ -4,7 +4,7 @@
 //! `outputs` writes each kind of output, `online` makes boot media for the online installer,
 //! `output` checks the output before anything is written, `profiles` finds profiles, `layouts` resolves each host's layout and checks it against the
 //! host's own mounts, `show`
-//! reads an image back (`inspect`, `verify`), `cli` is the command line.
+//! reads an image back (`inspect`, `verify`), `reports` the reports installers wrote back, `cli` is the command line.
 
 pub mod build;
 pub mod cli;
@@ -15,5 +15,6 @@ pub mod options;
 pub mod output;
 pub mod outputs;
 pub mod profiles;
+pub mod reports;
 pub mod show;
 pub mod ui;

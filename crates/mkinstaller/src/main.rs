@@ -21,6 +21,26 @@ const REFUSED: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Some(Command::Reports {
+            sources,
+            all,
+            json,
+            csv,
+            html,
+            pending,
+        }) => {
+            use mkinstaller::reports::{self, Shape};
+            let shape = match (json, csv, html, pending) {
+                (true, ..) => Shape::Json,
+                (_, true, ..) => Shape::Csv,
+                (_, _, true, _) => Shape::Html,
+                (.., true) => Shape::Pending,
+                _ => Shape::Table,
+            };
+            reports::show(&sources, all, shape)
+                .map(|text| print!("{text}"))
+                .map_err(|e| (REFUSED, e))
+        }
         Some(Command::Inspect { image, all, json }) => {
             show::inspect(&image, all, json).map_err(|e| (REFUSED, e))
         }

@@ -58,6 +58,7 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
         match &s.on_unknown_serial {
             manifest::UnknownSerial::Ask => "ask".to_string(),
             manifest::UnknownSerial::Refuse => "refuse".to_string(),
+            manifest::UnknownSerial::Enrol => "enrol".to_string(),
             manifest::UnknownSerial::Host(h) => format!("install {h}"),
         },
         format!("{:?}", s.after_install).to_lowercase(),

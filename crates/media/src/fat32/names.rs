@@ -54,23 +54,10 @@ pub(super) fn lfn_checksum(short: &[u8; 11]) -> u8 {
 
 /// DOS date and time of a Unix timestamp (clamped to 1980..2107).
 pub(super) fn dos_datetime(unix: u64) -> (u16, u16) {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day, hour, minute, second) = util::time::civil(unix);
     let year = year.clamp(1980, 2107);
     let date = (((year - 1980) as u16) << 9) | ((month as u16) << 5) | day as u16;
-    let time = (((secs / 3600) as u16) << 11)
-        | ((((secs / 60) % 60) as u16) << 5)
-        | ((secs % 60) / 2) as u16;
+    let time = ((hour as u16) << 11) | ((minute as u16) << 5) | (second / 2) as u16;
     (date, time)
 }
 

@@ -196,6 +196,7 @@ mod tests {
             reinstall: manifest::Reinstall::Ask,
             ssh_authorized_keys: vec![],
             confirm_seconds: 10,
+            verify: manifest::Verify::Auto,
             hosts: vec![host("web-1", "SN-1"), host("db-1", "SN-2")],
         }
     }

@@ -11,7 +11,7 @@ use machine::blockdev;
 use manifest::devices::Holder;
 use manifest::document::{host_lookup_path, limits, Expected, HostEntry, Manifest, MANIFEST_PATH};
 use manifest::profile::Filesystem;
-use manifest::{AfterInstall, Reinstall};
+use manifest::{AfterInstall, Reinstall, Verify};
 use media::verify as verifier;
 
 use crate::choose::{self, Choice, Overrides};
@@ -58,6 +58,8 @@ pub struct Options {
     /// `--kernel-copy`: mkfs and copy through the mounted file system even where the
     /// store's file system could be written directly.
     pub kernel_copy: bool,
+    /// `--verify`: when the payload is checked, over the stick's own `verify`.
+    pub verify: Option<Verify>,
 }
 
 impl Options {
@@ -273,8 +275,23 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
             r.report.log(
                 "online: every NAR is checked (FileHash, NarHash, structure) while it is unpacked",
             );
+            r.report.verify = Some(Verify::Streaming);
             return Ok(None);
         }
+        let (when, why) = when_to_verify(opts, &manifest, held.as_ref())?;
+        r.report.verify = Some(when);
+        if when == Verify::Streaming {
+            // The narinfos' signatures were checked (read-closure); each NAR's hash, size and
+            // structure are checked in full as it is written, as online.
+            r.report.log(format!(
+                "{why}: each NAR is checked in full (hash, size, structure) as it is written; \
+                 a bad one fails the install with no boot entry"
+            ));
+            return Ok(None);
+        }
+        r.report.log(format!(
+            "{why}: the whole closure is checked before any disk is touched"
+        ));
         let bar = r.ui.bytes_bar(closure.file_bytes, "verify");
         let res = verifier::check_nars(&source, &closure.infos, opts.jobs, &|n| {
             bar.inc(n);
@@ -282,7 +299,10 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         });
         bar.finish_and_clear();
         res.map(Some).map_err(|e| {
-            format!("the payload is damaged or was tampered with; nothing was touched: {e}")
+            format!(
+                "the payload is damaged or was tampered with; nothing was touched (checked \
+                 first, as {why}): {e}"
+            )
         })
     })?;
 
@@ -327,6 +347,42 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
     result?;
     reached.after_install = Some(manifest.after_install);
     Ok(Outcome::Installed)
+}
+
+/// When the payload is checked, and why, for the report: `--verify`, else the stick's
+/// `verify`; `auto` streams only where every disk of the plan holds nothing (machine::blank),
+/// so a damaged stick can never cost a machine its old system. Disks not held yet (an
+/// earlier attempt's leftovers) hold data by definition. A disk that cannot be read stops
+/// the install here, before anything is written.
+fn when_to_verify(
+    opts: &Options,
+    m: &Manifest,
+    held: Option<&Held>,
+) -> Result<(Verify, String), String> {
+    let from = if opts.verify.is_some() {
+        "--verify"
+    } else {
+        "verify"
+    };
+    let when = opts.verify.unwrap_or(m.verify);
+    Ok(match when {
+        Verify::First | Verify::Streaming => (when, format!("{from} = {}", when.name())),
+        Verify::Auto => match held {
+            None => (
+                Verify::First,
+                "an earlier attempt left data on the disks".into(),
+            ),
+            Some(held) => match held.first_data().map_err(|e| {
+                format!("reading the disks to see whether they hold data: {e}; nothing was touched")
+            })? {
+                Some((disk, at)) => (
+                    Verify::First,
+                    format!("{} holds data (byte {at})", disk.display()),
+                ),
+                None => (Verify::Streaming, "the disks hold nothing".into()),
+            },
+        },
+    })
 }
 
 /// The first disk already holds this host from this fleet (a stick left in, booted again):

@@ -93,6 +93,12 @@ struct Cli {
     /// directly (the default for ext4; slower, kept for comparison).
     #[arg(long)]
     kernel_copy: bool,
+    /// When the payload is checked: `first` reads the whole closure before any disk is
+    /// touched; `streaming` checks each NAR in full as it is written (one read instead of
+    /// two; a bad NAR fails the install with no boot entry); `auto` streams only onto disks
+    /// that hold nothing. Default: the stick's `verify`, else auto.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    verify: Option<VerifyArg>,
     /// After a successful install: `auto` does what the stick says (reboot, poweroff or
     /// shell) when running in the installer environment, and nothing elsewhere.
     #[arg(long, value_enum, default_value_t = Finish::Auto)]
@@ -146,6 +152,24 @@ enum Finish {
     Reboot,
     Poweroff,
     None,
+}
+
+/// `--verify` (manifest::Verify, which knows no clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VerifyArg {
+    Auto,
+    First,
+    Streaming,
+}
+
+impl From<VerifyArg> for manifest::Verify {
+    fn from(v: VerifyArg) -> manifest::Verify {
+        match v {
+            VerifyArg::Auto => manifest::Verify::Auto,
+            VerifyArg::First => manifest::Verify::First,
+            VerifyArg::Streaming => manifest::Verify::Streaming,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -262,6 +286,7 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         bootloader: !cli.no_bootloader,
         kernel_copy: cli.kernel_copy,
+        verify: cli.verify.map(VerifyArg::into),
     };
     let ended = install::run(&opts, &ui, id);
     let r = &ended.report;

@@ -378,7 +378,7 @@ fn mark_facts(
 }
 
 /// Whether the store's file system is written directly (machine::store): ext4, not a btrfs
-/// subvolume, and its device of a size the writer handles (16 MiB to 16 TiB; else mkfs.ext4
+/// subvolume, and its device of a size the writer handles (16 MiB to 64 TiB; else mkfs.ext4
 /// and the copy through the kernel do it). Returns the store directory's path inside it.
 pub fn direct_store(plan: &Plan, device_bytes: u64) -> Option<Vec<&'static str>> {
     let s = &plan.devices.store;

@@ -114,6 +114,9 @@ pub struct Report {
     pub toplevel: Option<String>,
     pub closure_paths: usize,
     pub closure_nar_bytes: u64,
+    /// When the payload was checked: `first` (the whole closure before any disk was touched)
+    /// or `streaming` (each NAR in full as it was written; online installs always are).
+    pub verify: Option<manifest::Verify>,
     /// The first of the plan's disks (the one a one-disk layout installs on).
     pub disk: Option<DiskSummary>,
     /// Every disk of the plan, in the layout's order.
@@ -153,6 +156,7 @@ impl Report {
             toplevel: None,
             closure_paths: 0,
             closure_nar_bytes: 0,
+            verify: None,
             disk: None,
             disks: Vec::new(),
             partitions: Vec::new(),

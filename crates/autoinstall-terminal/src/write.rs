@@ -69,6 +69,17 @@ impl Held {
         Ok(Held { disks })
     }
 
+    /// The first of the plan's disks that holds data, and the offset where it showed (see
+    /// `machine::blank`); None when every disk holds nothing.
+    pub fn first_data(&self) -> std::io::Result<Option<(PathBuf, u64)>> {
+        for d in &self.disks {
+            if let Some(at) = machine::blank::first_data(d.file(), d.size()?)? {
+                return Ok(Some((d.path().to_path_buf(), at)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Zeroes the first MiB of partition `h` (what a signature at its start needs).
     pub fn wipe_start(&self, plan: &Plan, h: &Holder) -> std::io::Result<()> {
         let Holder::Partition { disk, partition } = h else {

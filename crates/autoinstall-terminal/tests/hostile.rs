@@ -61,7 +61,8 @@ fn altered_nar(nar: &[u8]) -> Vec<u8> {
 /// signed: a hostile medium may leave them out), and the medium swaps the NAR for another of
 /// the same size after the verify pass (a BMC's virtual media, a network share, a USB device
 /// that answers differently the second time). The copy pass must see it is not the file the
-/// verify pass checked: the install fails, with no boot entry. Both ways of writing.
+/// verify pass checked: the install fails, with no boot entry. Both ways of writing; and the
+/// same swap in a single pass (`--verify streaming`), where the signed NarHash catches it.
 #[test]
 fn a_nar_swapped_between_verify_and_copy_is_not_installed() {
     let Some((_serial, env, tops)) = root_env() else {
@@ -88,7 +89,13 @@ fn a_nar_swapped_between_verify_and_copy_is_not_installed() {
     let swapped = zstd::encode_all(altered_nar(&decoded).as_slice(), 3).unwrap();
     let public = key.public().to_text();
 
-    for kernel_copy in [false, true] {
+    // Checked first (the pins) and as written (the NarHash), both ways of writing.
+    for (kernel_copy, verify) in [
+        (false, "first"),
+        (true, "first"),
+        (false, "streaming"),
+        (true, "streaming"),
+    ] {
         fs::write(&nar, &original).unwrap();
         let disk = LoopDisk::new(env.path("disk.img"), "9G");
         let mut args = vec![
@@ -100,6 +107,8 @@ fn a_nar_swapped_between_verify_and_copy_is_not_installed() {
             &disk.dev,
             "--trusted-key",
             &public,
+            "--verify",
+            verify,
         ];
         if kernel_copy {
             args.push("--kernel-copy");
@@ -137,10 +146,21 @@ fn a_nar_swapped_between_verify_and_copy_is_not_installed() {
         std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
         let status = child.wait().unwrap();
         said += &rest;
-        assert_eq!(status.code(), Some(1), "kernel_copy={kernel_copy}:\n{said}");
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "kernel_copy={kernel_copy} verify={verify}:\n{said}"
+        );
+        // First: the compressed file is not the one the verify pass pinned. Streaming: the
+        // unpacked NAR is not the one its signed narinfo names.
+        let caught = if verify == "first" {
+            "has hash"
+        } else {
+            "the NAR hash is"
+        };
         assert!(
-            said.contains("has hash"),
-            "kernel_copy={kernel_copy}:\n{said}"
+            said.contains(caught),
+            "kernel_copy={kernel_copy} verify={verify}:\n{said}"
         );
         assert!(!has_boot_entry(&disk), "a boot entry survived the failure");
     }

@@ -273,7 +273,7 @@ fn refusals_touch_nothing() {
         );
     }
 
-    // A payload whose NAR was altered: refused, naming the store path.
+    // A payload whose NAR was altered: refused (checked first), naming the store path.
     let dir = env.path("payload");
     fs::create_dir_all(&dir).unwrap();
     let img = media::image::Image::open(&stick).unwrap();
@@ -312,6 +312,9 @@ fn refusals_touch_nothing() {
             "--disk",
             &disk.dev,
             "--yes",
+            // A blank disk would be written as the payload is checked (verify_modes.rs).
+            "--verify",
+            "first",
         ],
         &[&tops[0], "tampered"],
     );
@@ -347,6 +350,8 @@ fn refusals_touch_nothing() {
             "--disk",
             &disk.dev,
             "--yes",
+            "--verify",
+            "first",
         ],
         &[&tops[0], ".."],
     );

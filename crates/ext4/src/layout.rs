@@ -2,23 +2,26 @@
 //! and group descriptors. Pure: no I/O.
 //!
 //! The file system made here is what `mkfs.ext4` would make with `-b 4096 -I 256 -O
-//! ^64bit,^flex_bg,^resize_inode`: 4 KiB blocks, 256-byte inodes, extents, a journal, sparse
-//! superblock backups, and metadata checksums (`metadata_csum`: superblock, group
-//! descriptors, bitmaps, inodes, extent and directory blocks), whose group descriptor
-//! checksums also let untouched groups go without bitmaps or inode tables written (the
-//! kernel initialises them lazily, as it does after mkfs). Without `64bit` it is limited to
-//! 16 TiB.
+//! ^flex_bg,^resize_inode`: 4 KiB blocks, 256-byte inodes, extents, a journal, sparse
+//! superblock backups, `64bit` (64-byte group descriptors, block numbers past 2^32), and
+//! metadata checksums (`metadata_csum`: superblock, group descriptors, bitmaps, inodes,
+//! extent and directory blocks), whose group descriptor checksums also let untouched groups
+//! go without bitmaps or inode tables written (the kernel initialises them lazily, as it does
+//! after mkfs). Without `meta_bg` every descriptor sits after the superblock of group 0 and of
+//! each backup, which bounds it at 64 TiB here.
 
 use crate::crc32c::crc32c;
 
 pub const BLOCK: u64 = 4096;
-/// The largest file system written here: 2^32 blocks (without the `64bit` feature).
-pub const MAX_BYTES: u64 = (u32::MAX as u64) * BLOCK;
+/// The largest file system written here: 64 TiB, 2^34 blocks, whose 524,288 descriptors
+/// take 8,192 blocks after each superblock (a quarter of a group of mkfs's size).
+pub const MAX_BYTES: u64 = 1 << 46;
 /// The smallest.
 pub const MIN_BYTES: u64 = 16 << 20;
 pub const INODE_SIZE: u64 = 256;
 pub const INODES_PER_BLOCK: u64 = BLOCK / INODE_SIZE;
-pub const DESC_SIZE: u64 = 32;
+/// A group descriptor's size with `64bit`.
+pub const DESC_SIZE: u64 = 64;
 /// One inode per this many bytes (mkfs.ext4's default).
 pub const INODE_RATIO: u64 = 16384;
 
@@ -32,6 +35,7 @@ const COMPAT_EXT_ATTR: u32 = 0x8;
 const COMPAT_DIR_INDEX: u32 = 0x20;
 const INCOMPAT_FILETYPE: u32 = 0x2;
 const INCOMPAT_EXTENTS: u32 = 0x40;
+const INCOMPAT_64BIT: u32 = 0x80;
 const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 const RO_COMPAT_LARGE_FILE: u32 = 0x2;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
@@ -57,7 +61,7 @@ pub struct Geometry {
 pub enum LayoutError {
     #[error("{bytes} bytes is too small for an ext4 file system written here (at least 16 MiB)")]
     TooSmall { bytes: u64 },
-    #[error("{bytes} bytes is more than the 16 TiB this writer supports")]
+    #[error("{bytes} bytes is more than the 64 TiB this writer supports")]
     TooBig { bytes: u64 },
 }
 
@@ -76,10 +80,13 @@ impl Geometry {
         loop {
             let groups = blocks.div_ceil(blocks_per_group);
             let inodes = (blocks * BLOCK / INODE_RATIO).max(groups * INODES_PER_BLOCK);
+            // At most 2^32 - 1 inodes in all: inode numbers are 32 bits.
+            let most = (u32::MAX as u64 / groups) / INODES_PER_BLOCK * INODES_PER_BLOCK;
             let inodes_per_group = inodes
                 .div_ceil(groups)
                 .next_multiple_of(INODES_PER_BLOCK)
-                .clamp(INODES_PER_BLOCK * 2, 8 * BLOCK);
+                .clamp(INODES_PER_BLOCK * 2, 8 * BLOCK)
+                .min(most);
             let geo = Geometry {
                 blocks,
                 blocks_per_group,
@@ -91,6 +98,10 @@ impl Geometry {
             };
             // Like mkfs, drop a last group too small to hold its own metadata and a little
             // data, rather than make a group that is all overhead.
+            if geo.meta_blocks(0) + 64 > blocks_per_group {
+                // The descriptors would not fit in group 0 (small groups, a huge device).
+                return Err(LayoutError::TooBig { bytes });
+            }
             let last = groups - 1;
             let in_last = blocks - last * blocks_per_group;
             if groups > 1 && in_last < geo.meta_blocks(last) + 64 {
@@ -184,17 +195,17 @@ fn journal_blocks(blocks: u64) -> u64 {
 /// What a group descriptor says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupDesc {
-    pub block_bitmap: u32,
-    pub inode_bitmap: u32,
-    pub inode_table: u32,
+    pub block_bitmap: u64,
+    pub inode_bitmap: u64,
+    pub inode_table: u64,
     pub free_blocks: u16,
     pub free_inodes: u16,
     pub used_dirs: u16,
     pub flags: u16,
     pub itable_unused: u16,
-    /// The low halves of the bitmaps' checksums (see [`bitmap_checksum`]).
-    pub block_bitmap_csum: u16,
-    pub inode_bitmap_csum: u16,
+    /// The bitmaps' checksums (see [`bitmap_checksum`]).
+    pub block_bitmap_csum: u32,
+    pub inode_bitmap_csum: u32,
 }
 
 /// The seed of every metadata checksum but the superblock's: the CRC of the UUID.
@@ -208,19 +219,25 @@ pub fn bitmap_checksum(seed: u32, bitmap: &[u8], bytes: usize) -> u32 {
 }
 
 impl GroupDesc {
-    /// The 32 bytes of group `g`'s descriptor, checksummed with the file system's `seed`.
+    /// The 64 bytes of group `g`'s descriptor, checksummed with the file system's `seed`.
+    /// (The counts' high halves stay zero: a group holds at most 32,768 blocks and inodes.)
     pub fn encode(&self, g: u32, seed: u32) -> [u8; DESC_SIZE as usize] {
         let mut d = [0u8; DESC_SIZE as usize];
-        put32(&mut d, 0x00, self.block_bitmap);
-        put32(&mut d, 0x04, self.inode_bitmap);
-        put32(&mut d, 0x08, self.inode_table);
+        put32(&mut d, 0x00, self.block_bitmap as u32);
+        put32(&mut d, 0x04, self.inode_bitmap as u32);
+        put32(&mut d, 0x08, self.inode_table as u32);
         put16(&mut d, 0x0C, self.free_blocks);
         put16(&mut d, 0x0E, self.free_inodes);
         put16(&mut d, 0x10, self.used_dirs);
         put16(&mut d, 0x12, self.flags);
-        put16(&mut d, 0x18, self.block_bitmap_csum);
-        put16(&mut d, 0x1A, self.inode_bitmap_csum);
+        put16(&mut d, 0x18, self.block_bitmap_csum as u16);
+        put16(&mut d, 0x1A, self.inode_bitmap_csum as u16);
         put16(&mut d, 0x1C, self.itable_unused);
+        put32(&mut d, 0x20, (self.block_bitmap >> 32) as u32);
+        put32(&mut d, 0x24, (self.inode_bitmap >> 32) as u32);
+        put32(&mut d, 0x28, (self.inode_table >> 32) as u32);
+        put16(&mut d, 0x38, (self.block_bitmap_csum >> 16) as u16);
+        put16(&mut d, 0x3A, (self.inode_bitmap_csum >> 16) as u16);
         // Over the group number and the descriptor with its checksum field as zero.
         let crc = crc32c(crc32c(seed, &g.to_le_bytes()), &d);
         put16(&mut d, 0x1E, crc as u16);
@@ -249,6 +266,9 @@ impl Super {
         put32(&mut s, 0x04, geo.blocks as u32);
         put32(&mut s, 0x08, (geo.blocks / 20) as u32); // 5% reserved for root
         put32(&mut s, 0x0C, self.free_blocks as u32);
+        put32(&mut s, 0x150, (geo.blocks >> 32) as u32);
+        put32(&mut s, 0x154, ((geo.blocks / 20) >> 32) as u32);
+        put32(&mut s, 0x158, (self.free_blocks >> 32) as u32);
         put32(&mut s, 0x10, self.free_inodes as u32);
         put32(&mut s, 0x14, 0); // first data block: 0 with 4 KiB blocks
         put32(&mut s, 0x18, 2); // 1024 << 2
@@ -271,7 +291,11 @@ impl Super {
             0x5C,
             COMPAT_HAS_JOURNAL | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX,
         );
-        put32(&mut s, 0x60, INCOMPAT_FILETYPE | INCOMPAT_EXTENTS);
+        put32(
+            &mut s,
+            0x60,
+            INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT,
+        );
         put32(
             &mut s,
             0x64,
@@ -289,6 +313,7 @@ impl Super {
         s[0xEC..0xFC].copy_from_slice(&self.hash_seed);
         s[0xFC] = 1; // half_md4 directory hashes
         s[0xFD] = 1; // s_jnl_blocks holds a copy of the journal inode's blocks
+        put16(&mut s, 0xFE, DESC_SIZE as u16);
         put32(&mut s, 0x100, 0x0C); // default mount options: user_xattr, acl
         put32(&mut s, 0x108, self.now); // mkfs time
         for (i, w) in self.journal_backup.iter().enumerate() {
@@ -323,11 +348,11 @@ mod tests {
         assert_eq!(g.groups, 128);
         assert_eq!(g.inodes_per_group, 8192);
         assert_eq!(g.itable_blocks, 512);
-        assert_eq!(g.gdt_blocks, 1);
+        assert_eq!(g.gdt_blocks, 2);
         assert_eq!(g.journal_blocks, 32768);
         // Group 0: superblock, descriptors, bitmaps, inode table.
-        assert_eq!(g.block_bitmap(0), 2);
-        assert_eq!(g.data_start(0), 2 + 2 + 512);
+        assert_eq!(g.block_bitmap(0), 3);
+        assert_eq!(g.data_start(0), 3 + 2 + 512);
         // Group 2 keeps no backup; group 3, 9, 25, 27 and 49 do.
         assert!(!g.has_super(2));
         assert!([1, 3, 5, 7, 9, 25, 27, 49, 81, 125]
@@ -335,8 +360,8 @@ mod tests {
             .all(|&n| g.has_super(n)));
         assert!(!g.has_super(10) && !g.has_super(126));
         assert_eq!(g.block_bitmap(2), 2 * 32768);
-        assert_eq!(g.inode_location(1), (4, 0));
-        assert_eq!(g.inode_location(18), (5, 256));
+        assert_eq!(g.inode_location(1), (5, 0));
+        assert_eq!(g.inode_location(18), (6, 256));
         assert_eq!(g.inode_location(8193), (g.inode_table(1), 0));
     }
 
@@ -353,7 +378,12 @@ mod tests {
             })
         );
         let biggest = Geometry::new(MAX_BYTES, 32768).unwrap();
-        assert_eq!(biggest.groups, 131072);
-        assert_eq!(biggest.gdt_blocks, 1024);
+        assert_eq!(biggest.groups, 524288);
+        assert_eq!(biggest.gdt_blocks, 8192);
+        // Past 2^32 blocks, and no more than 2^32 - 1 inodes.
+        assert!(biggest.blocks > u32::MAX as u64);
+        assert!(biggest.inodes() <= u32::MAX as u64);
+        // Small groups cannot hold a huge device's descriptors.
+        assert!(Geometry::new(1 << 44, 8192).is_err());
     }
 }

@@ -194,6 +194,17 @@ impl Fs {
 
     /// Writes inode `ino`. Its table block goes out once all sixteen of its inodes are in.
     fn put_inode(&self, w: &mut Writer, ino: u32, inode: &Inode) -> io::Result<()> {
+        self.put_inode_encoded(w, ino, inode).map(drop)
+    }
+
+    /// [`Fs::put_inode`], returning the inode as written (its `i_block` names the extent
+    /// leaves the inode points to, if any).
+    fn put_inode_encoded(
+        &self,
+        w: &mut Writer,
+        ino: u32,
+        inode: &Inode,
+    ) -> io::Result<[u8; INODE_SIZE as usize]> {
         let leaves_needed = match &inode.data {
             Data::Blocks(runs) => inode::leaves_needed(runs),
             Data::InlineLink(_) => 0,
@@ -221,7 +232,8 @@ impl Fs {
             let g = (ino as u64 - 1) / self.geo.inodes_per_group;
             self.alloc.lock().unwrap().dirs[g as usize] += 1;
         }
-        self.put_inode_bytes(ino, bytes)
+        self.put_inode_bytes(ino, bytes)?;
+        Ok(bytes)
     }
 
     /// Checksums the inode and files it into its table block.
@@ -425,8 +437,10 @@ impl Fs {
             ctime: self.opts.now,
             data: Data::Blocks(runs),
         };
-        self.put_inode(w, layout::JOURNAL_INO, &inode)?;
-        let (bytes, _) = inode.encode(&[]);
+        // The journal crosses groups (each starts with its bitmaps and inode table), so past
+        // four pieces (file systems from 128 GiB, whose journal is 1 GiB) its inode points to
+        // an extent leaf: the superblock's copy must be of the inode as written.
+        let bytes = self.put_inode_encoded(w, layout::JOURNAL_INO, &inode)?;
         let mut backup = [0u32; 17];
         for (i, word) in backup.iter_mut().take(15).enumerate() {
             *word = u32::from_le_bytes(bytes[0x28 + 4 * i..0x2C + 4 * i].try_into().unwrap());
@@ -505,23 +519,23 @@ impl Fs {
                     ib[(bit / 8) as usize] |= 1 << (bit % 8);
                 }
                 let bytes = (geo.inodes_per_group / 8) as usize;
-                inode_csum = layout::bitmap_checksum(self.seed, &ib, bytes) as u16;
+                inode_csum = layout::bitmap_checksum(self.seed, &ib, bytes);
                 self.write_meta(&ib, geo.inode_bitmap(g) * BLOCK)?;
             }
             if data == 0 && inodes_here == 0 && g + 1 < geo.groups {
                 flags |= layout::BG_BLOCK_UNINIT;
             } else {
                 let bytes = (geo.blocks_per_group / 8) as usize;
-                block_csum = layout::bitmap_checksum(self.seed, &bitmap, bytes) as u16;
+                block_csum = layout::bitmap_checksum(self.seed, &bitmap, bytes);
                 self.write_meta(&bitmap, geo.block_bitmap(g) * BLOCK)?;
             }
             let free = blocks - meta - data;
             free_blocks += free;
             free_inodes += geo.inodes_per_group - inodes_here;
             descs.push(GroupDesc {
-                block_bitmap: geo.block_bitmap(g) as u32,
-                inode_bitmap: geo.inode_bitmap(g) as u32,
-                inode_table: geo.inode_table(g) as u32,
+                block_bitmap: geo.block_bitmap(g),
+                inode_bitmap: geo.inode_bitmap(g),
+                inode_table: geo.inode_table(g),
                 free_blocks: free as u16,
                 free_inodes: (geo.inodes_per_group - inodes_here) as u16,
                 used_dirs: a.dirs[g as usize],

@@ -3,7 +3,7 @@
 //! device graph they decide which disk plays each of the layout's disks, where every
 //! partition goes and in which order arrays, LUKS and LVM are built on them, or say precisely
 //! why they cannot. The executors carry it out, each taking plain rows (partitions, builds,
-//! mounts), never the installer's run or report: `disks` (with the pure `disk_ids` parsers and
+//! mounts), never the installer's run or report: `blank` tells a disk that holds nothing, `disks` (with the pure `disk_ids` parsers and
 //! `util::mountinfo`) gathers facts from sysfs and procfs, `blockdev` holds, wipes and
 //! re-reads a disk, `partition` writes the GPT, `stack` builds (and takes down) md, LUKS and
 //! LVM with the real tools, `format` runs mkfs, `esp` makes and fills the ESP natively,
@@ -11,6 +11,7 @@
 //! unmounts on drop), `system` sets the profile and extra files, `bootloader` runs the
 //! system's own installer in a chroot.
 
+pub mod blank;
 pub mod blockdev;
 pub mod bootloader;
 pub mod btrfs;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::devices::Layout;
-use crate::hosts::{AfterInstall, Reinstall, UnknownSerial};
+use crate::hosts::{AfterInstall, Reinstall, UnknownSerial, Verify};
 use crate::serial;
 
 /// The media format version; docs/MEDIA-FORMAT.md describes it. Version 2 added what a
@@ -98,6 +98,10 @@ pub struct Manifest {
     /// Public keys that may log in to the live installer over SSH (none: no SSH server).
     pub ssh_authorized_keys: Vec<String>,
     pub confirm_seconds: u32,
+    /// When the installer checks the payload. Left out when `auto`, so manifests that do
+    /// not set it read as before.
+    #[serde(default, skip_serializing_if = "Verify::is_auto")]
+    pub verify: Verify,
     pub hosts: Vec<HostEntry>,
 }
 
@@ -428,6 +432,7 @@ mod tests {
             reinstall: Reinstall::Ask,
             ssh_authorized_keys: vec![],
             confirm_seconds: 0,
+            verify: Verify::Auto,
             hosts: vec![HostEntry {
                 name: "web-1".into(),
                 serials: vec!["SN-1".into()],

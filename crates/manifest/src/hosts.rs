@@ -54,6 +54,37 @@ pub enum Reinstall {
     Always,
 }
 
+/// When the installer checks the payload: all of it before the first write, or each NAR in
+/// full as it is written (one read of the stick instead of two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verify {
+    /// Streaming where the chosen disks hold nothing (so a bad NAR can cost nothing), first
+    /// everywhere else.
+    #[default]
+    Auto,
+    /// The whole closure is checked before any disk is touched: a damaged stick never costs
+    /// a machine its old system.
+    First,
+    /// Each NAR is checked in full as it is written, whatever the disks hold; a bad one fails
+    /// the install with no boot entry.
+    Streaming,
+}
+
+impl Verify {
+    pub fn is_auto(&self) -> bool {
+        *self == Verify::Auto
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verify::Auto => "auto",
+            Verify::First => "first",
+            Verify::Streaming => "streaming",
+        }
+    }
+}
+
 /// Where a host's NixOS system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SystemSource {
@@ -73,6 +104,8 @@ pub struct Defaults {
     pub after_install: AfterInstall,
     pub reinstall: Reinstall,
     pub confirm_seconds: u32,
+    /// When the installer checks the payload (`verify = "auto" | "first" | "streaming"`).
+    pub verify: Verify,
     /// The fleet's name, signed into every manifest and lookup: an installer told its fleet
     /// (`autoinstall.fleet=`) refuses another fleet's files signed with the same key.
     pub fleet: Option<String>,
@@ -98,6 +131,7 @@ impl Default for Defaults {
             after_install: AfterInstall::Reboot,
             reinstall: Reinstall::Ask,
             confirm_seconds: 10,
+            verify: Verify::Auto,
             fleet: None,
             generation: None,
             ssh_authorized_keys: Vec::new(),
@@ -157,6 +191,7 @@ struct DefaultsFile {
     after_install: Option<AfterInstall>,
     reinstall: Option<Reinstall>,
     confirm_seconds: Option<u32>,
+    verify: Option<Verify>,
     fleet: Option<Spanned<String>>,
     generation: Option<u64>,
     #[serde(default)]
@@ -344,6 +379,7 @@ impl Fleet {
                     .defaults
                     .confirm_seconds
                     .unwrap_or(fallback.confirm_seconds),
+                verify: raw.defaults.verify.unwrap_or(fallback.verify),
                 fleet: raw.defaults.fleet.as_ref().map(|f| f.get_ref().clone()),
                 generation: raw.defaults.generation,
                 ssh_authorized_keys,

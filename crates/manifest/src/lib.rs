@@ -13,6 +13,6 @@ pub mod profile;
 pub mod serial;
 
 pub use document::Manifest;
-pub use hosts::{AfterInstall, Fleet, Host, Reinstall, SystemSource, UnknownSerial};
+pub use hosts::{AfterInstall, Fleet, Host, Reinstall, SystemSource, UnknownSerial, Verify};
 pub use location::LocatedError;
 pub use profile::Profile;

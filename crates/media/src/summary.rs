@@ -23,6 +23,7 @@ pub struct Summary {
     pub on_unknown_serial: manifest::UnknownSerial,
     pub after_install: manifest::AfterInstall,
     pub confirm_seconds: u32,
+    pub verify: manifest::Verify,
     pub fleet: Option<String>,
     pub generation: u64,
     /// The names of the keys whose signatures the manifest carries (`name:…` lines of
@@ -107,6 +108,7 @@ pub fn summarise(p: &dyn Payload) -> io::Result<Summary> {
         on_unknown_serial: m.on_unknown_serial.clone(),
         after_install: m.after_install,
         confirm_seconds: m.confirm_seconds,
+        verify: m.verify,
         fleet: m.fleet.clone(),
         generation: m.generation,
         signed_by: signers(p),

@@ -166,6 +166,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         reinstall: planned.defaults.reinstall,
         ssh_authorized_keys: planned.ssh_authorized_keys.clone(),
         confirm_seconds: planned.defaults.confirm_seconds,
+        verify: planned.defaults.verify,
         hosts: entries,
     };
 
@@ -331,6 +332,12 @@ fn add_host_lookups(
     manifest: &Manifest,
     key: Option<&nixstore::keys::SecretKey>,
 ) {
+    // The fleet's settings without its hosts, cloned per lookup: cloning the whole manifest
+    // for each serial cost O(hosts²) (24 s for a fleet of 1,000).
+    let settings = Manifest {
+        hosts: Vec::new(),
+        ..manifest.clone()
+    };
     for h in &manifest.hosts {
         for serial in &h.serials {
             // Each lookup says which serial it answers for, inside its signature: served
@@ -339,7 +346,7 @@ fn add_host_lookups(
                 kind: Kind::Lookup,
                 lookup_key: Some(manifest::serial::key(serial)),
                 hosts: vec![h.clone()],
-                ..manifest.clone()
+                ..settings.clone()
             }
             .to_json();
             let at = manifest::document::host_lookup_path(serial);

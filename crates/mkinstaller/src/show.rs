@@ -54,7 +54,7 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
         s.generation
     );
     println!(
-        "unknown serial: {}, after install: {}, countdown: {} s",
+        "unknown serial: {}, after install: {}, countdown: {} s, verify: {}",
         match &s.on_unknown_serial {
             manifest::UnknownSerial::Ask => "ask".to_string(),
             manifest::UnknownSerial::Refuse => "refuse".to_string(),
@@ -62,7 +62,8 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
             manifest::UnknownSerial::Host(h) => format!("install {h}"),
         },
         format!("{:?}", s.after_install).to_lowercase(),
-        s.confirm_seconds
+        s.confirm_seconds,
+        s.verify.name()
     );
     if let Some(o) = &options {
         println!("installer kernel command line: {o}");

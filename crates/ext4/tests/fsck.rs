@@ -19,68 +19,57 @@ fn compare_mounted(image: &Path, src: &Path) {
         eprintln!("not root: the image was checked with e2fsck but not mounted");
         return;
     }
-    let mnt = tempfile::tempdir().unwrap();
-    let st = Command::new("mount")
-        .args(["-o", "loop,ro", "-t", "ext4"])
-        .arg(image)
-        .arg(mnt.path())
-        .status()
+    let mnt = Mount::new(image, "ro");
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(src)
+        .arg(mnt.path().join("tree"))
+        .output()
         .unwrap();
-    assert!(st.success(), "the kernel would not mount the image");
-    let result = std::panic::catch_unwind(|| {
-        let diff = Command::new("diff")
-            .arg("-r")
-            .arg("--no-dereference")
-            .arg(src)
-            .arg(mnt.path().join("tree"))
+    assert!(
+        diff.status.success(),
+        "the mounted tree differs:\n{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let stat = |p: &Path| {
+        Command::new("find")
+            .arg(".")
+            .args(["-printf", "%p %y %m %s %T@ %l\n"])
+            .current_dir(p)
             .output()
-            .unwrap();
-        assert!(
-            diff.status.success(),
-            "the mounted tree differs:\n{}",
-            String::from_utf8_lossy(&diff.stdout)
-        );
-        let stat = |p: &Path| {
-            Command::new("find")
-                .arg(".")
-                .args(["-printf", "%p %y %m %s %T@ %l\n"])
-                .current_dir(p)
-                .output()
-                .unwrap()
-                .stdout
-        };
-        // Times are kept to the second (Nix's are all 1 anyway): drop the fractions.
-        let lines = |v: Vec<u8>| {
-            let text = String::from_utf8(v).unwrap();
-            let mut lines: Vec<String> = text
-                .lines()
-                .map(|l| {
-                    let f: Vec<&str> = l.split(' ').collect();
-                    let secs = f[4].split('.').next().unwrap();
-                    // A directory's size is how its file system packs names: not compared.
-                    let size = if f[1] == "d" { "-" } else { f[3] };
-                    format!(
-                        "{} {} {} {size} {secs} {}",
-                        f[0],
-                        f[1],
-                        f[2],
-                        f[5..].join(" ")
-                    )
-                })
-                .collect();
-            lines.sort();
-            lines
-        };
-        let (a, b) = (lines(stat(src)), lines(stat(&mnt.path().join("tree"))));
-        assert_eq!(a.len(), b.len());
-        for (x, y) in a.iter().zip(&b) {
-            assert_eq!(x, y, "type, mode, size or time differs");
-        }
-        let lf = fs::metadata(mnt.path().join("lost+found")).unwrap();
-        assert!(lf.is_dir());
-    });
-    Command::new("umount").arg(mnt.path()).status().unwrap();
-    result.unwrap();
+            .unwrap()
+            .stdout
+    };
+    // Times are kept to the second (Nix's are all 1 anyway): drop the fractions.
+    let lines = |v: Vec<u8>| {
+        let text = String::from_utf8(v).unwrap();
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let secs = f[4].split('.').next().unwrap();
+                // A directory's size is how its file system packs names: not compared.
+                let size = if f[1] == "d" { "-" } else { f[3] };
+                format!(
+                    "{} {} {} {size} {secs} {}",
+                    f[0],
+                    f[1],
+                    f[2],
+                    f[5..].join(" ")
+                )
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (a, b) = (lines(stat(src)), lines(stat(&mnt.path().join("tree"))));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "type, mode, size or time differs");
+    }
+    let lf = fs::metadata(mnt.path().join("lost+found")).unwrap();
+    assert!(lf.is_dir());
 }
 
 #[test]

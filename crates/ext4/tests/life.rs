@@ -204,40 +204,6 @@ impl Life {
     }
 }
 
-fn tool(cmd: &str, args: &[&str], image: &Path) -> String {
-    let out = Command::new(cmd).args(args).arg(image).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{cmd} {args:?} failed:\n{text}");
-    text
-}
-
-struct Mount(tempfile::TempDir);
-
-impl Mount {
-    fn new(image: &Path, opts: &str) -> Mount {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "ext4", "-o", &format!("loop,{opts}")])
-            .arg(image)
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "the kernel would not mount the image ({opts})"
-        );
-        Mount(dir)
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let st = Command::new("umount").arg(self.0.path()).status().unwrap();
-        assert!(st.success() || std::thread::panicking(), "umount failed");
-    }
-}
-
 /// The used inodes and blocks e2fsck counted, and those the superblock says (dumpe2fs).
 fn counts_agree(image: &Path) {
     let fsck = tool("e2fsck", &["-fn"], image);
@@ -282,9 +248,9 @@ fn the_kernel_lives_in_a_written_file_system_and_the_tools_agree() {
         .unwrap_or(5);
 
     let m = Mount::new(&image, "rw");
-    let initial = files(&m.0.path().join("tree"));
+    let initial = files(&m.path().join("tree"));
     let mut life = Life {
-        root: m.0.path().to_path_buf(),
+        root: m.path().to_path_buf(),
         model: initial
             .into_iter()
             .map(|(p, (len, hash))| (Path::new("tree").join(p), Content::Fixed { len, hash }))
@@ -312,14 +278,14 @@ fn the_kernel_lives_in_a_written_file_system_and_the_tools_agree() {
         start.elapsed().as_secs_f64(),
         life.model.len()
     );
-    assert_eq!(files(m.0.path()), life.expected(), "the kernel lost a file");
+    assert_eq!(files(m.path()), life.expected(), "the kernel lost a file");
     drop(m);
 
     fsck(&image);
     counts_agree(&image);
     {
         let m = Mount::new(&image, "ro");
-        assert_eq!(files(m.0.path()), life.expected(), "after a remount");
+        assert_eq!(files(m.path()), life.expected(), "after a remount");
     }
 
     // tune2fs as an admin would use it on any ext4; each change checked by e2fsck. The UUID
@@ -347,11 +313,11 @@ fn the_kernel_lives_in_a_written_file_system_and_the_tools_agree() {
     fsck(&image);
     counts_agree(&image);
     let m = Mount::new(&image, "rw");
-    let st = nix_statvfs(m.0.path());
+    let st = fs_bytes(m.path());
     assert!(st > 2 << 30, "only {st} bytes after the resize");
-    assert_eq!(files(m.0.path()), life.expected(), "after the resize");
+    assert_eq!(files(m.path()), life.expected(), "after the resize");
     // Still a living file system: more files, then checked once more.
-    life.root = m.0.path().to_path_buf();
+    life.root = m.path().to_path_buf();
     for i in 0..500 {
         life.create(PathBuf::from(format!("after-resize/{i:04}")), 100_000);
     }
@@ -360,7 +326,7 @@ fn the_kernel_lives_in_a_written_file_system_and_the_tools_agree() {
 }
 
 /// The file system's size in bytes, as statvfs reports it.
-fn nix_statvfs(p: &Path) -> u64 {
+fn fs_bytes(p: &Path) -> u64 {
     let out = Command::new("stat")
         .args(["-f", "-c", "%b %S"])
         .arg(p)

@@ -107,15 +107,50 @@ pub fn build(image: &Path, bytes: u64, blocks_per_group: u64, src: &Path) {
     .unwrap();
 }
 
-pub fn fsck(image: &Path) {
-    let out = Command::new("e2fsck")
-        .args(["-fn"])
-        .arg(image)
-        .output()
-        .unwrap();
+/// Runs `cmd ARGS IMAGE`, which must succeed; returns what it printed (stdout, then stderr).
+pub fn tool(cmd: &str, args: &[&str], image: &Path) -> String {
+    let out = Command::new(cmd).args(args).arg(image).output().unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "e2fsck -fn found problems:\n{text}");
+    assert!(out.status.success(), "{cmd} {args:?} failed:\n{text}");
+    text
+}
+
+/// `e2fsck -fn` must find nothing to fix.
+pub fn fsck(image: &Path) {
+    tool("e2fsck", &["-fn"], image);
+}
+
+/// The image mounted by the kernel (loop, with `opts`) on a scratch directory; unmounted on
+/// drop, also when a check panicked.
+pub struct Mount(tempfile::TempDir);
+
+impl Mount {
+    pub fn new(image: &Path, opts: &str) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "ext4", "-o", &format!("loop,{opts}")])
+            .arg(image)
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "the kernel would not mount the image ({opts})"
+        );
+        Mount(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let st = Command::new("umount").arg(self.0.path()).status().unwrap();
+        assert!(st.success() || std::thread::panicking(), "umount failed");
+    }
 }
 
 pub fn is_root() -> bool {

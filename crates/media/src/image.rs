@@ -21,6 +21,8 @@ pub struct Image {
     pub disk_bytes: u64,
     pub esp: Extent,
     pub payload: Extent,
+    /// The GPT's disk GUID and the two partitions' GUIDs.
+    pub guids: [uuid::Uuid; 3],
 }
 
 impl Image {
@@ -44,9 +46,12 @@ impl Image {
             disk.partitions()
                 .values()
                 .find(|p| p.part_type_guid.guid.to_string().eq_ignore_ascii_case(guid))
-                .map(|p| Extent {
-                    start: p.first_lba * 512,
-                    len: (p.last_lba + 1 - p.first_lba) * 512,
+                .map(|p| {
+                    let e = Extent {
+                        start: p.first_lba * 512,
+                        len: (p.last_lba + 1 - p.first_lba) * 512,
+                    };
+                    (e, p.part_guid)
                 })
                 .ok_or_else(|| {
                     other(format!(
@@ -55,11 +60,14 @@ impl Image {
                     ))
                 })
         };
+        let (esp, esp_guid) = find(ESP_TYPE_GUID, "EFI system")?;
+        let (payload, payload_guid) = find(PAYLOAD_TYPE_GUID, "payload")?;
         Ok(Image {
             path: path.to_path_buf(),
             disk_bytes,
-            esp: find(ESP_TYPE_GUID, "EFI system")?,
-            payload: find(PAYLOAD_TYPE_GUID, "payload")?,
+            esp,
+            payload,
+            guids: [*disk.guid(), esp_guid, payload_guid],
         })
     }
 

@@ -17,6 +17,7 @@ pub mod netboot;
 pub mod payload;
 pub mod read;
 pub mod readat;
+pub mod refresh;
 pub mod slice;
 pub mod summary;
 pub mod usb;

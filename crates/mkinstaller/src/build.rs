@@ -22,6 +22,7 @@ use crate::outputs::{
     check_free_space, is_block_device, output_size, write_cache_dir, write_iso, write_netboot,
     write_usb,
 };
+use crate::refresh::usb_ids;
 use crate::ui::Ui;
 
 /// Builds the image `opts` describes; with `--verify`, then reads it back and checks it.
@@ -210,7 +211,10 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     // Trees, layout, identifiers.
     let manifest_json = manifest.to_json();
     let seed = Sha256::digest(manifest_json.as_bytes());
-    let payload_uuid = ids::uuid(&seed, "payload");
+    let timestamp = source_date_epoch();
+    let existing = crate::refresh::existing(opts, ui);
+    let usb_ids = usb_ids(existing.as_deref(), opts.rewrite, &seed, timestamp);
+    let payload_uuid = usb_ids.payload;
     let title = match manifest.mode {
         Mode::Mass => format!("NixOS autoinstall ({} hosts)", manifest.hosts.len()),
         Mode::Single => format!("NixOS autoinstall: {}", manifest.hosts[0].name),
@@ -236,7 +240,6 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         _ => media::fat32::Tree::new(),
     };
     let payload = payload_tree(&manifest, &paths, &payload_files, key.as_ref());
-    let timestamp = source_date_epoch();
     let other_bytes = match opts.format {
         OutputFormat::Usb => None,
         OutputFormat::Cache => {
@@ -272,18 +275,29 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
             compressed_at,
         ));
     }
-    let disk_bytes = write_usb(opts, &esp, &payload, &seed, timestamp, size, ui)?;
-    Ok(summary(
+    let (disk_bytes, refreshed) = write_usb(
         opts,
-        &manifest,
-        &paths,
-        &infos,
-        paths_compressed,
-        disk_bytes,
-        started,
-        planned_at,
-        compressed_at,
-    ))
+        &esp,
+        &payload,
+        &usb_ids,
+        existing.as_deref(),
+        size,
+        ui,
+    )?;
+    Ok(Summary {
+        refreshed,
+        ..summary(
+            opts,
+            &manifest,
+            &paths,
+            &infos,
+            paths_compressed,
+            disk_bytes,
+            started,
+            planned_at,
+            compressed_at,
+        )
+    })
 }
 
 /// `SOURCE_DATE_EPOCH`, else 0: every time written into an image (reproducible builds).
@@ -321,6 +335,7 @@ fn summary(
             compress: compressed_at - planned_at,
             write: started.elapsed().as_secs_f64() - compressed_at,
         },
+        refreshed: None,
     }
 }
 

@@ -172,6 +172,12 @@ pub struct BuildArgs {
     /// verify` does (the build fails if anything differs from what was meant).
     #[arg(long)]
     pub verify: bool,
+    /// Write the whole stick even when it already holds one of ours. Without this, a stick
+    /// (or USB image file) of ours is refreshed in place: only new files, directories and the
+    /// FAT sectors that change are written, and an interruption leaves the old stick or the
+    /// new one. Reports on it are kept either way.
+    #[arg(long)]
+    pub rewrite: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -15,6 +15,7 @@ pub mod options;
 pub mod output;
 pub mod outputs;
 pub mod profiles;
+pub mod refresh;
 pub mod reports;
 pub mod show;
 pub mod ui;

@@ -115,6 +115,7 @@ fn run_build(a: BuildArgs) -> Result<(), (u8, String)> {
         sign_key: a.sign_key,
         public_extra_files: a.public_extra_files,
         verify: a.verify,
+        rewrite: a.rewrite,
         threads: a.jobs.unwrap_or_else(all_cores),
     };
     let ui = Ui {
@@ -137,6 +138,17 @@ fn run_build(a: BuildArgs) -> Result<(), (u8, String)> {
             s.seconds
         );
     } else if !a.quiet {
+        if let Some(r) = &s.refreshed {
+            eprintln!(
+                "{}: refreshed in place: {} new file{} ({}) written, {} kept; {} written in all",
+                s.output.display(),
+                r.new_files,
+                if r.new_files == 1 { "" } else { "s" },
+                human(r.new_bytes),
+                r.kept_files,
+                human(r.bytes_written)
+            );
+        }
         let ratio = s.compressed_bytes as f64 / s.nar_bytes.max(1) as f64;
         eprintln!(
             "{}: {} host{}, {} store paths ({} from cache), {} of NAR in {} ({:.0}%), image {}, {:.1} s",

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::build::source_date_epoch;
 use crate::options::{BuildOptions, Error, OutputFormat, Phases, Summary};
 use crate::outputs::{output_size, write_iso, write_netboot, write_usb};
+use crate::refresh::usb_ids;
 use crate::ui::Ui;
 
 /// `--online URL`: boot media that carry only the installer environment, with
@@ -30,11 +31,16 @@ pub fn build_online_boot(
     let seed = Sha256::digest(options.as_bytes());
     let timestamp = source_date_epoch();
     let empty = media::fat32::Tree::new();
+    let mut refreshed = None;
     let bytes = match opts.format {
         OutputFormat::Usb => {
             let size = output_size(opts)?;
             let esp = esp_tree(&env, &title, &options)?;
-            write_usb(opts, &esp, &empty, &seed, timestamp, size, ui)?
+            let existing = crate::refresh::existing(opts, ui);
+            let ids = usb_ids(existing.as_deref(), opts.rewrite, &seed, timestamp);
+            let (bytes, r) = write_usb(opts, &esp, &empty, &ids, existing.as_deref(), size, ui)?;
+            refreshed = r;
+            bytes
         }
         OutputFormat::Iso => {
             let esp = esp_tree(&env, &title, &options)?;
@@ -64,6 +70,7 @@ pub fn build_online_boot(
         image_bytes: bytes,
         seconds: started.elapsed().as_secs_f64(),
         phase_seconds: Phases::default(),
+        refreshed,
     })
 }
 

@@ -128,6 +128,8 @@ pub struct BuildOptions {
     pub public_extra_files: bool,
     /// `--verify`: read the output back and check every hash on it.
     pub verify: bool,
+    /// `--rewrite`: write a stick of ours whole instead of refreshing it in place.
+    pub rewrite: bool,
 }
 
 /// The end-of-run figures (`--json` prints them).
@@ -144,6 +146,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Where the time went: closure queries, compression, writing the image.
     pub phase_seconds: Phases,
+    /// A stick of ours refreshed in place: what was kept and written (`null`: written whole).
+    pub refreshed: Option<crate::refresh::Refreshed>,
 }
 
 #[derive(Debug, Default, Serialize)]

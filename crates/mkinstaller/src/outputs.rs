@@ -12,7 +12,9 @@ use media::{ids, usb};
 use util::size::human;
 
 use crate::options::{BuildOptions, Error};
+use crate::refresh::{before_writing, Before, Refreshed};
 use crate::ui::Ui;
+use media::refresh::Stick;
 
 /// An output written under a temporary name beside its final one (`.NAME.partial`), renamed
 /// into place by [`Partial::commit`]. Dropped uncommitted (a failed or interrupted build), it
@@ -137,17 +139,27 @@ pub fn check_free_space(output: &Path, needed: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes the USB image: a device in place, a file under a temporary name renamed at the end.
-/// Returns the disk's size.
+/// Writes the USB image: a stick of ours refreshed in place, else a device written whole, or a
+/// file under a temporary name renamed at the end. Returns the disk's size, and what a
+/// refresh kept and wrote.
+#[allow(clippy::too_many_arguments)]
 pub fn write_usb(
     opts: &BuildOptions,
     esp: &media::fat32::Tree,
     payload: &media::fat32::Tree,
-    seed: &[u8],
-    timestamp: u64,
+    ids: &usb::Ids,
+    existing: Option<&Stick>,
     size: Option<u64>,
     ui: &Ui,
-) -> Result<u64, Error> {
+) -> Result<(u64, Option<Refreshed>), Error> {
+    let payload = match before_writing(opts, existing, esp, payload, size, ids.timestamp, ui)? {
+        Before::Done {
+            disk_bytes,
+            refreshed,
+        } => return Ok((disk_bytes, Some(refreshed))),
+        Before::WriteWhole(payload) => payload,
+    };
+    let payload = payload.as_ref();
     let is_device = is_block_device(&opts.output);
     let layout = usb::plan(esp, payload, size).map_err(|e| match e {
         usb::LayoutError::TooSmall { needed, given } if is_device => format!(
@@ -159,14 +171,6 @@ pub fn write_usb(
         e => e.to_string(),
     })?;
     check_free_space(&opts.output, esp.content_bytes() + payload.content_bytes())?;
-    let ids = usb::Ids {
-        disk: ids::uuid(seed, "disk"),
-        esp: ids::uuid(seed, "esp"),
-        payload: ids::uuid(seed, "payload"),
-        esp_volume: ids::volume_id(seed, "esp"),
-        payload_volume: ids::volume_id(seed, "payload"),
-        timestamp,
-    };
     let partial = if is_device {
         None
     } else {
@@ -182,14 +186,14 @@ pub fn write_usb(
         .map_err(|e| Error::failed(format!("opening {} for writing: {e}", target.display())))?;
     let total = esp.content_bytes() + payload.content_bytes();
     let bar = ui.bytes(total, "writing");
-    let written = usb::write(&mut out, &layout, esp, payload, &ids, &mut |n| bar.inc(n));
+    let written = usb::write(&mut out, &layout, esp, payload, ids, &mut |n| bar.inc(n));
     bar.finish_and_clear();
     written.map_err(|e| Error::failed(format!("writing {}: {e}", opts.output.display())))?;
     drop(out);
     if let Some(p) = partial {
         p.commit()?;
     }
-    Ok(layout.disk_bytes)
+    Ok((layout.disk_bytes, None))
 }
 
 /// Writes the payload as a directory (`--format cache`): built beside the output under a

@@ -7,12 +7,15 @@
 //! The volume always has at least 65,525 clusters, because UEFI firmware decides between FAT16
 //! and FAT32 by the cluster count alone.
 
+mod alloc;
 mod names;
+pub mod refresh;
 mod write;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use alloc::Run;
 use names::short_name_as_is;
 pub use names::volume_label;
 pub use write::{copy_range, write};
@@ -181,7 +184,24 @@ impl Geometry {
     pub fn bytes(&self) -> u64 {
         self.total_sectors * SECTOR
     }
-    fn cluster_bytes(&self) -> u64 {
+    /// The geometry of a volume shaped as this writer shapes them (512-byte sectors, 32
+    /// reserved, two FATs sized by [`geometry_for_size`]), from its boot sector; `None` for
+    /// any other shape, which a refresh in place must not assume it understands.
+    pub fn of_ours(boot: &[u8]) -> Option<Geometry> {
+        let u16_at = |at: usize| u16::from_le_bytes([boot[at], boot[at + 1]]) as u64;
+        let u32_at = |at: usize| u32::from_le_bytes(boot[at..at + 4].try_into().unwrap()) as u64;
+        if boot.len() < 512 || u16_at(11) != SECTOR || u16_at(14) != RESERVED_SECTORS {
+            return None;
+        }
+        let spc = boot[13] as u64;
+        if boot[16] as u64 != FATS || !spc.is_power_of_two() || u16_at(40) & 0x80 != 0 {
+            return None; // also refused: FAT mirroring turned off
+        }
+        let g = geometry_for_size(u32_at(32) * SECTOR, spc);
+        (g.fat_sectors == u32_at(36) && g.clusters >= MIN_CLUSTERS).then_some(g)
+    }
+
+    pub(crate) fn cluster_bytes(&self) -> u64 {
         self.sectors_per_cluster * SECTOR
     }
     fn data_start(&self) -> u64 {

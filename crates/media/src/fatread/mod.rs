@@ -25,6 +25,7 @@ mod file;
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use std::fs::File;
 use std::io;

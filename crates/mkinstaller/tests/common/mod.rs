@@ -123,10 +123,13 @@ pub fn check_image(img: &Path, tops: &[String]) {
     let esp = FatMount::new(&lo.partition(1));
     assert!(esp.path().join("EFI/BOOT/BOOTX64.EFI").is_file());
     let entry = fs::read_to_string(esp.path().join("loader/entries/autoinstall.conf")).unwrap();
+    // The loader entry names the payload partition this image has (a refreshed stick keeps
+    // its partitions, so its entry must name them, not a fresh build's).
+    let payload_guid = parts[1]["uuid"].as_str().unwrap().to_ascii_lowercase();
     assert!(
         entry.contains("linux /autoinstall/kernel")
-            && entry.contains("autoinstall.payload=PARTUUID="),
-        "{entry}"
+            && entry.contains(&format!("autoinstall.payload=PARTUUID={payload_guid}")),
+        "the loader entry does not name the payload partition {payload_guid}: {entry}"
     );
     drop(esp);
 

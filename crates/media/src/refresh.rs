@@ -10,7 +10,7 @@ use std::path::Path;
 
 use manifest::document::REPORTS_DIR;
 
-use crate::fat32::refresh::{self as volume, OnDisk, OnDiskFile};
+use crate::fat32::refresh::{self as volume, OnDisk};
 use crate::fat32::{Source, Tree};
 use crate::fatread::FatVolume;
 use crate::image::{Extent, Image};
@@ -135,14 +135,14 @@ pub struct Counts {
 /// and size, everything else by reading them back. A `StorageFull` error means the new
 /// files do not fit beside the old: the stick must be written whole.
 pub fn plan<'t>(
-    stick: &Stick,
+    stick: &'t Stick,
     esp: &'t Tree,
     payload: &'t Tree,
     timestamp: u64,
 ) -> io::Result<Refresh<'t>> {
-    let one = |(extent, vol, on_disk): &(Extent, FatVolume, OnDisk), tree: &'t Tree| {
-        let p = volume::plan(on_disk, tree, timestamp, &mut |path, source, old| {
-            same_bytes(vol, path, source, old)
+    let one = |(extent, vol, on_disk): &'t (Extent, FatVolume, OnDisk), tree: &'t Tree| {
+        let p = volume::plan(on_disk, tree, timestamp, &mut |path, source| {
+            same_bytes(vol, path, source)
         })
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", vol.what())))?;
         Ok::<_, io::Error>((extent.start, p))
@@ -154,7 +154,7 @@ pub fn plan<'t>(
 }
 
 /// Whether the file at `path` on the volume holds the bytes of `source` (same size already).
-fn same_bytes(vol: &FatVolume, path: &str, source: &Source, _old: &OnDiskFile) -> io::Result<bool> {
+fn same_bytes(vol: &FatVolume, path: &str, source: &Source) -> io::Result<bool> {
     if content_addressed(path) {
         return Ok(true);
     }

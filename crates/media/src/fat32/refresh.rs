@@ -50,8 +50,9 @@ pub struct OnDiskFile {
 /// A refresh worked out: what stays, what goes where.
 pub struct Plan<'t> {
     g: Geometry,
-    boot: Vec<u8>,
-    old_fat: Vec<u32>,
+    /// The volume as it is (read back by the caller, and borrowed, not copied: its FAT is
+    /// megabytes on a large stick).
+    old: &'t OnDisk,
     alloc: Allocation<'t>,
     timestamp: u64,
     /// Files kept where they are, and their bytes.
@@ -67,10 +68,10 @@ pub struct Plan<'t> {
 /// StorageFull` error means the new files do not fit beside the old ones: nothing can be
 /// refreshed, and the volume must be written whole.
 pub fn plan<'t>(
-    old: &OnDisk,
+    old: &'t OnDisk,
     tree: &'t Tree,
     timestamp: u64,
-    same: &mut dyn FnMut(&str, &Source, &OnDiskFile) -> io::Result<bool>,
+    same: &mut dyn FnMut(&str, &Source) -> io::Result<bool>,
 ) -> io::Result<Plan<'t>> {
     let g = old.geometry;
     if old.fat.len() != g.clusters as usize + 2 || old.boot.len() != 2 * SECTOR as usize {
@@ -89,7 +90,7 @@ pub fn plan<'t>(
             _ => None,
         };
         match on_disk {
-            Some(f) if same(path, source, f)? => {
+            Some(f) if same(path, source)? => {
                 keep.insert(path.clone(), f.runs.clone());
                 kept = (kept.0 + 1, kept.1 + source.size());
             }
@@ -119,8 +120,7 @@ pub fn plan<'t>(
         && old.entries.keys().all(|p| paths.contains(p.as_str()));
     Ok(Plan {
         g,
-        boot: old.boot.clone(),
-        old_fat: old.fat.clone(),
+        old,
         alloc,
         timestamp,
         kept,
@@ -168,21 +168,22 @@ impl Plan<'_> {
             written += n;
             progress(n)
         })?;
-        let label: [u8; 11] = self.boot[71..82].try_into().expect("11 bytes");
+        let label: [u8; 11] = self.old.boot[71..82].try_into().expect("11 bytes");
         write_dirs(out, offset, g, &self.alloc, &label, self.timestamp)?;
         written += self.alloc.dirs_clusters().saturating_mul(g.cluster_bytes());
         // ... and the new chains beside the old.
         let union: Vec<u32> = self
-            .old_fat
+            .old
+            .fat
             .iter()
             .zip(&self.alloc.fat)
             .enumerate()
             .map(|(c, (&old, &new))| if c < 2 || old != 0 { old } else { new })
             .collect();
-        written += write_changed(out, offset, g, &self.old_fat, &union)?;
+        written += write_changed(out, offset, g, &self.old.fat, &union)?;
         out.sync_data()?;
         // 2. The commit: the boot sector names the new root.
-        let mut boot = self.boot.clone();
+        let mut boot = self.old.boot.clone();
         set_root(&mut boot[..SECTOR as usize], self.alloc.root);
         out.write_all_at(&boot[..SECTOR as usize], offset)?;
         out.sync_data()?;

@@ -75,7 +75,7 @@ fn refresh(f: &File, len: u64, files: &BTreeMap<String, Vec<u8>>) -> (u64, (usiz
     let on_disk = volume(f, len).on_disk().unwrap();
     let t = tree(files);
     let vol = volume(f, len);
-    let plan = plan(&on_disk, &t, 1_700_000_100, &mut |p, s, _| {
+    let plan = plan(&on_disk, &t, 1_700_000_100, &mut |p, s| {
         let mut got = Vec::new();
         vol.open_file(p)?.read_to_end(&mut got)?;
         Ok(matches!(s, Source::Bytes(b) if *b == got))
@@ -175,7 +175,7 @@ fn no_room_beside_the_old_files_is_said_and_nothing_is_written() {
     files.insert("a".into(), bytes(2, 40 << 20));
     let on_disk = volume(&f, len).on_disk().unwrap();
     let t2 = tree(&files);
-    let err = plan(&on_disk, &t2, 0, &mut |_, _, _| Ok(false))
+    let err = plan(&on_disk, &t2, 0, &mut |_, _| Ok(false))
         .err()
         .expect("no room");
     assert_eq!(err.kind(), io::ErrorKind::StorageFull);

@@ -49,8 +49,39 @@
       };
     in
     {
+      # The installer environment (the system the stick boots).
       nixosModules.installer = ./images/nixos/installer.nix;
-      nixosModules.default = self.nixosModules.installer;
+      # A fleet host's identity: autoinstall.serials, profile, disk, luksKeys, extraFiles.
+      nixosModules.host = ./images/nixos/host.nix;
+      # programs.mkinstaller.{enable,package} for an admin's machine, and the host options.
+      nixosModules.default = import ./images/nixos/tool.nix { inherit (self) packages; };
+
+      # Turn a flake's nixosConfigurations into a fleet: `hostsToml` its hosts.toml (the
+      # hosts with autoinstall.serials), `mkInstaller` the stick, ISO, cache site or netboot
+      # files as a derivation (images/nixos/mkinstaller.nix says every argument).
+      lib = {
+        hostsToml = args: (import ./images/nixos/fleet.nix args).toml;
+        mkInstaller = import ./images/nixos/mkinstaller.nix { inherit self nixpkgs; };
+      };
+
+      # pkgs.mkinstaller and pkgs.autoinstall-terminal.
+      overlays.default = final: _prev: {
+        inherit (self.packages.${final.stdenv.hostPlatform.system}) mkinstaller autoinstall-terminal;
+      };
+
+      formatter = forAllSystems (_system: pkgs: pkgs.nixfmt-rfc-style);
+
+      # What building and the tests need (tests/setup installs the same on Debian).
+      devShells = forAllSystems (_system: pkgs: {
+        default = pkgs.mkShell {
+          packages = with pkgs; [
+            cargo rustc clippy rustfmt cargo-fuzz
+            nix busybox zstd sqlite dosfstools gptfdisk util-linux systemd mtools xorriso
+            btrfs-progs e2fsprogs xfsprogs binutils cpio openssl nginx curl chromium swtpm
+            squashfsTools time bc strace qemu OVMF jq openssh cryptsetup lvm2 mdadm
+          ];
+        };
+      });
 
       packages = forAllSystems (system: pkgs: rec {
         autoinstall-terminal = crate pkgs "autoinstall-terminal" "--completions" "--man";
@@ -82,11 +113,11 @@
 
       checks = forAllSystems (system: pkgs:
         let
-          lib = nixpkgs.lib;
           # Two small fleet hosts: real NixOS systems with the default profile's labels.
-          host = name: (nixpkgs.lib.nixosSystem {
+          host = name: serial: nixpkgs.lib.nixosSystem {
             inherit system;
-            modules = [{
+            modules = [ self.nixosModules.host {
+              autoinstall.serials = [ serial ];
               networking.hostName = name;
               boot.loader.systemd-boot.enable = true;
               boot.kernelParams = [ "console=ttyS0" ];
@@ -95,42 +126,29 @@
               documentation.enable = false;
               system.stateVersion = "25.05";
             }];
-          }).config.system.build.toplevel;
-          hosts = { fleet-1 = host "fleet-1"; fleet-2 = host "fleet-2"; };
-          hostsToml = pkgs.writeText "hosts.toml" (''
-            version = 1
-            [defaults]
-            on-unknown-serial = "refuse"
-            after-install = "poweroff"
-            confirm-seconds = 0
-          '' + lib.concatStrings (lib.imap1 (i: name: ''
-            [[host]]
-            name = "${name}"
-            serials = ["NIXTEST-SN-000${toString i}"]
-            system = "${hosts.${name}}"
-          '') (lib.attrNames hosts)));
-          # Until the installer itself lands, the stick's installer only identifies the machine.
-          env = (installerSystem system [ "--identify" ]).config.system.build.autoinstallEnv;
-          # mkinstaller reads closures from a Nix database: give it a private one, loaded with
-          # the hosts' registration, inside the build.
-          image = pkgs.runCommand "autoinstall-mass-image"
-            { nativeBuildInputs = [ self.packages.${system}.mkinstaller-unwrapped pkgs.nix ]; }
-            ''
-              export NIX_STATE_DIR=$TMPDIR/state NIX_REMOTE=local HOME=$TMPDIR
-              nix-store --load-db < ${pkgs.closureInfo { rootPaths = lib.attrValues hosts; }}/registration
-              mkinstaller --mass ${hostsToml} -o $out --installer ${env} --cache-dir $TMPDIR/cache --quiet
-            '';
+          };
+          # The fleet's settings: nothing to ask, power off when done.
+          defaults = { on-unknown-serial = "refuse"; after-install = "poweroff"; confirm-seconds = 0; };
+          # The stick's installer only identifies the machine: the check looks for its serial.
+          image = self.lib.mkInstaller {
+            inherit system defaults;
+            nixosConfigurations = { fleet-1 = host "fleet-1" "NIXTEST-SN-0001"; fleet-2 = host "fleet-2" "NIXTEST-SN-0002"; };
+            installer.extraArgs = [ "--identify" ];
+          };
 
           # A fleet host as real fleets declare them: disko lays out LUKS2 (unlocked at boot
           # with a key file in its initrd) with LVM on it, and the host mounts what disko names.
-          # mkinstaller takes its disko.devices as a file here (the build sandbox cannot
-          # evaluate a flake; `flake = ".#host"` hosts are evaluated by mkinstaller itself).
+          # lib.mkInstaller writes its disko.devices into hosts.toml as a file (the build
+          # sandbox cannot evaluate a flake).
           diskoKey = pkgs.writeText "crypted.key" "0123456789abcdef0123456789abcdef";
-          diskoHost = (nixpkgs.lib.nixosSystem {
+          diskoHost = nixpkgs.lib.nixosSystem {
             inherit system;
             modules = [
               disko.nixosModules.disko
+              self.nixosModules.host
               {
+                autoinstall.serials = [ "NIXTEST-SN-0100" ];
+                autoinstall.luksKeys.crypted = diskoKey;
                 networking.hostName = "disko-1";
                 boot.loader.systemd-boot.enable = true;
                 boot.kernelParams = [ "console=ttyS0" ];
@@ -177,35 +195,16 @@
                 system.stateVersion = "25.05";
               }
             ];
-          }).config;
-          # disko.devices as `nix eval --json` prints it, disko's own (`_`) attributes left out.
-          strip = v:
-            if builtins.isAttrs v then
-              builtins.mapAttrs (_: strip) (removeAttrs v (builtins.filter (n: lib.hasPrefix "_" n) (builtins.attrNames v)))
-            else if builtins.isList v then map strip v
-            else v;
-          diskoJson = pkgs.writeText "disko-1.disko.json" (builtins.toJSON (strip diskoHost.disko.devices));
-          diskoToml = pkgs.writeText "hosts.toml" ''
-            version = 1
-            [defaults]
-            on-unknown-serial = "refuse"
-            after-install = "poweroff"
-            confirm-seconds = 0
-            [[host]]
-            name = "disko-1"
-            serials = ["NIXTEST-SN-0100"]
-            system = "${diskoHost.system.build.toplevel}"
-            disko = "${diskoJson}"
-            luks-keys = { crypted = "${diskoKey}" }
-          '';
-          installEnv = (installerSystem system [ ]).config.system.build.autoinstallEnv;
-          diskoImage = pkgs.runCommand "autoinstall-disko-image"
-            { nativeBuildInputs = [ self.packages.${system}.mkinstaller-unwrapped pkgs.nix ]; }
-            ''
-              export NIX_STATE_DIR=$TMPDIR/state NIX_REMOTE=local HOME=$TMPDIR
-              nix-store --load-db < ${pkgs.closureInfo { rootPaths = [ diskoHost.system.build.toplevel ]; }}/registration
-              mkinstaller --mass ${diskoToml} -o $out --installer ${installEnv} --cache-dir $TMPDIR/cache --quiet
-            '';
+          };
+          diskoImage = self.lib.mkInstaller {
+            inherit system defaults;
+            nixosConfigurations.disko-1 = diskoHost;
+          };
+
+          # The example fleet (examples/fleet), built with this flake's inputs.
+          example =
+            let outputs = import ./examples/fleet/outputs.nix { self = outputs; inherit nixpkgs disko; autoinstall = self; };
+            in outputs;
         in
         {
           # Installs the disko host from a mass stick onto a blank disk by its serial, then
@@ -276,6 +275,10 @@
                   machine.crash()
             '';
           };
+          # The example fleet's stick: its two hosts (one with its own profile, one with a
+          # disko layout checked against its mounts) built and written by lib.mkInstaller.
+          example-fleet = example.packages.${system}.installer;
+
           parse = pkgs.runCommand "parse-nix-files" { nativeBuildInputs = [ pkgs.nix ]; } ''
             for f in $(find ${self} -name '*.nix'); do nix-instantiate --parse "$f" > /dev/null; done
             touch $out

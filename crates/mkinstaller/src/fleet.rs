@@ -50,31 +50,11 @@ pub struct PlannedHost {
 pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
     let (fleet, mode, base_dir) = match &opts.source {
         Source::Online { .. } => unreachable!("online boot media plan no fleet"),
-        Source::Mass { file, host } => {
-            let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let mut fleet = Fleet::parse(file, &text).map_err(|e| e.to_string())?;
-            let mode = match host {
-                Some(name) => {
-                    let h = fleet.host(name).cloned().ok_or_else(|| {
-                        let names: Vec<&str> =
-                            fleet.hosts.iter().map(|h| h.name.as_str()).collect();
-                        format!(
-                            "{}: there is no host {name:?} (hosts: {})",
-                            file.display(),
-                            names.join(", ")
-                        )
-                    })?;
-                    fleet.hosts = vec![h];
-                    Mode::Single
-                }
-                None => Mode::Mass,
-            };
-            let base = file
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf();
-            (fleet, mode, base)
+        Source::Mass { file, host } => read_fleet(file, host.as_deref())?,
+        Source::Flake { reference, host } => {
+            ui.say(&format!("evaluating the fleet of flake {reference}"));
+            let file = crate::flake::hosts_file(reference, &opts.cache_dir.join("flake"))?;
+            read_fleet(&file, host.as_deref())?
         }
         Source::System {
             path,
@@ -238,6 +218,34 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
         hosts,
         enrol_layout,
     })
+}
+
+/// Reads hosts.toml; with `host`, the fleet is that host alone (a per-host stick). Gives the
+/// directory relative paths in it are resolved against.
+fn read_fleet(file: &Path, host: Option<&str>) -> Result<(Fleet, Mode, PathBuf), Error> {
+    let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut fleet = Fleet::parse(file, &text).map_err(|e| e.to_string())?;
+    let mode = match host {
+        Some(name) => {
+            let h = fleet.host(name).cloned().ok_or_else(|| {
+                let names: Vec<&str> = fleet.hosts.iter().map(|h| h.name.as_str()).collect();
+                format!(
+                    "{}: there is no host {name:?} (hosts: {})",
+                    file.display(),
+                    names.join(", ")
+                )
+            })?;
+            fleet.hosts = vec![h];
+            Mode::Single
+        }
+        None => Mode::Mass,
+    };
+    let base = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    Ok((fleet, mode, base))
 }
 
 /// The system must be in this machine's Nix store, and (unless `bootable` is false) a NixOS

@@ -88,9 +88,8 @@ pub fn layout_of(
     let from_file = |file: &PathBuf| -> Result<Layout, String> {
         let text =
             fs::read_to_string(file).map_err(|e| format!("disko {}: {e}", file.display()))?;
-        let name = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().trim_end_matches(".disko").to_string())
+        let name = crate::profiles::name_of_file(file, ".json")
+            .map(|n| n.trim_end_matches(".disko").to_string())
             .unwrap_or_else(|| h.name.clone());
         disko::parse(&text, &name, rules.clone())
             .map_err(|e| format!("disko {}: {e}", file.display()))

@@ -1,6 +1,6 @@
 //! The host side: building installer images from a fleet file or one system, and reading
 //! them back. `main.rs` only parses arguments and prints. `options` says what a build is
-//! asked and how it fails, `fleet` reads and checks the fleet, `build` runs a build,
+//! asked and how it fails, `fleet` reads and checks the fleet (`flake` makes it from a flake), `build` runs a build,
 //! `outputs` writes each kind of output, `online` makes boot media for the online installer,
 //! `output` checks the output before anything is written, `profiles` finds profiles, `layouts` resolves each host's layout and checks it against the
 //! host's own mounts, `show`
@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod flake;
 pub mod fleet;
 pub mod layouts;
 pub mod online;

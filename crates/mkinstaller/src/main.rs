@@ -78,19 +78,23 @@ fn main() -> ExitCode {
 }
 
 fn run_build(a: BuildArgs) -> Result<(), (u8, String)> {
-    let source = match (a.mass, a.system, a.online) {
-        (Some(file), None, None) => Source::Mass { file, host: a.host },
-        (None, Some(path), None) => Source::System {
+    let source = match (a.mass, a.flake, a.system, a.online) {
+        (Some(file), None, None, None) => Source::Mass { file, host: a.host },
+        (None, Some(reference), None, None) => Source::Flake {
+            reference,
+            host: a.host,
+        },
+        (None, None, Some(path), None) => Source::System {
             path,
             name: a.name,
             profile: a.profile,
             not_bootable: a.not_bootable,
         },
-        (None, None, Some(url)) => Source::Online { url },
+        (None, None, None, Some(url)) => Source::Online { url },
         _ => {
             return Err((
                 USAGE,
-                "say what to install: --mass HOSTS.TOML, --system STORE-PATH, or --online URL for boot media of the online installer (see --help)".into(),
+                "say what to install: --mass HOSTS.TOML, --flake REF, --system STORE-PATH, or --online URL for boot media of the online installer (see --help)".into(),
             ))
         }
     };

@@ -57,6 +57,12 @@ impl From<&str> for Error {
 pub enum Source {
     /// A fleet file; with `host`, a per-host stick that installs that host whatever the serial.
     Mass { file: PathBuf, host: Option<String> },
+    /// The fleet a flake declares (`--flake REF`): its hosts.toml is generated, then read as
+    /// `Mass` reads one.
+    Flake {
+        reference: String,
+        host: Option<String>,
+    },
     /// No fleet: boot media for the online installer, which fetches from the cache site at
     /// `url` (made by `--mass … --format cache`).
     Online { url: String },

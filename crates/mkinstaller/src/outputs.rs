@@ -152,6 +152,15 @@ pub fn write_usb(
     size: Option<u64>,
     ui: &Ui,
 ) -> Result<(u64, Option<Refreshed>), Error> {
+    for tree in [esp, payload] {
+        if let Some((path, size)) = tree.file_over_fat_limit() {
+            return Err(format!(
+                "{path} is {size} bytes ({}), and a stick's FAT32 holds files under 4 GiB: write this fleet as an ISO (-o fleet.iso; ISO 9660 holds files of any size, and dd'ed to a stick it boots as one) or serve it online (--format cache, then --online URL); nothing was written",
+                human(size)
+            )
+            .into());
+        }
+    }
     let payload = match before_writing(opts, existing, esp, payload, size, ids.timestamp, ui)? {
         Before::Done {
             disk_bytes,

@@ -21,6 +21,22 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ),
 ];
 
+/// A layout's name from its file: the file name without `suffix`, and without the hash of a
+/// Nix store path (`/nix/store/<hash>-lab.toml` is `lab`: files a flake's fleet names are
+/// copied into the store).
+pub fn name_of_file(file: &Path, suffix: &str) -> Option<String> {
+    let name = file.file_name()?.to_string_lossy();
+    let name = name.strip_suffix(suffix).unwrap_or(&name);
+    let in_store = file
+        .parent()
+        .is_some_and(|p| p == Path::new(nixstore::store_path::STORE_DIR));
+    let name = match name.split_once('-') {
+        Some((hash, rest)) if in_store && hash.len() == 32 && !rest.is_empty() => rest,
+        _ => name,
+    };
+    Some(name.to_string())
+}
+
 /// Resolves `name` for a fleet file in `base_dir`.
 pub fn resolve(
     name: &str,
@@ -34,9 +50,7 @@ pub fn resolve(
     };
     if name.contains('/') || name.ends_with(".toml") {
         let file = base_dir.join(name);
-        let stem = file
-            .file_stem()
-            .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
+        let stem = name_of_file(&file, ".toml").unwrap_or_else(|| name.to_string());
         if !file.is_file() {
             return Err(format!(
                 "profile {name:?}: {} does not exist",

@@ -30,6 +30,8 @@ const ATTR_DIRECTORY: u8 = 0x10;
 const ATTR_VOLUME_ID: u8 = 0x08;
 const ATTR_LFN: u8 = 0x0F;
 const END_OF_CHAIN: u32 = 0x0FFF_FFFF;
+/// The largest file FAT32 holds: its directory entry's size is 32 bits.
+pub const MAX_FILE: u64 = u32::MAX as u64;
 
 /// Where a file's bytes come from.
 #[derive(Debug, Clone)]
@@ -121,6 +123,14 @@ impl Tree {
         let mut out = Vec::new();
         go(&self.root, "", &mut out);
         out
+    }
+
+    /// The first file (in name order) that FAT32 cannot hold: 4 GiB or more. Checked before
+    /// a stick is opened, so that such a fleet is refused with nothing written.
+    pub fn file_over_fat_limit(&self) -> Option<(String, u64)> {
+        self.walk()
+            .into_iter()
+            .find_map(|(path, s)| s.filter(|s| s.size() > MAX_FILE).map(|s| (path, s.size())))
     }
 
     /// [`Tree::walk`], for a writer that turns paths into names on another file system
@@ -305,6 +315,24 @@ mod tests {
         assert_eq!(&volume_label("ESP"), b"ESP        ");
         assert_eq!(&volume_label("boot partition 1"), b"BOOTPARTITI");
         assert_eq!(&volume_label("aipayload"), b"AIPAYLOAD  ");
+    }
+
+    #[test]
+    fn a_file_of_4_gib_is_found_before_anything_is_written() {
+        let file = |size| Source::File {
+            path: "/nonexistent".into(),
+            size,
+        };
+        let mut t = Tree::new();
+        t.add_file("nar/a.nar.zst", file(MAX_FILE));
+        t.add_file("a.narinfo", Source::Bytes(b"x".to_vec()));
+        assert_eq!(t.file_over_fat_limit(), None, "4 GiB less one byte fits");
+        t.add_file("nar/b.nar.zst", file(MAX_FILE + 1));
+        t.add_file("nar/c.nar.zst", file(5 << 30));
+        assert_eq!(
+            t.file_over_fat_limit(),
+            Some(("nar/b.nar.zst".to_string(), MAX_FILE + 1))
+        );
     }
 
     #[test]

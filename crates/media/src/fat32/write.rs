@@ -153,7 +153,7 @@ pub(super) fn allocate<'t>(
         for (name, node) in &pd.dir.entries {
             let Node::File(s) = node else { continue };
             let path = join(&pd.path, name);
-            if s.size() > u32::MAX as u64 {
+            if s.size() > super::MAX_FILE {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(

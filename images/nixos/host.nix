@@ -49,9 +49,10 @@ in
       default = { };
       example = { crypted = "/etc/fleet-secrets/host-1.key"; };
       description = ''
-        Key files for the layout's LUKS containers, by LUKS name. They travel on the stick:
-        a path inside the flake is copied into the Nix store (readable by every user of
-        that machine); give an absolute path as a string to keep it out of the flake.
+        Key files for the layout's LUKS containers, by LUKS name. They travel on the stick
+        sealed to the fleet's passphrase, or in the clear, as the fleet's `secrets` says. A
+        path inside the flake is copied into the Nix store (readable by every user of that
+        machine); give an absolute path as a string to keep it out of the flake.
       '';
     };
 
@@ -61,8 +62,8 @@ in
       example = "/etc/fleet-secrets/host-1";
       description = ''
         A directory copied onto the installed root (paths relative to /), e.g.
-        `etc/ssh/ssh_host_ed25519_key`. Like luksKeys, it travels on the stick in the clear,
-        and a path inside the flake is copied into the Nix store.
+        `etc/ssh/ssh_host_ed25519_key`. Like luksKeys, it travels sealed or in the clear as
+        the fleet's `secrets` says, and a path inside the flake is copied into the store.
       '';
     };
   };

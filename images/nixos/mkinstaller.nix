@@ -10,8 +10,9 @@
 # runs too, so both make the same stick) and one derivation that depends on every host's
 # toplevel. mkinstaller runs in the build sandbox on a private Nix database loaded with the
 # closures. `nix build .#installer` leaves the image at ./result (usb, iso) or the directory
-# (cache, netboot). Signing needs the secret key outside the store: sign sites with
-# `nix run .#mkinstaller -- --flake . --sign-key …` instead.
+# (cache, netboot). Signing and sealing need keys outside the store: sign sites and seal
+# secrets (`secrets = "passphrase"`) with `nix run .#mkinstaller -- --flake . --sign-key …
+# --secrets-passphrase-file …` instead.
 { self, nixpkgs }:
 { nixosConfigurations ? { }
 , defaults ? { }

@@ -180,6 +180,7 @@ mod tests {
             extra_files: vec![],
             luks_keys: vec![],
             bootable: true,
+            sealed: None,
         };
         Manifest {
             format: FORMAT_NAME.into(),

@@ -60,6 +60,9 @@ pub struct Options {
     pub kernel_copy: bool,
     /// `--verify`: when the payload is checked, over the stick's own `verify`.
     pub verify: Option<Verify>,
+    /// `--secrets-passphrase-file`: the fleet's passphrase for sealed secrets, instead of
+    /// asking on the console.
+    pub secrets_passphrase: Option<String>,
 }
 
 impl Options {
@@ -320,7 +323,7 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
     })?;
 
     let keys = run.step(Step::Keys, |r| {
-        crate::keys::gather(&plan, host, &source, r.ui)
+        crate::keys::gather(&plan, host, &source, opts, r.ui)
     })?;
     let job = crate::write::Job {
         source: &source,

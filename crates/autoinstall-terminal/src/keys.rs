@@ -1,7 +1,10 @@
 //! The keys of the plan's LUKS containers: a key file from the payload (checked against the
-//! manifest's hash and size), or a passphrase typed twice on the console. Each is written to
-//! a file only root can read, under /run (a tmpfs: never on a disk), for cryptsetup's
-//! `--key-file`, and removed when the keys are dropped, whatever happens.
+//! manifest's hash and size), a key from the host's sealed secrets, or a passphrase typed
+//! twice on the console. Each is written to a file only root can read, under /run (a tmpfs:
+//! never on a disk), for cryptsetup's `--key-file`, and removed when the keys are dropped,
+//! whatever happens. The sealed secrets are opened here, before the first write, with the
+//! fleet's passphrase (a file, or three tries on the console); their extra files are kept
+//! in memory for the extra-files step.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -9,18 +12,21 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use manifest::document::HostEntry;
+use manifest::document::{HostEntry, Sealed};
 
+use crate::install::Options;
 use crate::plan::{KeySource, Plan};
 use crate::source::Source;
 use crate::ui::Ui;
 
 const KEYS_DIR: &str = "/run/nixos-autoinstall/keys";
 
-/// Key files by LUKS name, removed on drop.
+/// Key files by LUKS name, removed on drop; and the extra files of the sealed secrets.
 #[derive(Debug, Default)]
 pub struct Keys {
     files: BTreeMap<String, PathBuf>,
+    /// The opened bundle's extra files (empty without sealed secrets), zeroed on drop.
+    pub sealed_files: Vec<secrets::File>,
 }
 
 impl Keys {
@@ -58,14 +64,36 @@ impl Drop for Keys {
             }
             let _ = fs::remove_file(p);
         }
+        for f in &mut self.sealed_files {
+            f.data.fill(0);
+        }
     }
 }
 
-/// The keys the plan needs, from the payload or the console.
-pub fn gather(plan: &Plan, host: &HostEntry, source: &Source, ui: &Ui) -> Result<Keys, String> {
+/// The keys the plan needs, from the payload, the sealed secrets or the console.
+pub fn gather(
+    plan: &Plan,
+    host: &HostEntry,
+    source: &Source,
+    opts: &Options,
+    ui: &Ui,
+) -> Result<Keys, String> {
     let mut keys = Keys::default();
+    let mut sealed_keys = Vec::new();
+    if let Some(sealed) = &host.sealed {
+        let bundle = open_sealed(host, sealed, source, opts, ui, plan.fleet.as_deref())?;
+        keys.sealed_files = bundle.files;
+        sealed_keys = bundle.luks_keys;
+    }
     for k in &plan.luks_keys {
         match k.from {
+            KeySource::Sealed => {
+                let key = sealed_keys
+                    .iter()
+                    .find(|s| s.name == k.name)
+                    .expect("checked when opened");
+                keys.put(&k.name, &key.data)?;
+            }
             KeySource::Payload => {
                 let entry = host
                     .luks_keys
@@ -97,5 +125,83 @@ pub fn gather(plan: &Plan, host: &HostEntry, source: &Source, ui: &Ui) -> Result
             }
         }
     }
+    for k in &mut sealed_keys {
+        k.data.fill(0);
+    }
     Ok(keys)
+}
+
+/// How many times the console is asked for the fleet's passphrase.
+const TRIES: usize = 3;
+
+/// Opens the host's sealed secrets: read and checked against the manifest's hash, then
+/// opened with the passphrase (the file's, or typed: three tries), and checked to be this
+/// host's and to hold what the manifest says. Nothing is written before this succeeds.
+fn open_sealed(
+    host: &HostEntry,
+    sealed: &Sealed,
+    source: &Source,
+    opts: &Options,
+    ui: &Ui,
+    fleet: Option<&str>,
+) -> Result<secrets::Bundle, String> {
+    let what = format!("the sealed secrets of host {}", host.name);
+    if sealed.size > secrets::MAX_BYTES + 4096 {
+        return Err(format!(
+            "{what} are {} bytes, more than a bundle may be; nothing was touched",
+            sealed.size
+        ));
+    }
+    let bytes = source.read_checked(&sealed.source, sealed.size, &sealed.sha256, &what)?;
+    let mut tries = 0;
+    let bundle = loop {
+        let passphrase = match &opts.secrets_passphrase {
+            Some(p) => p.clone(),
+            None => {
+                ui.secret(&format!(
+                    "fleet passphrase for the secrets of host {}: ",
+                    host.name
+                ))
+                .ok_or_else(|| format!("no passphrase for {what} was given; nothing was touched"))?
+            }
+        };
+        tries += 1;
+        match secrets::open(&bytes, &passphrase, &host.name, fleet) {
+            Ok(b) => break b,
+            Err(secrets::OpenError::WrongPassphrase)
+                if opts.secrets_passphrase.is_none() && tries < TRIES =>
+            {
+                ui.say(&format!(
+                    "that passphrase does not open {what}; {} more tr{}",
+                    TRIES - tries,
+                    if TRIES - tries == 1 { "y" } else { "ies" }
+                ));
+            }
+            Err(secrets::OpenError::WrongPassphrase) => {
+                return Err(format!(
+                    "the passphrase does not open {what} ({tries} tr{}); nothing was touched",
+                    if tries == 1 { "y" } else { "ies" }
+                ))
+            }
+            Err(secrets::OpenError::Refused(why)) => {
+                return Err(format!("{what}: {why}; nothing was touched"))
+            }
+        }
+    };
+    let mut names: Vec<&str> = bundle.luks_keys.iter().map(|k| k.name.as_str()).collect();
+    names.sort_unstable();
+    let mut want: Vec<&str> = sealed.luks_keys.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    if names != want || bundle.files.len() != sealed.files {
+        return Err(format!(
+            "{what} hold keys for {names:?} and {} files, and the manifest says {want:?} and {}; nothing was touched",
+            bundle.files.len(),
+            sealed.files
+        ));
+    }
+    for f in &bundle.files {
+        manifest::document::check_extra_file(&f.target, f.mode)
+            .map_err(|e| format!("{what}: {e}; nothing was touched"))?;
+    }
+    Ok(bundle)
 }

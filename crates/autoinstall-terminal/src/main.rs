@@ -122,6 +122,10 @@ struct Cli {
     /// cannot be read stops the installer.
     #[arg(long, value_name = "FILE", default_value = settings::TRUSTED_KEYS_FILE)]
     trusted_keys_file: PathBuf,
+    /// The fleet's passphrase for the host's sealed secrets (hosts.toml `secrets =
+    /// "passphrase"`), the first line of FILE, instead of asking for it on the console.
+    #[arg(long, value_name = "FILE")]
+    secrets_passphrase_file: Option<PathBuf>,
     /// Print shell completions for autoinstall-terminal and exit.
     #[arg(long, value_name = "SHELL", value_enum, hide_short_help = true)]
     completions: Option<clap_complete::Shell>,
@@ -264,7 +268,22 @@ fn main() -> ExitCode {
     if insecure {
         eprintln!("autoinstall-terminal: WARNING: --insecure: signatures are NOT checked; whoever answers for the URL decides what this machine runs");
     }
+    // Read now: a file named and unreadable stops the installer before anything else.
+    let secrets_passphrase = match &cli.secrets_passphrase_file {
+        None => None,
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(text) => Some(text.lines().next().unwrap_or("").to_string()),
+            Err(e) => {
+                eprintln!(
+                    "autoinstall-terminal: --secrets-passphrase-file {}: {e}; nothing was touched",
+                    f.display()
+                );
+                return ExitCode::from(3);
+            }
+        },
+    };
     let opts = Options {
+        secrets_passphrase,
         trusted_keys: settings.trusted_keys,
         fleet: settings.fleet,
         min_generation: settings.min_generation,

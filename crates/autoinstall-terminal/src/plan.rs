@@ -65,6 +65,8 @@ pub enum KeySource {
     Payload,
     /// A passphrase typed twice on this console.
     Prompt,
+    /// The host's sealed secrets, opened with the fleet's passphrase.
+    Sealed,
 }
 
 impl Plan {
@@ -188,6 +190,7 @@ fn describe_build(b: &Build, keys: &[KeyPlan]) -> String {
             human(*bytes),
             match keys.iter().find(|k| &k.name == name).map(|k| k.from) {
                 Some(KeySource::Payload) => "from the payload",
+                Some(KeySource::Sealed) => "from the sealed secrets",
                 _ => "asked for on this console",
             }
         ),
@@ -271,8 +274,11 @@ pub fn make_plan(
             _ => None,
         })
         .map(|name| {
+            let sealed = host.sealed.as_ref().is_some_and(|s| s.luks_keys.contains(&name));
             let from = if host.luks_keys.iter().any(|k| k.name == name) {
                 KeySource::Payload
+            } else if sealed {
+                KeySource::Sealed
             } else if ui.interactive && !opts.yes {
                 KeySource::Prompt
             } else {
@@ -284,6 +290,16 @@ pub fn make_plan(
             Ok(KeyPlan { name, from })
         })
         .collect::<Result<Vec<_>, String>>()?;
+    // Someone must give the fleet's passphrase: a file, or a person at this console.
+    let no_one_to_ask = opts.yes || !ui.interactive;
+    if host.sealed.is_some() && opts.secrets_passphrase.is_none() && !opts.dry_run && no_one_to_ask
+    {
+        return Err(format!(
+            "host {}'s secrets are sealed to the fleet's passphrase, and there is no one to type it ({}) and no --secrets-passphrase-file; nothing was touched",
+            host.name,
+            if opts.yes { "--yes" } else { "no terminal" }
+        ));
+    }
     let first = &devices.disks[0];
     let already_installed =
         machine::efi::read_gpt(Path::new(&first.facts.path), first.facts.logical_block_size)

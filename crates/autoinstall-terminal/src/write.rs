@@ -316,7 +316,9 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
         system::set_profile(&root, &host.toplevel)
             .map_err(|e| format!("setting the system profile: {e}"))
     })?;
-    run.step(Step::ExtraFiles, |_| extra_files(job.source, host, &root))?;
+    run.step(Step::ExtraFiles, |_| {
+        extra_files(job.source, host, &job.keys.sealed_files, &root)
+    })?;
     if opts.bootloader && host.bootable {
         run.step(Step::Bootloader, |r| {
             r.ui.say("installing the boot loader (switch-to-configuration boot)");
@@ -555,11 +557,18 @@ fn write_target_report(root: &Path, report: &Report) -> std::io::Result<()> {
     )
 }
 
-/// Copies the host's extra files from the payload into the new root with their modes,
-/// checking each against the manifest's hash and size.
-fn extra_files(source: &Source, host: &HostEntry, root: &Path) -> Result<(), String> {
-    if host.extra_files.is_empty() {
-        return Ok(());
+/// Copies the host's extra files into the new root with their modes: from the payload,
+/// checking each against the manifest's hash and size, and those of the opened sealed
+/// secrets.
+fn extra_files(
+    source: &Source,
+    host: &HostEntry,
+    sealed: &[secrets::File],
+    root: &Path,
+) -> Result<(), String> {
+    for f in sealed {
+        system::write_file(root, &f.target, &f.data, f.mode)
+            .map_err(|e| format!("extra file {e}"))?;
     }
     for f in &host.extra_files {
         let what = format!("extra file {}", f.target);

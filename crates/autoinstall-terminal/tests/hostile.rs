@@ -263,7 +263,7 @@ fn a_server_that_sends_without_end_cannot_hang_the_install_or_fill_its_memory() 
     fs::create_dir_all(&extra).unwrap();
     fs::write(extra.join("ssh_host_ed25519_key"), "not a secret: a test\n").unwrap();
     let toml = fleet_toml(
-        "confirm-seconds = 0",
+        "confirm-seconds = 0\nsecrets = \"clear\"",
         &[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")],
     ) + &format!("extra-files = \"{}\"\n", env.path("extra/demo-1").display());
     let k = key_file.to_str().unwrap();

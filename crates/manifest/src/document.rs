@@ -42,6 +42,8 @@ pub const REPORTS_DIR: &str = "autoinstall/reports";
 pub const EXTRA_FILES_DIR: &str = "autoinstall/extra-files";
 /// Where each host's LUKS keys are kept: `<dir>/<host>/<LUKS name>`.
 pub const LUKS_KEYS_DIR: &str = "autoinstall/luks-keys";
+/// Where each host's sealed secrets are: `<dir>/<host>.age`.
+pub const SECRETS_DIR: &str = "autoinstall/secrets";
 
 /// How large each small file of a payload may be: a reader takes no more, whatever the
 /// medium or the server sends (a manifest of a thousand hosts with large closures is some
@@ -133,6 +135,25 @@ pub struct HostEntry {
     /// A bootable NixOS system: the installer installs its boot loader. (False: a bare
     /// closure, installed with its profile only.)
     pub bootable: bool,
+    /// The host's extra files and LUKS keys sealed to the fleet's passphrase (hosts.toml
+    /// `secrets = "passphrase"`); `extra_files` and `luks_keys` are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
+}
+
+/// A host's secrets sealed with age to the fleet's passphrase (the `secrets` crate's bundle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    /// Path in the payload tree: `autoinstall/secrets/<host>.age`.
+    pub source: String,
+    /// Of the sealed bytes, as every payload file.
+    pub sha256: String,
+    pub size: u64,
+    /// The LUKS containers whose keys it holds: the plan needs their names before it opens.
+    pub luks_keys: Vec<String>,
+    /// How many extra files it holds.
+    pub files: usize,
 }
 
 /// A file copied into the installed system as it is, e.g. an SSH host key.
@@ -160,6 +181,26 @@ pub struct LuksKey {
     pub source: String,
     pub sha256: String,
     pub size: u64,
+}
+
+/// An extra file's place and mode must stay inside the installed root and be a file mode;
+/// checked for the manifest's extra files and for those of an opened sealed bundle alike.
+pub fn check_extra_file(target: &str, mode: u32) -> Result<(), String> {
+    let plain = !target.is_empty()
+        && target
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
+    if !plain {
+        return Err(format!(
+            "extra file target {target:?} must be a relative path of plain components"
+        ));
+    }
+    if mode > 0o7777 {
+        return Err(format!(
+            "extra file {target}: mode {mode:o} is not a file mode"
+        ));
+    }
+    Ok(())
 }
 
 /// The largest LUKS key file taken (cryptsetup reads up to 8 MiB; keys are bytes, not files).
@@ -283,21 +324,20 @@ impl Manifest {
                 }
             }
             for f in &h.extra_files {
-                let plain = !f.target.is_empty()
-                    && f.target
-                        .split('/')
-                        .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
-                if !plain {
+                check_extra_file(&f.target, f.mode).map_err(within)?;
+            }
+            if let Some(sealed) = &h.sealed {
+                if sealed.source != format!("{SECRETS_DIR}/{}.age", h.name) {
                     return Err(within(format!(
-                        "extra file target {:?} must be a relative path of plain components",
-                        f.target
+                        "sealed secrets are at {:?}, not where they are kept",
+                        sealed.source
                     )));
                 }
-                if f.mode > 0o7777 {
-                    return Err(within(format!(
-                        "extra file {}: mode {:o} is not a file mode",
-                        f.target, f.mode
-                    )));
+                if !h.extra_files.is_empty() || !h.luks_keys.is_empty() {
+                    return Err(within(
+                        "has sealed secrets and extra files or LUKS keys in the clear beside them"
+                            .to_string(),
+                    ));
                 }
             }
         }
@@ -444,6 +484,7 @@ mod tests {
                 extra_files: vec![],
                 luks_keys: vec![],
                 bootable: true,
+                sealed: None,
             }],
         }
     }

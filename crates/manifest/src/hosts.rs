@@ -85,6 +85,18 @@ impl Verify {
     }
 }
 
+/// How the hosts' secrets (extra files, LUKS keys) travel on a stick or a site. No default:
+/// a fleet with secrets says which, so none travel in the clear by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Secrets {
+    /// Sealed with age to the fleet's passphrase (mkinstaller `--secrets-passphrase-file`),
+    /// typed on each machine at install.
+    Passphrase,
+    /// In the clear: whoever holds the stick holds them.
+    Clear,
+}
+
 /// Where a host's NixOS system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SystemSource {
@@ -119,6 +131,8 @@ pub struct Defaults {
     /// A file of such lines (resolved against the directory of hosts.toml), read by
     /// mkinstaller.
     pub ssh_authorized_keys_file: Option<PathBuf>,
+    /// How extra files and LUKS keys travel (`secrets = "passphrase" | "clear"`).
+    pub secrets: Option<Secrets>,
 }
 
 /// The defaults a fleet gets for what its `[defaults]` does not say (and `--system` for all).
@@ -136,6 +150,7 @@ impl Default for Defaults {
             generation: None,
             ssh_authorized_keys: Vec::new(),
             ssh_authorized_keys_file: None,
+            secrets: None,
         }
     }
 }
@@ -197,6 +212,7 @@ struct DefaultsFile {
     #[serde(default)]
     ssh_authorized_keys: Vec<Spanned<String>>,
     ssh_authorized_keys_file: Option<String>,
+    secrets: Option<Secrets>,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +404,7 @@ impl Fleet {
                     .ssh_authorized_keys_file
                     .as_ref()
                     .map(|f| base.join(f)),
+                secrets: raw.defaults.secrets,
             },
             hosts,
         })

@@ -51,6 +51,8 @@ pub struct HostSummary {
     /// How many disks the layout takes, and its LUKS devices with a key on the medium.
     pub disks: usize,
     pub luks_keys: usize,
+    /// Its extra files and LUKS keys are sealed to the fleet's passphrase.
+    pub sealed: bool,
     pub bootable: bool,
     pub closure_paths: usize,
     pub closure_nar_bytes: u64,
@@ -84,7 +86,8 @@ pub fn summarise(p: &dyn Payload) -> io::Result<Summary> {
             layout: h.layout.name.clone(),
             layout_source: h.layout.source,
             disks: h.layout.devices.disks.len(),
-            luks_keys: h.luks_keys.len(),
+            luks_keys: h.luks_keys.len() + h.sealed.as_ref().map_or(0, |s| s.luks_keys.len()),
+            sealed: h.sealed.is_some(),
             bootable: h.bootable,
             closure_paths: h.closure.len(),
             closure_nar_bytes: h.closure.iter().map(|c| infos[c].nar_size).sum(),

@@ -15,7 +15,7 @@ use nixstore::closure::{self, PathInfo};
 use nixstore::StorePath;
 use sha2::{Digest, Sha256};
 
-use crate::fleet::{extra_files, plan_fleet};
+use crate::fleet::plan_fleet;
 pub use crate::options::{BuildOptions, Error, ErrorKind, OutputFormat, Phases, Source, Summary};
 use crate::output;
 use crate::outputs::{
@@ -94,6 +94,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         }
     };
     let planned = plan_fleet(opts, ui)?;
+    let passphrase = crate::seal::passphrase(opts, &planned)?;
 
     // Closures: the union in one query, its metadata in another, and each host's closure
     // walked from the references (every nix-store call costs tens of milliseconds).
@@ -106,36 +107,18 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
 
     let planned_at = started.elapsed().as_secs_f64();
 
-    // Extra files and the manifest.
+    // Secrets (extra files, LUKS keys) as the fleet says they travel, and the manifest.
     let mut payload_files = Vec::new();
+    let mut sealed_files = Vec::new();
     let mut entries = Vec::new();
     for (p, closure) in planned.hosts.iter().zip(&closures) {
         let h = &p.host;
-        let (extra, files) = extra_files(h).map_err(|e| format!("host {:?}: {e}", h.name))?;
-        if opts.format == OutputFormat::Cache && !opts.public_extra_files {
-            let what = if !files.is_empty() {
-                Some(format!(
-                    "its extra files ({})",
-                    h.extra_files
-                        .as_deref()
-                        .map(|d| d.display().to_string())
-                        .unwrap_or_default()
-                ))
-            } else if !p.key_files.is_empty() {
-                Some("its LUKS keys (luks-keys)".to_string())
-            } else {
-                None
-            };
-            if let Some(what) = what {
-                return Err(format!(
-                    "host {:?}: {what} would be served to anyone who can reach the site, in the clear; keep secrets off cache sites (or pass --public-extra-files if these are not secret)",
-                    h.name
-                )
-                .into());
-            }
-        }
-        payload_files.extend(files);
-        payload_files.extend(p.key_files.iter().cloned());
+        let travel = crate::seal::host_secrets(opts, &planned, p, passphrase.as_deref())?;
+        payload_files.extend(travel.files);
+        let sealed = travel.sealed.map(|(entry, bytes)| {
+            sealed_files.push((entry.source.clone(), bytes));
+            entry
+        });
         entries.push(HostEntry {
             name: h.name.clone(),
             serials: h.serials.clone(),
@@ -144,9 +127,10 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
             closure_nar_bytes: closure.iter().map(|p| by_path[p].nar_size).sum(),
             layout: p.layout.clone(),
             disk: h.disk.clone(),
-            extra_files: extra,
-            luks_keys: p.luks_keys.clone(),
+            extra_files: travel.extra_files,
+            luks_keys: travel.luks_keys,
             bootable: h.bootable,
+            sealed,
         });
     }
     let manifest = Manifest {
@@ -239,7 +223,10 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         }
         _ => media::fat32::Tree::new(),
     };
-    let payload = payload_tree(&manifest, &paths, &payload_files, key.as_ref());
+    let mut payload = payload_tree(&manifest, &paths, &payload_files, key.as_ref());
+    for (at, bytes) in sealed_files {
+        payload.add_file(&at, media::fat32::Source::Bytes(bytes));
+    }
     let other_bytes = match opts.format {
         OutputFormat::Usb => None,
         OutputFormat::Cache => {

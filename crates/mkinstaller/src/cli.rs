@@ -179,6 +179,11 @@ pub struct BuildArgs {
     /// secrets included); without this, a fleet with extra files is refused for a site.
     #[arg(long)]
     pub public_extra_files: bool,
+    /// The fleet's passphrase, for hosts.toml `secrets = "passphrase"`: its first line seals
+    /// each host's extra files and LUKS keys (age, scrypt); the installer asks for it on
+    /// each machine. Keep the file out of the repository and the Nix store.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_passphrase_file: Option<PathBuf>,
     /// Read the output back when it is written and check every hash on it, as `mkinstaller
     /// verify` does (the build fails if anything differs from what was meant).
     #[arg(long)]

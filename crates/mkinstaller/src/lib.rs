@@ -3,7 +3,7 @@
 //! asked and how it fails, `fleet` reads and checks the fleet (`flake` makes it from a flake), `build` runs a build,
 //! `outputs` writes each kind of output, `online` makes boot media for the online installer,
 //! `output` checks the output before anything is written, `profiles` finds profiles, `layouts` resolves each host's layout and checks it against the
-//! host's own mounts, `show`
+//! host's own mounts, `seal` how each host's secrets travel, `show`
 //! reads an image back (`inspect`, `verify`), `reports` the reports installers wrote back, `cli` is the command line.
 
 pub mod build;
@@ -18,5 +18,6 @@ pub mod outputs;
 pub mod profiles;
 pub mod refresh;
 pub mod reports;
+pub mod seal;
 pub mod show;
 pub mod ui;

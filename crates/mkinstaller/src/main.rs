@@ -118,6 +118,7 @@ fn run_build(a: BuildArgs) -> Result<(), (u8, String)> {
         kernel_args: a.kernel_args,
         sign_key: a.sign_key,
         public_extra_files: a.public_extra_files,
+        secrets_passphrase_file: a.secrets_passphrase_file,
         verify: a.verify,
         rewrite: a.rewrite,
         threads: a.jobs.unwrap_or_else(all_cores),

@@ -132,6 +132,8 @@ pub struct BuildOptions {
     pub sign_key: Option<PathBuf>,
     /// `--public-extra-files`: a cache site may serve the hosts' extra files in the clear.
     pub public_extra_files: bool,
+    /// `--secrets-passphrase-file`: seals the hosts' secrets (`secrets = "passphrase"`).
+    pub secrets_passphrase_file: Option<PathBuf>,
     /// `--verify`: read the output back and check every hash on it.
     pub verify: bool,
     /// `--rewrite`: write a stick of ours whole instead of refreshing it in place.

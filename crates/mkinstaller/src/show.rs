@@ -102,7 +102,7 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
                     if d == 1 { "" } else { "s" },
                     if k == 1 { "" } else { "s" }
                 ),
-            }
+            } + if h.sealed { ", secrets sealed" } else { "" }
         );
     }
     if shown < s.hosts.len() {

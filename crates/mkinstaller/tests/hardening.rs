@@ -117,11 +117,14 @@ fn extra_files_are_not_published_on_a_cache_site_by_default() {
         "-----BEGIN OPENSSH PRIVATE KEY-----\n",
     )
     .unwrap();
-    let text = fs::read_to_string(&hosts).unwrap().replacen(
-        "name = \"host-1\"\n",
-        "name = \"host-1\"\nextra-files = \"secrets/host-1\"\n",
-        1,
-    );
+    let text = fs::read_to_string(&hosts)
+        .unwrap()
+        .replacen(
+            "name = \"host-1\"\n",
+            "name = \"host-1\"\nextra-files = \"secrets/host-1\"\n",
+            1,
+        )
+        .replacen("[defaults]\n", "[defaults]\nsecrets = \"clear\"\n", 1);
     fs::write(&hosts, text).unwrap();
     let site = env.path("site");
     let args = [

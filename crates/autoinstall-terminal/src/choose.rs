@@ -13,6 +13,25 @@ pub struct Overrides {
     pub serial: Option<String>,
 }
 
+/// This machine's platform as Nix names it (`x86_64-linux`, `aarch64-linux`): the
+/// installer's own, since it runs natively.
+pub fn machine_platform() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
+/// A chosen host must be built for this machine's platform (where its stick says which): an
+/// aarch64 host chosen on an x86-64 machine (by its serial, `--host` or the menu) is refused,
+/// with nothing touched.
+pub fn runs_here(host: &HostEntry, machine: &str) -> Result<(), String> {
+    match &host.system {
+        Some(system) if system != machine => Err(format!(
+            "host {} is built for {system}, and this machine is {machine}: it cannot run here; nothing was touched (a serial in the wrong host's list, or the wrong stick?)",
+            host.name
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The outcome of host selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice<'a> {
@@ -181,6 +200,7 @@ mod tests {
             luks_keys: vec![],
             bootable: true,
             sealed: None,
+            system: None,
         };
         Manifest {
             format: FORMAT_NAME.into(),
@@ -273,5 +293,28 @@ mod tests {
         assert_eq!(search(&m, "DB").len(), 1);
         assert_eq!(search(&m, "sn-").len(), 2);
         assert_eq!(search(&m, "").len(), 2);
+    }
+
+    #[test]
+    fn a_host_of_another_platform_does_not_run_here() {
+        let m = manifest(UnknownSerial::Refuse);
+        let mut host = m.hosts[0].clone();
+        assert_eq!(
+            runs_here(&host, "x86_64-linux"),
+            Ok(()),
+            "unknown: not refused"
+        );
+        host.system = Some("x86_64-linux".into());
+        assert_eq!(runs_here(&host, "x86_64-linux"), Ok(()));
+        host.system = Some("aarch64-linux".into());
+        let why = runs_here(&host, "x86_64-linux").unwrap_err();
+        assert!(
+            why.contains("is built for aarch64-linux, and this machine is x86_64-linux"),
+            "{why}"
+        );
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        assert_eq!(machine_platform(), "x86_64-linux");
+        #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+        assert_eq!(machine_platform(), "aarch64-linux");
     }
 }

@@ -554,7 +554,7 @@ fn select_host<'m>(run: &mut Run, m: &'m Manifest) -> Result<Selected<'m>, Strin
         id.serial_rejected.as_deref(),
         &run.opts.overrides,
     );
-    match choice {
+    let selected = match choice {
         Choice::Host { host, why } => Ok(Selected::Host(host, why)),
         Choice::Enrol { why } => Ok(Selected::Enrol(why)),
         Choice::Refuse { why } => Err(why),
@@ -571,5 +571,9 @@ fn select_host<'m>(run: &mut Run, m: &'m Manifest) -> Result<Selected<'m>, Strin
                 None => Err(format!("{why}; the stick says to ask, but there is no terminal to ask on; nothing was touched (run with --host NAME)")),
             }
         }
+    }?;
+    if let Selected::Host(host, _) = &selected {
+        choose::runs_here(host, &choose::machine_platform())?;
     }
+    Ok(selected)
 }

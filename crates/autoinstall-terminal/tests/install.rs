@@ -471,3 +471,49 @@ fn an_install_killed_mid_copy_reruns_to_success() {
             .any(|e| e.file_name().to_string_lossy().starts_with(".import-")));
     }
 }
+
+/// A host built for another platform (the stick says `aarch64-linux`; this machine is
+/// x86-64) is refused once chosen, whether by its serial or by name, and nothing is written.
+#[test]
+fn a_host_of_another_platform_is_refused() {
+    let Some((_serial, env, tops)) = root_env() else {
+        return;
+    };
+    let stick = env.stick(&[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")]);
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::process::Command::new(mkinstaller())
+            .args(["inspect", stick.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        v["hosts"][0]["system"], "x86_64-linux",
+        "read from the toplevel"
+    );
+    let dir = env.path("payload");
+    payload_dir(&stick, &dir);
+    let at = dir.join("autoinstall/manifest.json");
+    let text = fs::read_to_string(&at).unwrap();
+    assert!(text.contains("\"system\": \"x86_64-linux\""), "{text}");
+    fs::write(
+        &at,
+        text.replace(
+            "\"system\": \"x86_64-linux\"",
+            "\"system\": \"aarch64-linux\"",
+        ),
+    )
+    .unwrap();
+    let disk = LoopDisk::new(env.path("disk.img"), "9G");
+    for select in [["--serial", "DEMO-SN-0001"], ["--host", "demo-1"]] {
+        let mut args = vec!["--payload", dir.to_str().unwrap()];
+        args.extend(select);
+        args.extend(["--disk", &disk.dev, "--yes"]);
+        assert_refused(
+            &env.install(&args),
+            "host demo-1 is built for aarch64-linux, and this machine is x86_64-linux",
+            &disk,
+        );
+    }
+}

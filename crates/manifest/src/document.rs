@@ -139,6 +139,10 @@ pub struct HostEntry {
     /// `secrets = "passphrase"`); `extra_files` and `luks_keys` are then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<Sealed>,
+    /// The platform the system is built for (`x86_64-linux`, `aarch64-linux`), from its
+    /// toplevel; an installer on another refuses the host. Absent: not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }
 
 /// A host's secrets sealed with age to the fleet's passphrase (the `secrets` crate's bundle).
@@ -181,6 +185,22 @@ pub struct LuksKey {
     pub source: String,
     pub sha256: String,
     pub size: u64,
+}
+
+/// A Nix platform name as a toplevel's `system` file gives it: `<cpu>-<kernel>`, lower-case
+/// letters, digits and `_`, at most 64 bytes.
+pub fn check_platform(system: &str) -> Result<(), String> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    match system.split_once('-') {
+        Some((cpu, kernel)) if system.len() <= 64 && part(cpu) && part(kernel) => Ok(()),
+        _ => Err(format!(
+            "{system:?} is not a platform such as x86_64-linux or aarch64-linux"
+        )),
+    }
 }
 
 /// An extra file's place and mode must stay inside the installed root and be a file mode;
@@ -325,6 +345,9 @@ impl Manifest {
             }
             for f in &h.extra_files {
                 check_extra_file(&f.target, f.mode).map_err(within)?;
+            }
+            if let Some(system) = &h.system {
+                check_platform(system).map_err(within)?;
             }
             if let Some(sealed) = &h.sealed {
                 if sealed.source != format!("{SECRETS_DIR}/{}.age", h.name) {
@@ -485,6 +508,7 @@ mod tests {
                 luks_keys: vec![],
                 bootable: true,
                 sealed: None,
+                system: None,
             }],
         }
     }

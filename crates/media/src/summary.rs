@@ -53,6 +53,8 @@ pub struct HostSummary {
     pub luks_keys: usize,
     /// Its extra files and LUKS keys are sealed to the fleet's passphrase.
     pub sealed: bool,
+    /// The platform its system is built for (`x86_64-linux`), if the stick says.
+    pub system: Option<String>,
     pub bootable: bool,
     pub closure_paths: usize,
     pub closure_nar_bytes: u64,
@@ -88,6 +90,7 @@ pub fn summarise(p: &dyn Payload) -> io::Result<Summary> {
             disks: h.layout.devices.disks.len(),
             luks_keys: h.luks_keys.len() + h.sealed.as_ref().map_or(0, |s| s.luks_keys.len()),
             sealed: h.sealed.is_some(),
+            system: h.system.clone(),
             bootable: h.bootable,
             closure_paths: h.closure.len(),
             closure_nar_bytes: h.closure.iter().map(|c| infos[c].nar_size).sum(),

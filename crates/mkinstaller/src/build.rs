@@ -131,6 +131,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
             luks_keys: travel.luks_keys,
             bootable: h.bootable,
             sealed,
+            system: p.system.clone(),
         });
     }
     let manifest = Manifest {

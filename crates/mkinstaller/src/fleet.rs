@@ -40,6 +40,9 @@ pub struct PlannedHost {
     pub layout: Layout,
     pub luks_keys: Vec<LuksKey>,
     pub key_files: Vec<PayloadFile>,
+    /// The platform the system is built for (its toplevel's `system` file, as NixOS writes
+    /// it: `x86_64-linux`), if it says.
+    pub system: Option<String>,
 }
 
 /// Reads the fleet (hosts.toml, or one `--system`), resolves each host's layout (`layouts`),
@@ -124,7 +127,7 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
                 build_flake(f, &base_dir).map_err(|e| format!("{at}: {e}"))?
             }
         };
-        check_system(&toplevel, h.bootable).map_err(|e| format!("{at}: {e}"))?;
+        let system = check_system(&toplevel, h.bootable).map_err(|e| format!("{at}: {e}"))?;
         let luks = flake.map(|f| f.luks.as_slice()).unwrap_or_default();
         let checked = layouts::check_mounts(&mut layout, &toplevel, luks)
             .map_err(|e| format!("{at}: {e}"))?;
@@ -153,6 +156,7 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
             layout,
             luks_keys,
             key_files,
+            system,
         });
     }
     let enrol_layout = match fleet.defaults.on_unknown_serial {
@@ -250,8 +254,8 @@ fn read_fleet(file: &Path, host: Option<&str>) -> Result<(Fleet, Mode, PathBuf),
 
 /// The system must be in this machine's Nix store, and (unless `bootable` is false) a NixOS
 /// toplevel the installer can make bootable: with `bin/switch-to-configuration`, `kernel`
-/// and `init`.
-fn check_system(toplevel: &StorePath, bootable: bool) -> Result<(), String> {
+/// and `init`. Returns the platform its `system` file names (NixOS toplevels have one).
+fn check_system(toplevel: &StorePath, bootable: bool) -> Result<Option<String>, String> {
     let path = PathBuf::from(toplevel.to_string());
     if std::fs::symlink_metadata(&path).is_err() {
         return Err(format!(
@@ -270,7 +274,17 @@ fn check_system(toplevel: &StorePath, bootable: bool) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    let system = match std::fs::read_to_string(path.join("system")) {
+        Err(_) => None,
+        Ok(text) => {
+            let system = text.trim().to_string();
+            manifest::document::check_platform(&system).map_err(|e| {
+                format!("system {toplevel}: its `system` file says {system:?}: {e}")
+            })?;
+            Some(system)
+        }
+    };
+    Ok(system)
 }
 
 /// `nixos-system-dev-365-25.05.20250101.abcdef` → `dev-365`: NixOS appends one version

@@ -103,6 +103,10 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
                     if k == 1 { "" } else { "s" }
                 ),
             } + if h.sealed { ", secrets sealed" } else { "" }
+                + &h.system
+                    .as_ref()
+                    .map(|s| format!(", {s}"))
+                    .unwrap_or_default()
         );
     }
     if shown < s.hosts.len() {

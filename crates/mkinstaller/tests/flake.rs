@@ -256,6 +256,63 @@ fn a_flake_without_hosts_is_refused_before_anything_is_written() {
     assert!(!img.exists());
 }
 
+/// A toplevel's `system` file (NixOS writes the platform there) is read into the stick, and
+/// one that names no platform is refused before anything is written.
+#[test]
+fn a_toplevels_platform_is_carried_and_checked() {
+    let env = Env::new();
+    let flake = env.path("platform");
+    fs::create_dir_all(&flake).unwrap();
+    let with_system = |system: &str| {
+        toplevel_nix("pl-1").replace(
+            "echo pl-1 > $out/kernel",
+            &format!("echo pl-1 > $out/kernel && printf '{system}' > $out/system"),
+        )
+    };
+    let img = env.path("pl.img");
+    for (system, valid) in [("x86_64-linux", true), ("x86_64 linux", false)] {
+        fs::write(
+            flake.join("flake.nix"),
+            format!(
+                "{{ outputs = {{ self }}: {{ nixosConfigurations.pl-1.config = {{ autoinstall.serials = [ \"PL-SN-1\" ]; system.build.toplevel = {}; }}; }}; }}\n",
+                with_system(system)
+            ),
+        )
+        .unwrap();
+        let out = mkinstaller(
+            &env,
+            &[
+                "--flake",
+                flake.to_str().unwrap(),
+                "-o",
+                img.to_str().unwrap(),
+                "--quiet",
+            ],
+        );
+        if valid {
+            ok(&out, "mkinstaller --flake");
+            assert_eq!(hosts_system(&img), "x86_64-linux");
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{err}");
+            assert!(err.contains("\"x86_64 linux\" is not a platform"), "{err}");
+        }
+        let _ = fs::remove_file(&img);
+    }
+}
+
+fn hosts_system(img: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
+        .args(["inspect", img.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&out, "inspect")).unwrap();
+    v["hosts"][0]["system"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
+}
+
 /// examples/fleet, evaluated as far as it can be without nixpkgs
 /// (tests/fixtures/example-fleet.nix): the hosts.toml it generates makes a stick, the
 /// example's own profile and disko layout included.

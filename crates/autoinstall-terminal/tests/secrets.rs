@@ -1,5 +1,6 @@
 //! Sealed secrets (hosts.toml `secrets = "passphrase"`) installed onto loop disks: the
-//! right passphrase puts each extra file into the installed root with its bytes and mode;
+//! right passphrase puts each extra file into the installed root with its bytes and mode (an
+//! age identity where sops-nix reads it then decrypts what was encrypted to the host);
 //! a wrong one, or no one to type it, refuses with the disk untouched; a host's sealed file
 //! moved to another host's place on the stick opens but is refused. Needs root.
 
@@ -15,8 +16,12 @@ const PASSPHRASE: &str = "correct horse battery staple";
 const SECRET_1: &str = "PRIVATE-KEY-OF-DEMO-1 not to be seen on the stick";
 const SECRET_2: &str = "PRIVATE-KEY-OF-DEMO-2 not to be seen on the stick";
 
-/// A stick of demo-1 and demo-2, each with an SSH host key as an extra file, sealed.
-fn sealed_stick(env: &Env, tops: &[String]) -> std::path::PathBuf {
+/// The age identity demo-1's sops-nix reads its secrets with (its `key.txt`).
+const SOPS_KEY: &str = "var/lib/sops-nix/key.txt";
+
+/// A stick of demo-1 and demo-2, each with an SSH host key as an extra file, and demo-1
+/// with an age identity where sops-nix reads it (`identity`), all sealed.
+fn sealed_stick(env: &Env, tops: &[String], identity: &str) -> std::path::PathBuf {
     for (host, secret) in [("demo-1", SECRET_1), ("demo-2", SECRET_2)] {
         let dir = env.path(&format!("extra/{host}/etc/ssh"));
         fs::create_dir_all(&dir).unwrap();
@@ -24,6 +29,10 @@ fn sealed_stick(env: &Env, tops: &[String]) -> std::path::PathBuf {
         fs::write(&key, secret).unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     }
+    let sops = env.path(&format!("extra/demo-1/{SOPS_KEY}"));
+    fs::create_dir_all(sops.parent().unwrap()).unwrap();
+    fs::write(&sops, format!("{identity}\n")).unwrap();
+    fs::set_permissions(&sops, fs::Permissions::from_mode(0o600)).unwrap();
     let toml = fleet_toml(
         "confirm-seconds = 0\nsecrets = \"passphrase\"",
         &[
@@ -92,9 +101,18 @@ fn sealed_extra_files_are_installed_with_the_fleet_passphrase_only() {
     let Some((_serial, env, tops)) = root_env() else {
         return;
     };
-    let stick = sealed_stick(&env, &tops);
+    // The host's age identity, as sops-nix (and clan vars) decrypt its secrets with, and a
+    // secret encrypted to it as `sops` would have put it in the host's configuration.
+    let identity = age::x25519::Identity::generate();
+    let identity_text = {
+        use age::secrecy::ExposeSecret;
+        identity.to_string().expose_secret().to_string()
+    };
+    let encrypted =
+        age::encrypt(&identity.to_public(), b"db_password: hunter2-for-demo-1").unwrap();
+    let stick = sealed_stick(&env, &tops, &identity_text);
     let image = fs::read(&stick).unwrap();
-    for secret in [SECRET_1, SECRET_2] {
+    for secret in [SECRET_1, SECRET_2, identity_text.as_str()] {
         assert!(
             !image.windows(secret.len()).any(|w| w == secret.as_bytes()),
             "a secret is on the stick in the clear"
@@ -130,6 +148,22 @@ fn sealed_extra_files_are_installed_with_the_fleet_passphrase_only() {
         fs::metadata(&key).unwrap().permissions().mode() & 0o7777,
         0o600
     );
+    // The first boot can decrypt the host's secrets: the identity delivered where sops-nix
+    // reads it opens what was encrypted to the host (the age crate as the oracle).
+    let delivered = fs::read_to_string(m.0.join(SOPS_KEY)).unwrap();
+    let delivered: age::x25519::Identity = delivered.trim().parse().unwrap();
+    assert_eq!(
+        age::decrypt(&delivered, &encrypted).unwrap(),
+        b"db_password: hunter2-for-demo-1"
+    );
+    assert_eq!(
+        fs::metadata(m.0.join(SOPS_KEY))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o600
+    );
     drop(m);
     // Nor is a secret in the report written back to the stick.
     let reports = serde_json::to_string(&report_on_stick(&stick)).unwrap();
@@ -144,7 +178,12 @@ fn a_hosts_sealed_secrets_moved_to_another_hosts_place_are_refused() {
     let Some((_serial, env, tops)) = root_env() else {
         return;
     };
-    let stick = sealed_stick(&env, &tops);
+    let identity = age::x25519::Identity::generate();
+    let identity_text = {
+        use age::secrecy::ExposeSecret;
+        identity.to_string().expose_secret().to_string()
+    };
+    let stick = sealed_stick(&env, &tops, &identity_text);
     let dir = env.path("payload");
     payload_dir(&stick, &dir);
     // demo-2's sealed file where demo-1's goes, and the manifest's hash and size made to

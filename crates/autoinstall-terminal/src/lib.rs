@@ -3,13 +3,15 @@
 //! over HTTP), `choose` (which host, pure), `plan` (which disks, where everything goes), `keys` (LUKS keys),
 //! `install` (the state machine up to the confirmation) with `step` (the steps as a type),
 //! `write` (the steps that write, through `machine`), `copy` and `direct` (the two ways of
-//! copying the closure), `report`, `status` (the run's state for others, and their answers) and `ui`.
+//! copying the closure), `report`, `status` (the run's state for others, and their answers), `kexec` (booting the
+//! installer from a running Linux) and `ui`.
 
 pub mod choose;
 pub mod copy;
 pub mod direct;
 pub mod identify;
 pub mod install;
+pub mod kexec;
 pub mod keys;
 pub mod mdns;
 pub mod online;

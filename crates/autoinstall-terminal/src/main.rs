@@ -146,6 +146,19 @@ enum Sub {
     /// Answer the question the running installer waits on: a menu's NUMBER, yes or no, or
     /// at the confirmation go or stop.
     Answer { value: String },
+    /// Boot KERNEL with INITRD from this running Linux (kexec_file_load, then a kexec reboot):
+    /// how a kexec bundle (mkinstaller --format kexec) starts the installer. Refused by the
+    /// kernel, this system keeps running.
+    Kexec {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        /// The kernel command line.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Load only; do not reboot into it.
+        #[arg(long)]
+        load_only: bool,
+    },
 }
 
 /// What `--finish` asks for after a successful install.
@@ -197,6 +210,25 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Some(Sub::Kexec {
+            kernel,
+            initrd,
+            cmdline,
+            load_only,
+        }) => {
+            if let Err(e) = autoinstall_terminal::kexec::load(kernel, initrd, cmdline) {
+                eprintln!("autoinstall-terminal: {e}");
+                return ExitCode::from(1);
+            }
+            if *load_only {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "autoinstall-terminal: {}",
+                autoinstall_terminal::kexec::boot()
+            );
+            return ExitCode::from(1);
         }
         Some(Sub::Answer { value }) => {
             return match status::answer(std::path::Path::new(status::ANSWER_FILE), value) {

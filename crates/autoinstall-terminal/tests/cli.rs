@@ -48,3 +48,26 @@ fn completions_and_man_page_come_from_the_definitions() {
     let help = installer(&["--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("Exit status"));
 }
+
+/// `kexec` given what is no kernel (as a machine whose kernel refuses would answer): exit 1,
+/// the reason, and this system left running. `--load-only`: even a load that succeeded would
+/// not reboot the machine running the tests.
+#[test]
+fn kexec_refused_leaves_the_system_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_kernel = dir.path().join("vmlinuz");
+    std::fs::write(&not_a_kernel, b"not a kernel").unwrap();
+    let k = not_a_kernel.to_str().unwrap();
+    let out = installer(&["kexec", k, k, "--cmdline", "console=ttyS0", "--load-only"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("kexec_file_load of")
+            && err.contains("this system keeps running, nothing was changed"),
+        "{err}"
+    );
+    // A file that is not there: the same, before the kernel is asked.
+    let out = installer(&["kexec", "/nonexistent/vmlinuz", k, "--load-only"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/vmlinuz"));
+}

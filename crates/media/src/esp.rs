@@ -16,6 +16,9 @@ pub struct InstallerEnv {
     pub cmdline: String,
     /// systemd's EFI stub (`linuxx64.efi.stub`), for a netboot UKI; optional.
     pub stub: Option<PathBuf>,
+    /// A statically linked `autoinstall-terminal`, for a kexec bundle to boot the installer
+    /// from any running Linux (images/debian/build puts one there); optional.
+    pub helper: Option<PathBuf>,
 }
 
 fn sized(path: &Path) -> Result<Source, String> {
@@ -51,6 +54,7 @@ impl InstallerEnv {
                 .trim()
                 .to_string(),
             stub: Some(dir.join("linuxx64.efi.stub")).filter(|p| p.is_file()),
+            helper: Some(dir.join("autoinstall-terminal")).filter(|p| p.is_file()),
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod image;
 pub mod iso;
 pub mod isoread;
+pub mod kexec;
 pub mod narcache;
 pub mod netboot;
 pub mod payload;

@@ -71,7 +71,11 @@ pub fn write(dir: &Path, nb: &Netboot, progress: &mut dyn FnMut(u64)) -> io::Res
 /// The environment's initrd, then (with a payload) zeros to a 4-byte boundary (the kernel
 /// looks for the next archive there) and the payload as an uncompressed cpio archive: the
 /// kernel unpacks one archive after another into the same root.
-fn write_initrd(at: &Path, nb: &Netboot, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+pub(crate) fn write_initrd(
+    at: &Path,
+    nb: &Netboot,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
     fs::copy(&nb.env.initrd, at)?;
     let Some(tree) = nb.embedded else {
         return Ok(());

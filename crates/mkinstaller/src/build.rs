@@ -19,8 +19,8 @@ use crate::fleet::plan_fleet;
 pub use crate::options::{BuildOptions, Error, ErrorKind, OutputFormat, Phases, Source, Summary};
 use crate::output;
 use crate::outputs::{
-    check_free_space, is_block_device, output_size, write_cache_dir, write_iso, write_netboot,
-    write_usb,
+    check_free_space, is_block_device, output_size, write_cache_dir, write_iso, write_kexec,
+    write_netboot, write_usb,
 };
 use crate::refresh::usb_ids;
 use crate::ui::Ui;
@@ -28,7 +28,8 @@ use crate::ui::Ui;
 /// Builds the image `opts` describes; with `--verify`, then reads it back and checks it.
 pub fn build(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     if opts.verify
-        && (matches!(opts.source, Source::Online { .. }) || opts.format == OutputFormat::Netboot)
+        && (matches!(opts.source, Source::Online { .. })
+            || matches!(opts.format, OutputFormat::Netboot | OutputFormat::Kexec))
     {
         return Err("--verify reads back a payload: online boot media and netboot directories carry none that can be read back; build a usb, iso or cache output to verify".into());
     }
@@ -76,7 +77,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     // A cache site boots nothing: it needs no installer environment.
     let env = match opts.format {
         OutputFormat::Cache => None,
-        OutputFormat::Usb | OutputFormat::Iso | OutputFormat::Netboot => {
+        OutputFormat::Usb | OutputFormat::Iso | OutputFormat::Netboot | OutputFormat::Kexec => {
             Some(InstallerEnv::load(&opts.installer)?)
         }
     };
@@ -209,7 +210,9 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         // A cache site has no ESP of its own (the online installer's medium is another one).
         OutputFormat::Usb | OutputFormat::Cache => format!("PARTUUID={payload_uuid}"),
         OutputFormat::Iso => format!("LABEL={volume_id}"),
-        OutputFormat::Netboot => media::netboot::EMBEDDED_PAYLOAD_DIR.to_string(),
+        OutputFormat::Netboot | OutputFormat::Kexec => {
+            media::netboot::EMBEDDED_PAYLOAD_DIR.to_string()
+        }
     };
     let options = env.as_ref().map(|env| {
         kernel_options(
@@ -219,7 +222,9 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         )
     });
     let esp = match (&env, &options) {
-        (Some(env), Some(options)) if opts.format != OutputFormat::Netboot => {
+        (Some(env), Some(options))
+            if !matches!(opts.format, OutputFormat::Netboot | OutputFormat::Kexec) =>
+        {
             esp_tree(env, &title, options)?
         }
         _ => media::fat32::Tree::new(),
@@ -239,7 +244,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         OutputFormat::Iso => Some(write_iso(
             opts, &esp, &payload, &volume_id, &seed, timestamp, ui,
         )?),
-        OutputFormat::Netboot => {
+        OutputFormat::Netboot | OutputFormat::Kexec => {
             let nb = media::netboot::Netboot {
                 env: env.as_ref().expect("netboot loads the environment"),
                 options: options.as_deref().expect("netboot has options"),
@@ -247,7 +252,11 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
                 embedded: Some(&payload),
                 mtime: timestamp.max(1) as u32,
             };
-            Some(write_netboot(opts, &nb, ui)?)
+            Some(if opts.format == OutputFormat::Kexec {
+                write_kexec(opts, &nb, ui)?
+            } else {
+                write_netboot(opts, &nb, ui)?
+            })
         }
     };
     if let Some(bytes) = other_bytes {

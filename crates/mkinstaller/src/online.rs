@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::build::source_date_epoch;
 use crate::options::{BuildOptions, Error, OutputFormat, Phases, Summary};
-use crate::outputs::{output_size, write_iso, write_netboot, write_usb};
+use crate::outputs::{output_size, write_iso, write_kexec, write_netboot, write_usb};
 use crate::refresh::usb_ids;
 use crate::ui::Ui;
 
@@ -47,7 +47,7 @@ pub fn build_online_boot(
             let volume_id = format!("AIONLINE_{:08X}", ids::volume_id(&seed, "iso"));
             write_iso(opts, &esp, &empty, &volume_id, &seed, timestamp, ui)?
         }
-        OutputFormat::Netboot => {
+        OutputFormat::Netboot | OutputFormat::Kexec => {
             let nb = media::netboot::Netboot {
                 env: &env,
                 options: &options,
@@ -55,7 +55,11 @@ pub fn build_online_boot(
                 embedded: None,
                 mtime: timestamp.max(1) as u32,
             };
-            write_netboot(opts, &nb, ui)?
+            if opts.format == OutputFormat::Kexec {
+                write_kexec(opts, &nb, ui)?
+            } else {
+                write_netboot(opts, &nb, ui)?
+            }
         }
         OutputFormat::Cache => unreachable!("refused above"),
     };

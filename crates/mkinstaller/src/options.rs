@@ -89,6 +89,9 @@ pub enum OutputFormat {
     /// A directory for a TFTP/HTTP boot server: kernel, initrd (with the payload in it, or
     /// with `--online`, without), an iPXE script and a UKI.
     Netboot,
+    /// A directory to run on a machine's running Linux, as root: it boots the installer with
+    /// kexec (no stick, no PXE). `autoinstall.run` is the same in one self-extracting file.
+    Kexec,
 }
 
 impl OutputFormat {
@@ -112,6 +115,7 @@ impl OutputFormat {
             OutputFormat::Iso => "iso",
             OutputFormat::Cache => "cache",
             OutputFormat::Netboot => "netboot",
+            OutputFormat::Kexec => "kexec",
         }
     }
 }

@@ -63,7 +63,7 @@ pub fn check_kind(out: &Path, format: crate::options::OutputFormat) -> Result<()
                 out.display()
             ))
         }
-        OutputFormat::Cache | OutputFormat::Netboot
+        OutputFormat::Cache | OutputFormat::Netboot | OutputFormat::Kexec
             if meta.as_ref().is_ok_and(|m| !m.is_dir()) =>
         {
             Err(format!(

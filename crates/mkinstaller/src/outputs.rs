@@ -248,6 +248,29 @@ pub fn write_netboot(
     Ok(written)
 }
 
+/// Writes the kexec bundle (`--format kexec`).
+pub fn write_kexec(
+    opts: &BuildOptions,
+    nb: &media::netboot::Netboot,
+    ui: &Ui,
+) -> Result<u64, Error> {
+    replace_dir(&opts.output, |partial| {
+        let bar = ui.bytes(
+            nb.embedded.map_or(0, |t| t.content_bytes()),
+            "writing the initrd",
+        );
+        let w = media::kexec::write(partial, nb, &mut |n| bar.inc(n));
+        bar.finish_and_clear();
+        if nb.env.helper.is_none() {
+            ui.warn(&format!(
+                "the installer environment {} has no static autoinstall-terminal: the bundle needs kexec-tools on the machine (images/debian/build puts one there)",
+                nb.env.dir.display()
+            ));
+        }
+        w.map_err(|e| format!("writing {}: {e}", opts.output.display()))
+    })
+}
+
 /// Fills a fresh directory with `fill`, then swaps it in for `out`. An existing `out` is
 /// replaced only if it is one of ours (a manifest or an iPXE script of ours) or empty, so a
 /// mistyped -o never empties someone's directory. Returns what `fill` returns (bytes).
@@ -273,8 +296,9 @@ pub fn check_dir_output(out: &Path) -> Result<(), Error> {
     if !out.exists() {
         return Ok(());
     }
-    let ours =
-        out.join(manifest::document::MANIFEST_PATH).is_file() || media::netboot::written_here(out);
+    let ours = out.join(manifest::document::MANIFEST_PATH).is_file()
+        || media::netboot::written_here(out)
+        || media::kexec::written_here(out);
     let empty = fs::read_dir(out)
         .map(|mut d| d.next().is_none())
         .unwrap_or(false);

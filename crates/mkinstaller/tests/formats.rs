@@ -484,3 +484,82 @@ fn netboot_output_boots_the_installer_with_its_payload_or_a_url() {
         assert!(!bad.exists());
     }
 }
+
+/// `--format kexec`: the installer's kernel, its initrd with the payload (as netboot's), its
+/// command line, the static helper, a `run` script and the same in one self-extracting
+/// `autoinstall.run`, which unpacks (here only unpacks: it would reboot this machine) to
+/// exactly those files. (The helper itself: autoinstall-terminal's tests/cli.rs.)
+#[test]
+fn kexec_bundle_unpacks_to_the_installer_and_its_payload() {
+    let env = Env::new();
+    // The environment's static helper (images/debian/build puts autoinstall-terminal there):
+    // a stand-in, since nothing here may kexec.
+    fs::write(
+        env.installer.join("autoinstall-terminal"),
+        "#!/bin/sh\nexit 1\n",
+    )
+    .unwrap();
+    let (hosts, _) = env.fleet("1");
+    let dir = env.path("bundle");
+    let d = dir.to_str().unwrap();
+    env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "--format",
+        "kexec",
+        "-o",
+        d,
+        "--quiet",
+    ]);
+    let mut names = testkit::list_files(&dir);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "autoinstall-terminal",
+            "autoinstall.run",
+            "cmdline",
+            "initrd",
+            "run",
+            "vmlinuz"
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("cmdline")).unwrap(),
+        "console=tty0 console=ttyS0,115200 autoinstall.payload=/autoinstall-payload\n"
+    );
+    let initrd = fs::read(dir.join("initrd")).unwrap();
+    assert!(initrd.starts_with(&fs::read(env.installer.join("initrd")).unwrap()));
+    assert!(initrd.len() > 100_000, "the payload rides in the initrd");
+
+    let unpacked = env.path("unpacked");
+    let out = std::process::Command::new("sh")
+        .arg(dir.join("autoinstall.run"))
+        .env("AUTOINSTALL_KEXEC_UNPACK_ONLY", "1")
+        .env("AUTOINSTALL_KEXEC_DIR", &unpacked)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["vmlinuz", "initrd", "cmdline", "autoinstall-terminal"] {
+        assert!(
+            fs::read(unpacked.join(f)).unwrap() == fs::read(dir.join(f)).unwrap(),
+            "{f} unpacked differs"
+        );
+    }
+    // Cut short (a copy that did not finish): refused, naming what is missing.
+    let whole = fs::read(dir.join("autoinstall.run")).unwrap();
+    let cut = env.path("cut.run");
+    fs::write(&cut, &whole[..whole.len() - 1000]).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg(&cut)
+        .env("AUTOINSTALL_KEXEC_UNPACK_ONLY", "1")
+        .env("AUTOINSTALL_KEXEC_DIR", env.path("cut"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is cut short"));
+}

@@ -63,7 +63,8 @@ in
       description = ''
         A directory copied onto the installed root (paths relative to /), e.g.
         `etc/ssh/ssh_host_ed25519_key`. Like luksKeys, it travels sealed or in the clear as
-        the fleet's `secrets` says, and a path inside the flake is copied into the store.
+        the fleet's `secrets` says, and a path inside the flake is copied into the store;
+        files from the store are installed 0600 (0700 if executable), others keep their mode.
       '';
     };
   };

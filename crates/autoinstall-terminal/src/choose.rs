@@ -16,7 +16,13 @@ pub struct Overrides {
 /// This machine's platform as Nix names it (`x86_64-linux`, `aarch64-linux`): the
 /// installer's own, since it runs natively.
 pub fn machine_platform() -> String {
-    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+    // Rust's names where Nix's differ.
+    let cpu = match std::env::consts::ARCH {
+        "x86" => "i686",
+        "arm" => "armv7l",
+        a => a,
+    };
+    format!("{cpu}-{}", std::env::consts::OS)
 }
 
 /// A chosen host must be built for this machine's platform (where its stick says which): an

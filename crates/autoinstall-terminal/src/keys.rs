@@ -58,9 +58,12 @@ impl Keys {
 impl Drop for Keys {
     fn drop(&mut self) {
         for p in self.files.values() {
-            // Overwritten first: a tmpfs page may outlive the file.
-            if let Ok(len) = fs::metadata(p).map(|m| m.len()) {
-                let _ = fs::write(p, vec![0u8; len as usize]);
+            // Overwritten in place first (not truncated, which would free the pages that
+            // hold the key): a tmpfs page may outlive the file.
+            if let Ok(mut f) = OpenOptions::new().write(true).open(p) {
+                if let Ok(len) = f.metadata().map(|m| m.len()) {
+                    let _ = f.write_all(&vec![0u8; len as usize]);
+                }
             }
             let _ = fs::remove_file(p);
         }
@@ -79,16 +82,17 @@ pub fn gather(
     ui: &Ui,
 ) -> Result<Keys, String> {
     let mut keys = Keys::default();
-    let mut sealed_keys = Vec::new();
+    let mut sealed_keys = SealedKeys(Vec::new());
     if let Some(sealed) = &host.sealed {
         let bundle = open_sealed(host, sealed, source, opts, ui, plan.fleet.as_deref())?;
         keys.sealed_files = bundle.files;
-        sealed_keys = bundle.luks_keys;
+        sealed_keys.0 = bundle.luks_keys;
     }
     for k in &plan.luks_keys {
         match k.from {
             KeySource::Sealed => {
                 let key = sealed_keys
+                    .0
                     .iter()
                     .find(|s| s.name == k.name)
                     .expect("checked when opened");
@@ -125,10 +129,19 @@ pub fn gather(
             }
         }
     }
-    for k in &mut sealed_keys {
-        k.data.fill(0);
-    }
     Ok(keys)
+}
+
+/// The sealed bundle's LUKS keys while they are copied to /run, zeroed when dropped, on
+/// every path.
+struct SealedKeys(Vec<secrets::Key>);
+
+impl Drop for SealedKeys {
+    fn drop(&mut self) {
+        for k in &mut self.0 {
+            k.data.fill(0);
+        }
+    }
 }
 
 /// How many times the console is asked for the fleet's passphrase.
@@ -154,16 +167,16 @@ fn open_sealed(
     }
     let bytes = source.read_checked(&sealed.source, sealed.size, &sealed.sha256, &what)?;
     let mut tries = 0;
-    let bundle = loop {
+    let mut bundle = loop {
         let passphrase = match &opts.secrets_passphrase {
             Some(p) => p.clone(),
-            None => {
-                ui.secret(&format!(
+            // An empty line (or none: the console closed) is a try like a wrong one.
+            None => ui
+                .secret(&format!(
                     "fleet passphrase for the secrets of host {}: ",
                     host.name
                 ))
-                .ok_or_else(|| format!("no passphrase for {what} was given; nothing was touched"))?
-            }
+                .unwrap_or_default(),
         };
         tries += 1;
         match secrets::open(&bytes, &passphrase, &host.name, fleet) {
@@ -188,20 +201,26 @@ fn open_sealed(
             }
         }
     };
-    let mut names: Vec<&str> = bundle.luks_keys.iter().map(|k| k.name.as_str()).collect();
+    let mut names: Vec<String> = bundle.luks_keys.iter().map(|k| k.name.clone()).collect();
     names.sort_unstable();
-    let mut want: Vec<&str> = sealed.luks_keys.iter().map(String::as_str).collect();
+    let mut want = sealed.luks_keys.clone();
     want.sort_unstable();
     if names != want || bundle.files.len() != sealed.files {
-        return Err(format!(
+        let why = format!(
             "{what} hold keys for {names:?} and {} files, and the manifest says {want:?} and {}; nothing was touched",
             bundle.files.len(),
             sealed.files
-        ));
+        );
+        bundle.wipe();
+        return Err(why);
     }
-    for f in &bundle.files {
-        manifest::document::check_extra_file(&f.target, f.mode)
-            .map_err(|e| format!("{what}: {e}; nothing was touched"))?;
+    if let Some(e) = bundle
+        .files
+        .iter()
+        .find_map(|f| manifest::document::check_extra_file(&f.target, f.mode).err())
+    {
+        bundle.wipe();
+        return Err(format!("{what}: {e}; nothing was touched"));
     }
     Ok(bundle)
 }

@@ -141,15 +141,34 @@ pub fn plan<'t>(
     timestamp: u64,
 ) -> io::Result<Refresh<'t>> {
     let one = |(extent, vol, on_disk): &'t (Extent, FatVolume, OnDisk), tree: &'t Tree| {
-        let p = volume::plan(on_disk, tree, timestamp, &mut |path, source| {
-            same_bytes(vol, path, source)
-        })
+        let p = volume::plan(
+            on_disk,
+            tree,
+            timestamp,
+            &mut |path, source| same_bytes(vol, path, source),
+            &clear_secret,
+        )
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", vol.what())))?;
         Ok::<_, io::Error>((extent.start, p))
     };
     Ok(Refresh {
         esp: one(&stick.esp, esp)?,
         payload: one(&stick.payload, payload)?,
+    })
+}
+
+/// Whether the old file at `path` held a secret in the clear (hosts.toml `secrets =
+/// "clear"`): once a refresh frees it, its bytes are overwritten, so a stick refreshed to
+/// sealed secrets (or a rotated key) keeps no old key in its free space.
+fn clear_secret(path: &str) -> bool {
+    [
+        manifest::document::EXTRA_FILES_DIR,
+        manifest::document::LUKS_KEYS_DIR,
+    ]
+    .iter()
+    .any(|dir| {
+        path.strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
     })
 }
 

@@ -15,11 +15,13 @@ use crate::fleet::nix_json;
 const FLEET_NIX: &str = include_str!("../../../images/nixos/fleet.nix");
 
 /// The fleet of the flake at `reference` as a hosts.toml written into `dir` (kept there, so
-/// that messages naming its lines can be followed), with every host's toplevel built.
-pub fn hosts_file(reference: &str, dir: &Path) -> Result<PathBuf, String> {
+/// that messages naming its lines can be followed), with every host's toplevel built (with
+/// `only`, that host's alone).
+pub fn hosts_file(reference: &str, dir: &Path, only: Option<&str>) -> Result<PathBuf, String> {
     let cwd = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
-    // The locked URL: `builtins.getFlake` takes nothing less in pure evaluation, and the
-    // evaluation then reads exactly what `nix flake metadata` resolved.
+    // The URL `nix flake metadata` resolved: the evaluation then reads exactly that. A git
+    // checkout with uncommitted changes resolves to an unlocked URL, which getFlake takes
+    // only in impure evaluation (as `nix build .#…` builds such a tree): hence --impure.
     let meta = nix_json(
         &["flake", "metadata", "--json", reference],
         &cwd,
@@ -33,16 +35,23 @@ pub fn hosts_file(reference: &str, dir: &Path) -> Result<PathBuf, String> {
         url = serde_json::Value::from(url),
     );
     let fleet = nix_json(
-        &["eval", "--json", "--expr", &expr],
+        &["eval", "--impure", "--json", "--expr", &expr],
         &cwd,
         &format!("evaluating the fleet of flake {reference} (nixosConfigurations with autoinstall.serials)"),
     )?;
     let toml = fleet["toml"]
         .as_str()
         .ok_or_else(|| format!("flake {reference}: the fleet's evaluation gave no hosts.toml"))?;
+    let names = fleet["hosts"].as_array().cloned().unwrap_or_default();
     let drvs: Vec<&str> = fleet["drvPaths"]
         .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str()).collect())
+        .map(|a| {
+            a.iter()
+                .zip(&names)
+                .filter(|(_, n)| only.is_none_or(|o| n.as_str() == Some(o)))
+                .filter_map(|(d, _)| d.as_str())
+                .collect()
+        })
         .unwrap_or_default();
     realise(&drvs, reference)?;
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -56,7 +56,11 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
         Source::Mass { file, host } => read_fleet(file, host.as_deref())?,
         Source::Flake { reference, host } => {
             ui.say(&format!("evaluating the fleet of flake {reference}"));
-            let file = crate::flake::hosts_file(reference, &opts.cache_dir.join("flake"))?;
+            let file = crate::flake::hosts_file(
+                reference,
+                &opts.cache_dir.join("flake"),
+                host.as_deref(),
+            )?;
             read_fleet(&file, host.as_deref())?
         }
         Source::System {
@@ -276,6 +280,10 @@ fn check_system(toplevel: &StorePath, bootable: bool) -> Result<Option<String>, 
     }
     let system = match std::fs::read_to_string(path.join("system")) {
         Err(_) => None,
+        // A bare closure's `system`, if it has one, is whatever its maker put there.
+        Ok(text) if !bootable => {
+            Some(text.trim().to_string()).filter(|s| manifest::document::check_platform(s).is_ok())
+        }
         Ok(text) => {
             let system = text.trim().to_string();
             manifest::document::check_platform(&system).map_err(|e| {
@@ -362,10 +370,18 @@ pub fn extra_files(host: &Host) -> Result<(Vec<ExtraFile>, Vec<PayloadFile>), St
             } else if meta.is_file() {
                 let data = fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
                 let source = format!("{EXTRA_FILES_DIR}/{}/{rel}", host.name);
+                // Files in the Nix store (a flake's extra files, always with lib.mkInstaller)
+                // are all read-only for everyone there: installed as they are, an SSH host key
+                // would be world-readable, and sshd would refuse it. Those go in as 0600 (0700
+                // if executable); elsewhere the file's own mode is kept.
+                let mut mode = meta.permissions().mode() & 0o7777;
+                if p.starts_with(nixstore::store_path::STORE_DIR) {
+                    mode = if mode & 0o111 != 0 { 0o700 } else { 0o600 };
+                }
                 entries.push(ExtraFile {
                     target: rel,
                     source: source.clone(),
-                    mode: meta.permissions().mode() & 0o7777,
+                    mode,
                     sha256: format!("{:x}", Sha256::digest(&data)),
                     size: data.len() as u64,
                 });

@@ -456,3 +456,50 @@ fn the_nixos_modules_declare_typed_described_options() {
         .unwrap()
         .ends_with("/images/nixos/host.nix"));
 }
+
+/// A flake in a git checkout with changes not yet committed (how a fleet is edited, then
+/// built): read as `nix build .#…` reads it, the uncommitted changes included.
+#[test]
+fn a_flake_in_a_git_checkout_with_uncommitted_changes_is_read() {
+    let env = Env::new();
+    let flake = env.path("git-fleet");
+    write_flake(&flake);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(&flake)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "flake.nix"]);
+    git(&["commit", "-q", "-m", "fleet"]);
+    // A serial added and not committed.
+    let text = fs::read_to_string(flake.join("flake.nix"))
+        .unwrap()
+        .replace("\"FLAKE-SN-B1\"", "\"FLAKE-SN-B1\" \"FLAKE-SN-B2\"");
+    fs::write(flake.join("flake.nix"), text).unwrap();
+    let img = env.path("git.img");
+    ok(
+        &mkinstaller(
+            &env,
+            &[
+                "--flake",
+                flake.to_str().unwrap(),
+                "--host",
+                "fl-b",
+                "-o",
+                img.to_str().unwrap(),
+                "--quiet",
+            ],
+        ),
+        "mkinstaller --flake on a dirty git checkout",
+    );
+    assert_eq!(hosts_of(&img)[0].1, ["FLAKE-SN-B1", "FLAKE-SN-B2"]);
+}

@@ -206,3 +206,62 @@ fn sealed_secrets_leave_no_plaintext_on_a_stick_or_a_site() {
     );
     assert!(!site.join("autoinstall/secrets/host-3.age").exists());
 }
+
+/// Extra files read from the Nix store (a flake's, and always with lib.mkInstaller) are
+/// read-only for everyone there: they are installed 0600 (0700 if executable), not 0444.
+#[test]
+fn extra_files_from_the_store_are_installed_for_root_only() {
+    let env = Env::new();
+    let (hosts, _) = env.fleet("1");
+    let dir = env.path("store-extra/etc/ssh");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("ssh_host_ed25519_key"), HOST_KEY).unwrap();
+    fs::write(dir.join("hook"), "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.join("hook"), fs::Permissions::from_mode(0o755)).unwrap();
+    let stored = testkit::nix_ok(
+        "nix-store",
+        &["--add", env.path("store-extra").to_str().unwrap()],
+    );
+    let stored = stored.trim();
+    let text = fs::read_to_string(&hosts)
+        .unwrap()
+        .replacen(
+            "name = \"host-1\"\n",
+            &format!("name = \"host-1\"\nextra-files = \"{stored}\"\n"),
+            1,
+        )
+        .replacen("[defaults]\n", "[defaults]\nsecrets = \"clear\"\n", 1);
+    fs::write(&hosts, text).unwrap();
+    let site = env.path("site");
+    env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "--format",
+        "cache",
+        "--public-extra-files",
+        "-o",
+        site.to_str().unwrap(),
+        "-q",
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(site.join("autoinstall/manifest.json")).unwrap()).unwrap();
+    let modes: Vec<(String, u64)> = m["hosts"][0]["extra_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["target"].as_str().unwrap().to_string(),
+                f["mode"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("etc/ssh/hook".to_string(), 0o700),
+            ("etc/ssh/ssh_host_ed25519_key".to_string(), 0o600)
+        ]
+    );
+}

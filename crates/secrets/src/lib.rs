@@ -67,6 +67,16 @@ mod base64_bytes {
 }
 
 impl Bundle {
+    /// Overwrites every secret's bytes (before the bundle is dropped unused).
+    pub fn wipe(&mut self) {
+        for f in &mut self.files {
+            f.data.fill(0);
+        }
+        for k in &mut self.luks_keys {
+            k.data.fill(0);
+        }
+    }
+
     pub fn new(host: &str, fleet: Option<&str>, files: Vec<File>, luks_keys: Vec<Key>) -> Bundle {
         Bundle {
             format: FORMAT.into(),
@@ -130,7 +140,7 @@ pub fn open(
     }
     let mut identity = age::scrypt::Identity::new(passphrase.to_string().into());
     identity.set_max_work_factor(WORK_FACTOR);
-    let plain = age::decrypt(&identity, sealed).map_err(|e| match e {
+    let mut plain = age::decrypt(&identity, sealed).map_err(|e| match e {
         age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed => {
             OpenError::WrongPassphrase
         }
@@ -139,8 +149,11 @@ pub fn open(
         )),
         e => refused(format!("the sealed secrets are not an age file sealed to a passphrase: {e}")),
     })?;
-    let bundle: Bundle = serde_json::from_slice(&plain)
-        .map_err(|e| refused(format!("the opened secrets are not a bundle of ours: {e}")))?;
+    let parsed = serde_json::from_slice::<Bundle>(&plain);
+    // The plaintext (every secret, in base64) goes as soon as it is read.
+    plain.fill(0);
+    let mut bundle =
+        parsed.map_err(|e| refused(format!("the opened secrets are not a bundle of ours: {e}")))?;
     if bundle.format != FORMAT || bundle.version != VERSION {
         return Err(refused(format!(
             "the opened secrets are {} version {}; this installer reads {FORMAT} version {VERSION}",
@@ -148,10 +161,12 @@ pub fn open(
         )));
     }
     if bundle.host != host || bundle.fleet.as_deref() != fleet {
-        return Err(refused(format!(
+        let why = format!(
             "the secrets at host {host:?}'s place are host {:?}'s (fleet {:?}); a stick's secrets were moved between hosts, so none are used",
             bundle.host, bundle.fleet
-        )));
+        );
+        bundle.wipe();
+        return Err(refused(why));
     }
     Ok(bundle)
 }

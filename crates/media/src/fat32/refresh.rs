@@ -9,7 +9,8 @@
 //!    that were free change, so the old tree reads the same); then a flush;
 //! 2. the boot sector names the new root directory (one sector: the commit), then a flush;
 //! 3. FSInfo and the backup boot sector, and the FAT loses the chains only the old tree used
-//!    (nothing the new tree uses changes); then a flush.
+//!    (nothing the new tree uses changes); the clusters of old files the caller says must not
+//!    linger (secrets that travelled in the clear) are overwritten with zeros; then a flush.
 //!
 //! Writes within a step may reach the medium in any order; the flushes order the steps.
 //!
@@ -61,17 +62,21 @@ pub struct Plan<'t> {
     pub new: (usize, u64),
     /// Nothing differs from what is on the medium.
     pub unchanged: bool,
+    /// Clusters of old files that are not kept and must not linger once freed.
+    scrub: Vec<Run>,
 }
 
 /// Works out how `tree` replaces `old`. `same` says whether a file of the tree already on the
-/// medium with the same size holds the same bytes (it may read them). An `io::ErrorKind::
-/// StorageFull` error means the new files do not fit beside the old ones: nothing can be
-/// refreshed, and the volume must be written whole.
+/// medium with the same size holds the same bytes (it may read them); `scrub` whether an old
+/// file's bytes must be overwritten once it is freed. An `io::ErrorKind::StorageFull` error
+/// means the new files do not fit beside the old ones: nothing can be refreshed, and the
+/// volume must be written whole.
 pub fn plan<'t>(
     old: &'t OnDisk,
     tree: &'t Tree,
     timestamp: u64,
     same: &mut dyn FnMut(&str, &Source) -> io::Result<bool>,
+    scrub: &dyn Fn(&str) -> bool,
 ) -> io::Result<Plan<'t>> {
     let g = old.geometry;
     if old.fat.len() != g.clusters as usize + 2 || old.boot.len() != 2 * SECTOR as usize {
@@ -118,7 +123,14 @@ pub fn plan<'t>(
     let unchanged = new.0 == 0
         && old.entries.len() == paths.len()
         && old.entries.keys().all(|p| paths.contains(p.as_str()));
+    let scrub = old
+        .entries
+        .iter()
+        .filter(|(path, f)| f.is_some() && scrub(path) && !keep.contains_key(path.as_str()))
+        .flat_map(|(_, f)| f.as_ref().expect("a file").runs.iter().copied())
+        .collect();
     Ok(Plan {
+        scrub,
         g,
         old,
         alloc,
@@ -198,6 +210,15 @@ impl Plan<'_> {
         out.write_all_at(&boot, offset + BACKUP_BOOT as u64)?;
         written += 3 * SECTOR;
         written += write_changed(out, offset, g, &union, &self.alloc.fat)?;
+        // Freed now, and nothing of the new tree is there (new files went where the old
+        // tree had nothing).
+        let zeros = vec![0u8; g.cluster_bytes() as usize];
+        for run in &self.scrub {
+            for c in run.first..run.first + run.count {
+                out.write_all_at(&zeros, offset + g.cluster_offset(c))?;
+                written += zeros.len() as u64;
+            }
+        }
         out.sync_data()?;
         Ok(written)
     }

@@ -72,14 +72,29 @@ fn fd_path(f: &File) -> String {
 }
 
 fn refresh(f: &File, len: u64, files: &BTreeMap<String, Vec<u8>>) -> (u64, (usize, u64)) {
+    refresh_scrubbing(f, len, files, &|_| false)
+}
+
+fn refresh_scrubbing(
+    f: &File,
+    len: u64,
+    files: &BTreeMap<String, Vec<u8>>,
+    scrub: &dyn Fn(&str) -> bool,
+) -> (u64, (usize, u64)) {
     let on_disk = volume(f, len).on_disk().unwrap();
     let t = tree(files);
     let vol = volume(f, len);
-    let plan = plan(&on_disk, &t, 1_700_000_100, &mut |p, s| {
-        let mut got = Vec::new();
-        vol.open_file(p)?.read_to_end(&mut got)?;
-        Ok(matches!(s, Source::Bytes(b) if *b == got))
-    })
+    let plan = plan(
+        &on_disk,
+        &t,
+        1_700_000_100,
+        &mut |p, s| {
+            let mut got = Vec::new();
+            vol.open_file(p)?.read_to_end(&mut got)?;
+            Ok(matches!(s, Source::Bytes(b) if *b == got))
+        },
+        scrub,
+    )
     .unwrap();
     let written = plan.write(f, 0, &mut |_| {}).unwrap();
     (written, plan.new)
@@ -175,10 +190,45 @@ fn no_room_beside_the_old_files_is_said_and_nothing_is_written() {
     files.insert("a".into(), bytes(2, 40 << 20));
     let on_disk = volume(&f, len).on_disk().unwrap();
     let t2 = tree(&files);
-    let err = plan(&on_disk, &t2, 0, &mut |_, _| Ok(false))
+    let err = plan(&on_disk, &t2, 0, &mut |_, _| Ok(false), &|_| false)
         .err()
         .expect("no room");
     assert_eq!(err.kind(), io::ErrorKind::StorageFull);
     assert!(err.to_string().contains("do not fit"), "{err}");
     assert!(std::fs::read(fd_path(&f)).unwrap() == before);
+}
+
+/// An old file the caller says must not linger (a secret that travelled in the clear) is
+/// overwritten once the refresh frees it; another freed file is only freed.
+#[test]
+fn freed_secrets_are_overwritten_and_other_freed_files_only_freed() {
+    let secret = b"SECRET-KEY-MATERIAL-0123456789".repeat(200);
+    let other = b"ORDINARY-OLD-NAR-BYTES-98765432".repeat(200);
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    files.insert("autoinstall/extra-files/h/key".into(), secret.clone());
+    files.insert("nar/old.nar.zst".into(), other.clone());
+    files.insert("autoinstall/manifest.json".into(), b"{\"v\":1}".to_vec());
+    let f = tempfile::tempfile().unwrap();
+    let len = 64 << 20;
+    f.set_len(len).unwrap();
+    let g = geometry_for(&tree(&files), len).unwrap();
+    write(&f, 0, &g, &tree(&files), &opts(), &mut |_| {}).unwrap();
+    files.remove("autoinstall/extra-files/h/key");
+    files.remove("nar/old.nar.zst");
+    files.insert("autoinstall/manifest.json".into(), b"{\"v\":2}".to_vec());
+    refresh_scrubbing(&f, len, &files, &|p| {
+        p.starts_with("autoinstall/extra-files/")
+    });
+    check(&f, len, &files);
+    let mut image = Vec::new();
+    (&f).read_to_end(&mut image).unwrap();
+    let has = |needle: &[u8]| image.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !has(&secret[..60]),
+        "the freed secret is still on the volume"
+    );
+    assert!(
+        has(&other[..62]),
+        "only what the caller named is overwritten"
+    );
 }

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::netboot::{write_initrd, Netboot, INITRD, KERNEL};
+use crate::netboot::{in_file, write_initrd, Netboot, INITRD, KERNEL};
 
 pub const CMDLINE: &str = "cmdline";
 pub const HELPER: &str = "autoinstall-terminal";
@@ -29,10 +29,7 @@ const HEADER_BYTES: usize = 8192;
 
 /// Writes the bundle into `dir` (which exists); returns the bytes written.
 pub fn write(dir: &Path, nb: &Netboot, progress: &mut dyn FnMut(u64)) -> io::Result<u64> {
-    let ctx = |what: &Path| {
-        let what = what.display().to_string();
-        move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"))
-    };
+    let ctx = in_file;
     let kernel = dir.join(KERNEL);
     fs::copy(&nb.env.kernel, &kernel).map_err(ctx(&kernel))?;
     let initrd = dir.join(INITRD);

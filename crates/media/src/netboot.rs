@@ -43,10 +43,7 @@ pub struct Written {
 
 /// Writes the boot files into `dir` (which exists).
 pub fn write(dir: &Path, nb: &Netboot, progress: &mut dyn FnMut(u64)) -> io::Result<Written> {
-    let ctx = |what: &Path| {
-        let what = what.display().to_string();
-        move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"))
-    };
+    let ctx = in_file;
     let kernel = dir.join(KERNEL);
     fs::copy(&nb.env.kernel, &kernel).map_err(ctx(&kernel))?;
     let initrd = dir.join(INITRD);
@@ -66,6 +63,12 @@ pub fn write(dir: &Path, nb: &Netboot, progress: &mut dyn FnMut(u64)) -> io::Res
         bytes += fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
     }
     Ok(Written { bytes, uki })
+}
+
+/// An I/O error said with the file it happened on.
+pub(crate) fn in_file(what: &Path) -> impl Fn(io::Error) -> io::Error {
+    let what = what.display().to_string();
+    move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 /// The environment's initrd, then (with a payload) zeros to a 4-byte boundary (the kernel

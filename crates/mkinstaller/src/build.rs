@@ -19,8 +19,8 @@ use crate::fleet::plan_fleet;
 pub use crate::options::{BuildOptions, Error, ErrorKind, OutputFormat, Phases, Source, Summary};
 use crate::output;
 use crate::outputs::{
-    check_free_space, is_block_device, output_size, write_cache_dir, write_iso, write_kexec,
-    write_netboot, write_usb,
+    check_free_space, is_block_device, output_size, write_boot_dir, write_cache_dir, write_iso,
+    write_usb,
 };
 use crate::refresh::usb_ids;
 use crate::ui::Ui;
@@ -252,11 +252,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
                 embedded: Some(&payload),
                 mtime: timestamp.max(1) as u32,
             };
-            Some(if opts.format == OutputFormat::Kexec {
-                write_kexec(opts, &nb, ui)?
-            } else {
-                write_netboot(opts, &nb, ui)?
-            })
+            Some(write_boot_dir(opts, &nb, ui)?)
         }
     };
     if let Some(bytes) = other_bytes {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::build::source_date_epoch;
 use crate::options::{BuildOptions, Error, OutputFormat, Phases, Summary};
-use crate::outputs::{output_size, write_iso, write_kexec, write_netboot, write_usb};
+use crate::outputs::{output_size, write_boot_dir, write_iso, write_usb};
 use crate::refresh::usb_ids;
 use crate::ui::Ui;
 
@@ -55,11 +55,7 @@ pub fn build_online_boot(
                 embedded: None,
                 mtime: timestamp.max(1) as u32,
             };
-            if opts.format == OutputFormat::Kexec {
-                write_kexec(opts, &nb, ui)?
-            } else {
-                write_netboot(opts, &nb, ui)?
-            }
+            write_boot_dir(opts, &nb, ui)?
         }
         OutputFormat::Cache => unreachable!("refused above"),
     };

@@ -222,12 +222,21 @@ pub fn write_cache_dir(
     })
 }
 
-/// Writes the netboot directory (`--format netboot`).
-pub fn write_netboot(
+/// Writes a directory that boots the installer: netboot files, or a kexec bundle, as
+/// `--format` says.
+pub fn write_boot_dir(
     opts: &BuildOptions,
     nb: &media::netboot::Netboot,
     ui: &Ui,
 ) -> Result<u64, Error> {
+    match opts.format {
+        crate::options::OutputFormat::Kexec => write_kexec(opts, nb, ui),
+        _ => write_netboot(opts, nb, ui),
+    }
+}
+
+/// Writes the netboot directory (`--format netboot`).
+fn write_netboot(opts: &BuildOptions, nb: &media::netboot::Netboot, ui: &Ui) -> Result<u64, Error> {
     let written = replace_dir(&opts.output, |partial| {
         let bar = ui.bytes(
             nb.embedded.map_or(0, |t| t.content_bytes()),
@@ -249,11 +258,7 @@ pub fn write_netboot(
 }
 
 /// Writes the kexec bundle (`--format kexec`).
-pub fn write_kexec(
-    opts: &BuildOptions,
-    nb: &media::netboot::Netboot,
-    ui: &Ui,
-) -> Result<u64, Error> {
+fn write_kexec(opts: &BuildOptions, nb: &media::netboot::Netboot, ui: &Ui) -> Result<u64, Error> {
     replace_dir(&opts.output, |partial| {
         let bar = ui.bytes(
             nb.embedded.map_or(0, |t| t.content_bytes()),

@@ -373,15 +373,7 @@ fn the_example_fleet_generates_a_hosts_toml_that_makes_a_stick() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&ok(&out, "inspect")).unwrap();
-    let host = |n: &str| {
-        v["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == n)
-            .unwrap_or_else(|| panic!("no host {n} in {v}"))
-            .clone()
-    };
+    let host = |n: &str| common::inspect_host(&v, n);
     let (db, web) = (host("db-1"), host("web-1"));
     assert_eq!(db["layout_source"], "disko", "{db}");
     assert_eq!(db["serials"], serde_json::json!(["EXAMPLE-SN-0101"]));

@@ -163,15 +163,7 @@ fn sealed_secrets_leave_no_plaintext_on_a_stick_or_a_site() {
     // inspect says which hosts have sealed secrets.
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
-    let host = |n: &str| {
-        v["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == n)
-            .unwrap()
-            .clone()
-    };
+    let host = |n: &str| common::inspect_host(&v, n);
     assert_eq!(
         (&host("host-1")["sealed"], &host("host-3")["sealed"]),
         (&true.into(), &false.into())

@@ -80,6 +80,17 @@ impl Env {
     }
 }
 
+/// Host `name` of an `inspect --json` answer.
+pub fn inspect_host(inspect: &serde_json::Value, name: &str) -> serde_json::Value {
+    inspect["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("no host {name} in {inspect}"))
+        .clone()
+}
+
 pub fn fleet_toml(tops: &[String]) -> String {
     let mut s = String::from("version = 1\n\n[defaults]\non-unknown-serial = \"refuse\"\nafter-install = \"poweroff\"\nconfirm-seconds = 0\n");
     for (i, t) in tops.iter().enumerate() {

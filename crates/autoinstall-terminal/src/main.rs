@@ -195,16 +195,9 @@ fn main() -> ExitCode {
         Some(Sub::Status { json }) => {
             return match status::read(std::path::Path::new(status::STATUS_FILE)) {
                 Ok(s) if *json => {
-                    println!("{}", serde_json::to_string_pretty(&s).expect("serialises"));
-                    ExitCode::SUCCESS
+                    print_out(serde_json::to_string_pretty(&s).expect("serialises") + "\n")
                 }
-                Ok(s) => {
-                    print!(
-                        "{}",
-                        status::describe(&s, autoinstall_terminal::report::now())
-                    );
-                    ExitCode::SUCCESS
-                }
+                Ok(s) => print_out(status::describe(&s, autoinstall_terminal::report::now())),
                 Err(e) => {
                     eprintln!("autoinstall-terminal: {e}");
                     ExitCode::from(1)
@@ -344,15 +337,11 @@ fn main() -> ExitCode {
 
     if cli.dry_run {
         if let Some(plan) = &ended.plan {
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(plan).expect("a plan serialises")
-                );
+            return print_out(if cli.json {
+                serde_json::to_string_pretty(plan).expect("a plan serialises") + "\n"
             } else {
-                print!("{}", plan.describe());
-            }
-            return ExitCode::SUCCESS;
+                plan.describe()
+            });
         }
     }
 
@@ -390,7 +379,10 @@ fn main() -> ExitCode {
         }
     }
     if cli.json {
-        print!("{}", r.to_json());
+        // The outcome decides the exit status; a report nobody could read is said on stderr.
+        if let Err(e) = util::out::stdout(&r.to_json()) {
+            eprintln!("autoinstall-terminal: {e}");
+        }
     }
     match (&r.outcome, &r.error) {
         (Outcome::Installed, _) => {
@@ -478,17 +470,28 @@ fn finish(mode: Finish, after: Option<AfterInstall>, ui: &Ui) -> ExitCode {
 
 fn print_identity(id: &identify::Identity, json: bool) -> ExitCode {
     if json {
-        println!("{}", serde_json::to_string_pretty(id).expect("serialises"));
-        return ExitCode::SUCCESS;
+        return print_out(serde_json::to_string_pretty(id).expect("serialises") + "\n");
     }
-    match (&id.serial, &id.serial_rejected) {
-        (Some(s), _) => println!("serial: {s} (from {})", id.source.unwrap_or("?")),
-        (None, Some(why)) => println!("serial: none ({why})"),
-        (None, None) => println!("serial: none (the firmware reports no system serial)"),
-    }
-    println!("uuid: {}", id.uuid.as_deref().unwrap_or("none"));
+    let mut text = match (&id.serial, &id.serial_rejected) {
+        (Some(s), _) => format!("serial: {s} (from {})\n", id.source.unwrap_or("?")),
+        (None, Some(why)) => format!("serial: none ({why})\n"),
+        (None, None) => "serial: none (the firmware reports no system serial)\n".to_string(),
+    };
+    text += &format!("uuid: {}\n", id.uuid.as_deref().unwrap_or("none"));
     for m in &id.macs {
-        println!("mac: {m}");
+        text += &format!("mac: {m}\n");
     }
-    ExitCode::SUCCESS
+    print_out(text)
+}
+
+/// Standard output for a subcommand whose output is all it does: a reader that closed the
+/// pipe early (`| grep -q`) is fine, any other write error fails the command.
+fn print_out(text: String) -> ExitCode {
+    match util::out::stdout(&text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autoinstall-terminal: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

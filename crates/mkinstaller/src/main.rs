@@ -38,8 +38,8 @@ fn main() -> ExitCode {
                 _ => Shape::Table,
             };
             reports::show(&sources, all, shape)
-                .map(|text| print!("{text}"))
                 .map_err(|e| (REFUSED, e))
+                .and_then(|text| util::out::stdout(&text).map_err(|e| (FAILED, e)))
         }
         Some(Command::Inspect { image, all, json }) => {
             show::inspect(&image, all, json).map_err(|e| (REFUSED, e))
@@ -59,13 +59,18 @@ fn main() -> ExitCode {
         )
         .map_err(|e| (FAILED, e)),
         Some(Command::Completions { shell }) => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "mkinstaller", &mut std::io::stdout());
-            Ok(())
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mkinstaller", &mut text);
+            util::out::stdout(&String::from_utf8_lossy(&text)).map_err(|e| (FAILED, e))
         }
-        Some(Command::Man) => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| (FAILED, e.to_string())),
+        Some(Command::Man) => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map_err(|e| e.to_string())
+                .and_then(|()| util::out::stdout(&String::from_utf8_lossy(&text)))
+                .map_err(|e| (FAILED, e))
+        }
         None => run_build(cli.build),
     };
     match result {
@@ -134,7 +139,8 @@ fn run_build(a: BuildArgs) -> Result<(), (u8, String)> {
         (code, e.to_string())
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s).expect("serialises"));
+        let text = serde_json::to_string_pretty(&s).expect("serialises");
+        util::out::stdout(&format!("{text}\n")).map_err(|e| (FAILED, e))?;
     } else if !a.quiet && s.hosts == 0 {
         eprintln!(
             "{}: boot media for the online installer, {}, {:.1} s",

@@ -1,6 +1,7 @@
 //! Reading an image back for the admin: `inspect` (what it carries) and `verify` (every hash
 //! and, with keys, every signature).
 
+use std::fmt::Write;
 use std::path::Path;
 
 use util::size::human;
@@ -13,6 +14,11 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
     let payload = media::image::open_payload(image).map_err(|e| e.to_string())?;
     let s = media::summary::summarise(payload.as_ref()).map_err(|e| e.to_string())?;
     let options = media::image::kernel_options(image);
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    macro_rules! say {
+        ($($arg:tt)*) => { writeln!(out, $($arg)*).expect("a String takes any text") };
+    }
     if json {
         #[derive(serde::Serialize)]
         struct Shown<'a> {
@@ -24,20 +30,17 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
             summary: &s,
             kernel_options: options,
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&shown).expect("serialises")
-        );
-        return Ok(());
+        let text = serde_json::to_string_pretty(&shown).expect("serialises");
+        return util::out::stdout(&format!("{text}\n"));
     }
-    println!(
+    say!(
         "{}: media format {}, {} mode, written by {}",
         image.display(),
         s.format_version,
         s.mode,
         s.generator
     );
-    println!(
+    say!(
         "signed: {}",
         if s.signed_by.is_empty() {
             "no (installers that trust a key refuse it)".to_string()
@@ -48,12 +51,12 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
             )
         }
     );
-    println!(
+    say!(
         "fleet: {}, generation {}",
         s.fleet.as_deref().unwrap_or("(unnamed)"),
         s.generation
     );
-    println!(
+    say!(
         "unknown serial: {}, after install: {}, countdown: {} s, verify: {}",
         match &s.on_unknown_serial {
             manifest::UnknownSerial::Ask => "ask".to_string(),
@@ -66,12 +69,17 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
         s.verify.name()
     );
     if let Some(o) = &options {
-        println!("installer kernel command line: {o}");
+        say!("installer kernel command line: {o}");
     }
-    println!();
-    println!(
+    say!();
+    say!(
         "{:<20} {:<24} {:>6} {:>10} {:>10} {:>10}  layout",
-        "host", "serials", "paths", "NAR", "on stick", "unique"
+        "host",
+        "serials",
+        "paths",
+        "NAR",
+        "on stick",
+        "unique"
     );
     const SHOWN: usize = 40;
     let shown = if all {
@@ -85,7 +93,7 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
         } else {
             h.serials.join(",")
         };
-        println!(
+        say!(
             "{:<20} {:<24} {:>6} {:>10} {:>10} {:>10}  {}",
             h.name,
             serials,
@@ -110,20 +118,20 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
         );
     }
     if shown < s.hosts.len() {
-        println!(
+        say!(
             "… and {} more hosts (--all lists them, --json gives everything)",
             s.hosts.len() - shown
         );
     }
-    println!();
-    println!(
+    say!();
+    say!(
         "{} distinct store paths, {} of NAR stored as {}; {} of NAR shared by several hosts",
         s.paths,
         human(s.nar_bytes),
         human(s.compressed_bytes),
         human(s.shared_nar_bytes)
     );
-    Ok(())
+    util::out::stdout(&out)
 }
 
 /// `mkinstaller verify`: every hash (and with keys, every signature) checked, every problem
@@ -155,7 +163,8 @@ pub fn verify(
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+        let text = serde_json::to_string_pretty(&v).expect("serialises");
+        util::out::stdout(&format!("{text}\n"))?;
     }
     if !v.problems.is_empty() {
         if !json {

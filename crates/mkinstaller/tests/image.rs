@@ -26,6 +26,35 @@ fn one_host_image() {
     );
 }
 
+/// `mkinstaller inspect IMG | grep -q …`: the reader leaves early, and that is no failure
+/// (it was a panic on the closed pipe, which failed a VM test's pipeline).
+#[test]
+fn inspect_into_a_closed_pipe_is_quiet() {
+    let env = Env::new();
+    let top = build_fixture("tiny-fleet.nix", Some("host-1"), &[]);
+    let img = env.path("one.img");
+    env.ok(&["--system", &top, "-o", img.to_str().unwrap(), "--quiet"]);
+    for json in [false, true] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut args = vec!["inspect", img.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_mkinstaller"))
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "inspect {args:?} into a closed pipe: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn three_host_image_stores_shared_paths_once() {
     let env = Env::new();

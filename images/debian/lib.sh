@@ -187,7 +187,7 @@ module_closure() {
 # assembles them again: one list, so that what the installer makes is what the installed
 # system's stage 1 can open.
 # shellcheck disable=SC2034 # read by the scripts that source this file
-STORAGE_TOOL_PACKAGES=(cryptsetup-bin lvm2 mdadm dmsetup)
+STORAGE_TOOL_PACKAGES=(cryptsetup-bin lvm2 mdadm dmsetup systemd)
 # The libraries those tools link against (the NEEDED walk of stage_libraries fails naming a
 # library none of the packages given to it provides). libsystemd0 and what it pulls come
 # with lvm, which links it for journal logging and never needs systemd running.
@@ -195,7 +195,10 @@ STORAGE_TOOL_PACKAGES=(cryptsetup-bin lvm2 mdadm dmsetup)
 STORAGE_LIB_PACKAGES=(libgcc-s1 libcryptsetup12 libdevmapper1.02.1 libdevmapper-event1.02.1
   libpopt0 libargon2-1 libjson-c5 libssl3 libaio1 libedit2 libbsd0 libmd0 libtinfo6 libsystemd0
   libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1 libudev1 libselinux1
-  libpcre2-8-0 libblkid1 libuuid1 libc6)
+  libpcre2-8-0 libblkid1 libuuid1 libc6
+  libsystemd-shared libacl1 libcrypt1 libip4tc2 libkmod2 libmount1 libpam0g libseccomp2
+  libtss2-esys-3.0.2-0 libtss2-mu0 libtss2-rc0 libtss2-sys1 libtss2-tctildr0
+  libtss2-tcti-device0 libaudit1 libcap-ng0)
 # PACKAGE PATH-IN-PACKAGE PATH-IN-ROOT, as stage_tools takes them.
 # shellcheck disable=SC2034
 STORAGE_TOOLS="
@@ -203,13 +206,27 @@ cryptsetup-bin sbin/cryptsetup usr/sbin/cryptsetup
 lvm2           sbin/lvm        usr/sbin/lvm
 mdadm          sbin/mdadm      usr/sbin/mdadm
 dmsetup        sbin/dmsetup    usr/sbin/dmsetup
+systemd        usr/bin/systemd-cryptenroll  usr/bin/systemd-cryptenroll
+systemd        lib/systemd/systemd-cryptsetup usr/sbin/systemd-cryptsetup
 "
 # Files no NEEDED entry names: glibc loads libgcc_s.so.1 with dlopen when a thread ends
 # (pthread_exit unwinds), and cryptsetup's argon2 ends its worker threads that way: without
-# it, opening an argon2id keyslot on a machine with several CPUs aborts.
+# it, opening an argon2id keyslot on a machine with several CPUs aborts. systemd (its
+# cryptenroll, its cryptsetup and libcryptsetup's token plugin) loads the TPM2 stack with
+# dlopen, and tss2's loader the device TCTI: the TPM2 enrolment at install and the TPM2
+# unlock in stage 1. Their own NEEDED libraries are found by stage_libraries' walk. The token
+# plugin goes where libcryptsetup looks for it, /lib/x86_64-linux-gnu/cryptsetup (the
+# installer's /lib is a link to usr/lib; the demo stage 1's is a directory), and without it
+# systemd-cryptsetup does not try the TPM2 at all.
 # shellcheck disable=SC2034
 STORAGE_DATA="
 libgcc-s1 lib/x86_64-linux-gnu/libgcc_s.so.1 usr/lib/x86_64-linux-gnu/libgcc_s.so.1
+systemd usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so
+libtss2-esys-3.0.2-0 usr/lib/x86_64-linux-gnu/libtss2-esys.so.0 usr/lib/x86_64-linux-gnu/libtss2-esys.so.0
+libtss2-rc0 usr/lib/x86_64-linux-gnu/libtss2-rc.so.0 usr/lib/x86_64-linux-gnu/libtss2-rc.so.0
+libtss2-mu0 usr/lib/x86_64-linux-gnu/libtss2-mu.so.0 usr/lib/x86_64-linux-gnu/libtss2-mu.so.0
+libtss2-tctildr0 usr/lib/x86_64-linux-gnu/libtss2-tctildr.so.0 usr/lib/x86_64-linux-gnu/libtss2-tctildr.so.0
+libtss2-tcti-device0 usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0 usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0
 "
 # Kernel modules (module_closure adds what they depend on): device-mapper with the targets LVM
 # uses (linear and striped are in dm_mod; thin pools, snapshots, mirrors, RAID LVs), dm-crypt
@@ -284,7 +301,7 @@ stage_libraries() {
   local -A lib_src=()
   for p in "$@"; do
     [[ -n "${DEB_TREE[$p]:-}" ]] || die "stage_libraries: package $p was not fetched"
-    for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu; do
+    for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu/systemd; do
       [[ -d "${DEB_TREE[$p]}/$d" ]] || continue
       for f in "${DEB_TREE[$p]}/$d"/*.so*; do
         [[ -e "$f" ]] || continue
@@ -297,7 +314,7 @@ stage_libraries() {
   local queue=()
   while IFS= read -r -d '' f; do
     [[ "$(head -c 4 "$f" | tr -d '\0')" == $'\x7fELF' ]] && queue+=("$f")
-  done < <(find "$root/usr/bin" "$root/usr/sbin" -type f -print0 2>/dev/null)
+  done < <(find "$root/usr/bin" "$root/usr/sbin" "$root/usr/lib/x86_64-linux-gnu" -type f -print0 2>/dev/null)
   while ((${#queue[@]})); do
     f=${queue[0]}
     queue=("${queue[@]:1}")

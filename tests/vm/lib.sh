@@ -16,7 +16,7 @@ note() { echo "${0##*/}: $*" >&2; }
 ensure_packages() {
   local p missing=()
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
   done
   ((${#missing[@]})) || return 0
   [[ " ${missing[*]} " != *" qemu-system-x86 "* || " ${missing[*]} " == *" qemu-utils "* ]] ||

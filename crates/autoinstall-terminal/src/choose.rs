@@ -165,8 +165,6 @@ pub fn search<'a>(m: &'a Manifest, query: &str) -> Vec<&'a HostEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use manifest::document::{FORMAT_NAME, FORMAT_VERSION};
-    use manifest::AfterInstall;
 
     /// The serial the online lookup and the stick's choice both use: `--serial` normalised
     /// and, if a placeholder, none; else the firmware's.
@@ -187,45 +185,7 @@ mod tests {
     }
 
     fn manifest(policy: UnknownSerial) -> Manifest {
-        let layout = manifest::Profile::parse(
-            "uefi-ext4",
-            std::path::Path::new("uefi-ext4.toml"),
-            include_str!("../../../installer-profiles/uefi-ext4.toml"),
-        )
-        .expect("the profile parses")
-        .to_layout();
-        let host = |name: &str, serial: &str| HostEntry {
-            name: name.into(),
-            serials: vec![serial.into()],
-            toplevel: format!("/nix/store/00000000000000000000000000000000-{name}"),
-            closure: vec![],
-            closure_nar_bytes: 0,
-            layout: layout.clone(),
-            disk: None,
-            extra_files: vec![],
-            luks_keys: vec![],
-            bootable: true,
-            sealed: None,
-            system: None,
-        };
-        Manifest {
-            format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION,
-            kind: manifest::document::Kind::Fleet,
-            lookup_key: None,
-            fleet: None,
-            generation: 0,
-            generator: "test".into(),
-            mode: Mode::Mass,
-            on_unknown_serial: policy,
-            enrol_layout: None,
-            after_install: AfterInstall::Poweroff,
-            reinstall: manifest::Reinstall::Ask,
-            ssh_authorized_keys: vec![],
-            confirm_seconds: 10,
-            verify: manifest::Verify::Auto,
-            hosts: vec![host("web-1", "SN-1"), host("db-1", "SN-2")],
-        }
+        crate::testing::manifest(policy)
     }
 
     fn host_name(c: Choice) -> String {

@@ -332,6 +332,7 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         closure: &closure,
         pins: pins.as_ref(),
         keys: &keys,
+        recovery_recipients: &manifest.recovery_recipients,
     };
     let result = crate::write::install(run, &job, held);
     drop(keys);

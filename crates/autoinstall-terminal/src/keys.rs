@@ -1,6 +1,6 @@
 //! The keys of the plan's LUKS containers: a key file from the payload (checked against the
-//! manifest's hash and size), a key from the host's sealed secrets, or a passphrase typed
-//! twice on the console. Each is written to a file only root can read, under /run (a tmpfs:
+//! manifest's hash and size), a key from the host's sealed secrets, a passphrase typed
+//! twice on the console, or random bytes for a volume the TPM2 or the recovery key unlocks. Each is written to a file only root can read, under /run (a tmpfs:
 //! never on a disk), for cryptsetup's `--key-file`, and removed when the keys are dropped,
 //! whatever happens. The sealed secrets are opened here, before the first write, with the
 //! fleet's passphrase (a file, or three tries on the console); their extra files are kept
@@ -126,6 +126,16 @@ pub fn gather(
                     ));
                 }
                 keys.put(&k.name, first.as_bytes())?;
+            }
+            KeySource::Generated => {
+                // Only to format and open the volume: removed from it once enrolled.
+                let mut random = [0u8; 32];
+                std::fs::File::open("/dev/urandom")
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+                    .map_err(|e| format!("reading /dev/urandom for LUKS device {}: {e}", k.name))?;
+                let put = keys.put(&k.name, &random);
+                random.fill(0);
+                put?;
             }
         }
     }

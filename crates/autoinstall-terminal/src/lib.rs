@@ -22,5 +22,8 @@ pub mod settings;
 pub mod source;
 pub mod status;
 pub mod step;
+#[cfg(test)]
+mod testing;
 pub mod ui;
+pub mod unlock;
 pub mod write;

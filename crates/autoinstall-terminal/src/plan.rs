@@ -55,7 +55,34 @@ pub struct Plan {
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyPlan {
     pub name: String,
+    /// The key it is formatted and opened with.
     pub from: KeySource,
+    /// Enrolled with this machine's TPM2, sealed to these PCRs.
+    pub tpm2: Option<Vec<u8>>,
+    /// A recovery key is made here and escrowed to the fleet's recipients.
+    pub recovery: bool,
+}
+
+impl KeyPlan {
+    /// How the installed system unlocks it, for the plan and the report.
+    pub fn unlocks(&self) -> String {
+        let mut ways = Vec::new();
+        if let Some(pcrs) = &self.tpm2 {
+            ways.push(format!(
+                "the TPM2 (PCR {})",
+                pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join("+")
+            ));
+        }
+        match self.from {
+            KeySource::Payload | KeySource::Sealed => ways.push("its key file".into()),
+            KeySource::Prompt => ways.push("the passphrase typed here".into()),
+            KeySource::Generated => {}
+        }
+        if self.recovery {
+            ways.push("the escrowed recovery key".into());
+        }
+        ways.join(", ")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,6 +94,9 @@ pub enum KeySource {
     Prompt,
     /// The host's sealed secrets, opened with the fleet's passphrase.
     Sealed,
+    /// Made here, only to format and open it, and removed from the volume once the TPM2
+    /// and the recovery key are enrolled.
+    Generated,
 }
 
 impl Plan {
@@ -188,10 +218,18 @@ fn describe_build(b: &Build, keys: &[KeyPlan]) -> String {
         } => format!(
             "/dev/mapper/{name}: LUKS2 on {on}, about {}, key {}",
             human(*bytes),
-            match keys.iter().find(|k| &k.name == name).map(|k| k.from) {
-                Some(KeySource::Payload) => "from the payload",
-                Some(KeySource::Sealed) => "from the sealed secrets",
-                _ => "asked for on this console",
+            match keys.iter().find(|k| &k.name == name) {
+                Some(k) => format!(
+                    "{}; unlocked by {}",
+                    match k.from {
+                        KeySource::Payload => "from the payload",
+                        KeySource::Sealed => "from the sealed secrets",
+                        KeySource::Prompt => "asked for on this console",
+                        KeySource::Generated => "made here",
+                    },
+                    k.unlocks()
+                ),
+                None => "none".into(),
             }
         ),
         Build::Vg { name, pvs, bytes } => format!(
@@ -266,30 +304,31 @@ pub fn make_plan(
         machine::format::tool(t)
             .map_err(|e| format!("the plan needs {t}: {e}; nothing was touched"))?;
     }
+    let this_machine = crate::unlock::Machine::probe();
+    let no_one_to_ask = if opts.yes {
+        Some("--yes")
+    } else if !ui.interactive {
+        Some("no terminal")
+    } else {
+        None
+    };
     let luks_keys = devices
         .build
         .iter()
         .filter_map(|b| match b {
-            Build::Luks { name, .. } => Some(name.clone()),
+            Build::Luks { name, tpm2, .. } => Some((name.clone(), tpm2.as_ref())),
             _ => None,
         })
-        .map(|name| {
-            let sealed = host.sealed.as_ref().is_some_and(|s| s.luks_keys.contains(&name));
-            let from = if host.luks_keys.iter().any(|k| k.name == name) {
-                KeySource::Payload
-            } else if sealed {
-                KeySource::Sealed
-            } else if ui.interactive && !opts.yes {
-                KeySource::Prompt
-            } else {
-                return Err(format!(
-                    "LUKS device {name} has no key in the payload (hosts.toml luks-keys) and there is no one to ask for a passphrase ({}); nothing was touched",
-                    if opts.yes { "--yes" } else { "no terminal" }
-                ));
-            };
-            Ok(KeyPlan { name, from })
+        .map(|(name, tpm2)| {
+            crate::unlock::key_plan(name, tpm2, host, m, this_machine, no_one_to_ask)
+                .map_err(|e| format!("{e}; nothing was touched"))
         })
         .collect::<Result<Vec<_>, String>>()?;
+    if luks_keys.iter().any(|k| k.tpm2.is_some()) {
+        machine::format::tool("systemd-cryptenroll").map_err(|e| {
+            format!("the plan enrols the TPM2 with systemd-cryptenroll: {e}; nothing was touched")
+        })?;
+    }
     // Someone must give the fleet's passphrase: a file, or a person at this console.
     let no_one_to_ask = opts.yes || !ui.interactive;
     if host.sealed.is_some() && opts.secrets_passphrase.is_none() && !opts.dry_run && no_one_to_ask

@@ -126,6 +126,13 @@ pub struct Report {
     pub boot_next: Option<String>,
     /// An enrolled machine: the disk the stick's rules would install it on.
     pub pending: Option<Pending>,
+    /// How each LUKS volume is unlocked on the installed system.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unlock: Vec<crate::unlock::Enrolled>,
+    /// Each LUKS volume's recovery key, encrypted to the fleet's recovery recipients
+    /// (`mkinstaller reports --identity` opens them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovery: Vec<crate::unlock::Escrowed>,
     pub steps: Vec<StepTime>,
     pub seconds: f64,
     /// What the machine is: SMBIOS, firmware, CPU, memory, disks, NICs, TPM.
@@ -162,6 +169,8 @@ impl Report {
             partitions: Vec::new(),
             boot_next: None,
             pending: None,
+            unlock: Vec::new(),
+            recovery: Vec::new(),
             steps: Vec::new(),
             seconds: 0.0,
             inventory,

@@ -39,6 +39,8 @@ pub struct Job<'a> {
     /// What the verify pass measured of each compressed file (none online: no verify pass).
     pub pins: Option<&'a Pins>,
     pub keys: &'a Keys,
+    /// The fleet's recovery recipients, to escrow each LUKS volume's recovery key to.
+    pub recovery_recipients: &'a [String],
 }
 
 /// The plan's disks, held; in the plan's order.
@@ -218,6 +220,22 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
                 stack::build(b, &mut nodes, key, &record).map_err(|e| e.to_string())?;
                 if let Some(h) = b.creates() {
                     r.ui.say(&format!("built {h}"));
+                }
+                if let (machine::graph::Build::Luks { name, on, .. }, Some(key)) = (b, key) {
+                    let k = plan
+                        .luks_keys
+                        .iter()
+                        .find(|k| &k.name == name)
+                        .expect("every LUKS volume has a key plan");
+                    let device = nodes.get(on).expect("built on a node");
+                    let (enrolled, escrowed) =
+                        crate::unlock::enrol(k, device, key, job.recovery_recipients)?;
+                    r.ui.say(&format!(
+                        "enrolled {name}: unlocked by {}",
+                        enrolled.unlocked_by
+                    ));
+                    r.report.unlock.push(enrolled);
+                    r.report.recovery.extend(escrowed);
                 }
             }
             Ok(())

@@ -44,6 +44,18 @@ pub struct GptView {
 }
 
 /// The GPT of `disk` (with `block`-byte sectors), or `None` when it has none.
+/// Whether shim started this boot: it leaves its runtime copies of the MOK list and of the
+/// SBAT level (`MokListRT`, `SbatLevelRT`, under shim's GUID) for the OS. shim also extends
+/// PCR 7 (with the SBAT level, and under Secure Boot with the certificates it verified by),
+/// so PCR 7 now is not what it will be when the installed system boots without shim.
+pub fn booted_through_shim() -> bool {
+    ["MokListRT", "SbatLevelRT"].iter().any(|v| {
+        Path::new(EFIVARS)
+            .join(format!("{v}-605dab50-e046-4300-abb6-3dd810dd8b23"))
+            .exists()
+    })
+}
+
 pub fn read_gpt(disk: &Path, block: u64) -> io::Result<Option<GptView>> {
     let size = match block {
         4096 => gpt::disk::LogicalBlockSize::Lb4096,

@@ -23,6 +23,7 @@ pub mod format;
 pub mod graph;
 pub mod inventory;
 pub mod layout;
+pub mod luks;
 pub mod mount;
 pub mod partition;
 pub mod stack;

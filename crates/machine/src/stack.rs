@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use manifest::devices::{Holder, LvSize, PercentOf};
@@ -158,15 +158,38 @@ pub fn node(h: &Holder) -> Option<PathBuf> {
 /// Runs one of the storage tools with udev out of the picture; its output is kept for the
 /// error message, which names what was being done.
 fn run(what: &str, program: &str, args: &[String]) -> io::Result<()> {
+    run_with(what, program, args, None).map(drop)
+}
+
+/// [`run`] with `stdin` (a key, never on a command line) and its standard output returned.
+pub(crate) fn run_with(
+    what: &str,
+    program: &str,
+    args: &[String],
+    stdin: Option<&[u8]>,
+) -> io::Result<Vec<u8>> {
     let path = tool(program)?;
-    let out = Command::new(&path)
+    let failed = |e: io::Error| io::Error::new(e.kind(), format!("{what}: running {program}: {e}"));
+    let mut child = Command::new(&path)
         .args(args)
         .env("DM_DISABLE_UDEV", "1")
         .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("{what}: running {program}: {e}")))?;
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(failed)?;
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A tool that exits before reading it all fails below with its own message.
+        let _ = pipe.write_all(bytes);
+    }
+    let out = child.wait_with_output().map_err(failed)?;
     if out.status.success() {
-        return Ok(());
+        return Ok(out.stdout);
     }
     let said = String::from_utf8_lossy(&out.stderr);
     let said = if said.trim().is_empty() {
@@ -182,7 +205,7 @@ fn run(what: &str, program: &str, args: &[String]) -> io::Result<()> {
     )))
 }
 
-fn path_arg(p: &Path) -> String {
+pub(crate) fn path_arg(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 

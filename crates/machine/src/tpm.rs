@@ -29,6 +29,13 @@ const EK_POLICY: [u8; 32] = [
     0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA,
 ];
 
+/// Whether the kernel sees a TPM 2.0 (its resource manager, or the device itself).
+pub fn present() -> bool {
+    ["/dev/tpmrm0", "/dev/tpm0"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+}
+
 /// The SHA-256 (hex) of the EK's RSA modulus.
 pub fn ek_sha256() -> io::Result<String> {
     let mut dev = OpenOptions::new()

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::devices::Layout;
-use crate::hosts::{AfterInstall, Reinstall, UnknownSerial, Verify};
+use crate::hosts::{AfterInstall, Reinstall, UnknownSerial, Verify, WithoutTpm};
 use crate::serial;
 
 /// The media format version; docs/MEDIA-FORMAT.md describes it. Version 2 added what a
@@ -104,6 +104,14 @@ pub struct Manifest {
     /// not set it read as before.
     #[serde(default, skip_serializing_if = "Verify::is_auto")]
     pub verify: Verify,
+    /// The fleet's recovery recipients (age or SSH public keys): every LUKS volume gets a
+    /// recovery key made on the machine and escrowed to them. Signed with the rest, so a
+    /// medium cannot swap in its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_recipients: Vec<String>,
+    /// What a layout that unlocks with the TPM2 does on a machine without one.
+    #[serde(default, skip_serializing_if = "WithoutTpm::is_refuse")]
+    pub without_tpm: WithoutTpm,
     pub hosts: Vec<HostEntry>,
 }
 
@@ -287,6 +295,12 @@ impl Manifest {
         for k in &self.ssh_authorized_keys {
             crate::hosts::check_authorized_key(k)
                 .map_err(|e| format!("ssh_authorized_keys: {e}"))?;
+        }
+        for r in &self.recovery_recipients {
+            secrets::recovery::recipient(r).map_err(|e| format!("recovery_recipients: {e}"))?;
+        }
+        if self.without_tpm == WithoutTpm::RecoveryKey && self.recovery_recipients.is_empty() {
+            return Err("without_tpm is recovery-key, and there are no recovery recipients".into());
         }
         let mut names = std::collections::BTreeSet::new();
         for h in &self.hosts {
@@ -496,6 +510,8 @@ mod tests {
             ssh_authorized_keys: vec![],
             confirm_seconds: 0,
             verify: Verify::Auto,
+            recovery_recipients: vec![],
+            without_tpm: Default::default(),
             hosts: vec![HostEntry {
                 name: "web-1".into(),
                 serials: vec!["SN-1".into()],
@@ -620,6 +636,7 @@ mod tests {
                         extra_format_args: vec![],
                         extra_open_args: vec![],
                         uuid: None,
+                        tpm2: None,
                         content: inner,
                     }));
                 }),

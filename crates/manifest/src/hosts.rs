@@ -97,6 +97,34 @@ pub enum Secrets {
     Clear,
 }
 
+/// What the installer does where a layout unlocks a LUKS volume with the TPM2 and the
+/// machine has no TPM (or its TPM refuses): never a silent downgrade.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WithoutTpm {
+    /// Refuse the install, before any disk is touched.
+    #[default]
+    Refuse,
+    /// Ask for a passphrase on the console (twice), which unlocks the volume at boot.
+    Passphrase,
+    /// Install with the escrowed recovery key as the only way in (typed at boot).
+    RecoveryKey,
+}
+
+impl WithoutTpm {
+    pub fn is_refuse(&self) -> bool {
+        *self == WithoutTpm::Refuse
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WithoutTpm::Refuse => "refuse",
+            WithoutTpm::Passphrase => "passphrase",
+            WithoutTpm::RecoveryKey => "recovery-key",
+        }
+    }
+}
+
 /// Where a host's NixOS system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SystemSource {
@@ -133,6 +161,11 @@ pub struct Defaults {
     pub ssh_authorized_keys_file: Option<PathBuf>,
     /// How extra files and LUKS keys travel (`secrets = "passphrase" | "clear"`).
     pub secrets: Option<Secrets>,
+    /// The fleet's recovery recipients (`age1…` or SSH public keys, checked): every LUKS
+    /// volume gets a recovery key, escrowed to them. None: no recovery keys.
+    pub recovery_recipients: Vec<String>,
+    /// What a TPM2 layout does on a machine without a TPM (`without-tpm`).
+    pub without_tpm: WithoutTpm,
 }
 
 /// The defaults a fleet gets for what its `[defaults]` does not say (and `--system` for all).
@@ -151,6 +184,8 @@ impl Default for Defaults {
             ssh_authorized_keys: Vec::new(),
             ssh_authorized_keys_file: None,
             secrets: None,
+            recovery_recipients: Vec::new(),
+            without_tpm: WithoutTpm::Refuse,
         }
     }
 }
@@ -213,6 +248,9 @@ struct DefaultsFile {
     ssh_authorized_keys: Vec<Spanned<String>>,
     ssh_authorized_keys_file: Option<String>,
     secrets: Option<Secrets>,
+    #[serde(default)]
+    recovery_recipients: Vec<Spanned<String>>,
+    without_tpm: Option<Spanned<WithoutTpm>>,
 }
 
 #[derive(Deserialize)]
@@ -375,6 +413,26 @@ impl Fleet {
             check_authorized_key(k.get_ref()).map_err(|e| at(k.span(), e))?;
             ssh_authorized_keys.push(k.get_ref().trim().to_string());
         }
+        let mut recovery_recipients = Vec::new();
+        for r in &raw.defaults.recovery_recipients {
+            secrets::recovery::recipient(r.get_ref())
+                .map_err(|e| at(r.span(), format!("recovery-recipients: {e}")))?;
+            recovery_recipients.push(r.get_ref().trim().to_string());
+        }
+        let without_tpm = raw
+            .defaults
+            .without_tpm
+            .as_ref()
+            .map(|w| (*w.get_ref(), w.span()));
+        if let Some((WithoutTpm::RecoveryKey, span)) = &without_tpm {
+            if recovery_recipients.is_empty() {
+                return Err(at(
+                    span.clone(),
+                    "without-tpm = \"recovery-key\" needs recovery-recipients to escrow the key to"
+                        .into(),
+                ));
+            }
+        }
         if let Some(f) = &raw.defaults.fleet {
             check_host_name(f.get_ref()).map_err(|e| {
                 at(
@@ -405,6 +463,8 @@ impl Fleet {
                     .as_ref()
                     .map(|f| base.join(f)),
                 secrets: raw.defaults.secrets,
+                recovery_recipients,
+                without_tpm: without_tpm.map_or(WithoutTpm::Refuse, |(w, _)| w),
             },
             hosts,
         })

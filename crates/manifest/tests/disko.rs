@@ -188,7 +188,7 @@ fn btrfs_subvolumes_and_an_absolute_end() {
 /// What cannot be honoured is refused, naming the place in the tree.
 #[test]
 fn refusals_name_the_place_in_the_tree() {
-    let cases: [(&str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str); 13] = [
         (
             r#"{"disk":{"a":{"type":"disk","device":"/dev/sda","content":{"type":"gpt","partitions":{"z":{"size":"100%","content":{"type":"zfs","pool":"zroot"}}}}}}}"#,
             "disk.a.content.partitions.z.content",
@@ -229,6 +229,21 @@ fn refusals_name_the_place_in_the_tree() {
             "disk.a.content.partitions.r.size",
             "lots",
         ),
+        (
+            r#"{"disk":{"a":{"type":"disk","content":{"type":"gpt","partitions":{"r":{"size":"100%","content":{"type":"luks","name":"c","settings":{"crypttabExtraOpts":["fido2-device=auto"]},"content":{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}}}}}"#,
+            "disk.a.content.partitions.r.content.settings.crypttabExtraOpts",
+            "FIDO2 and PKCS#11",
+        ),
+        (
+            r#"{"disk":{"a":{"type":"disk","content":{"type":"gpt","partitions":{"r":{"size":"100%","content":{"type":"luks","name":"c","settings":{"crypttabExtraOpts":["tpm2-device=auto","tpm2-pcrs=7+secure-boot-policy"]},"content":{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}}}}}"#,
+            "disk.a.content.partitions.r.content.settings.crypttabExtraOpts",
+            "PCRs are numbers 0 to 23",
+        ),
+        (
+            r#"{"disk":{"a":{"type":"disk","content":{"type":"gpt","partitions":{"r":{"size":"100%","content":{"type":"luks","name":"c","settings":{"crypttabExtraOpts":["tpm2-pcrs=7"]},"content":{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}}}}}"#,
+            "disk.a.content.partitions.r.content.settings.crypttabExtraOpts",
+            "without tpm2-device",
+        ),
         // A reference to a volume group that is not defined.
         (
             r#"{"disk":{"a":{"type":"disk","content":{"type":"gpt","partitions":{"r":{"size":"100%","content":{"type":"lvm_pv","vg":"nowhere"}}}}}}}"#,
@@ -248,4 +263,31 @@ fn refusals_name_the_place_in_the_tree() {
         assert_eq!(e.path, path, "{text}");
         assert!(text.contains(says), "{says:?} not in {text}");
     }
+}
+
+/// `settings.crypttabExtraOpts` as NixOS's `boot.initrd.luks.devices` takes them: the TPM2
+/// unlock and its PCRs (7 unless said), and nothing for a volume that does not ask.
+#[test]
+fn tpm2_unlock_from_crypttab_options() {
+    let luks = |opts: &str| {
+        let json = format!(
+            r#"{{"disk":{{"a":{{"type":"disk","content":{{"type":"gpt","partitions":{{"r":{{"size":"100%","content":{{"type":"luks","name":"c","settings":{{"crypttabExtraOpts":{opts}}},"content":{{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}}}}}}}}}}}}}"#
+        );
+        let layout = disko::parse(&json, "x", rules()).unwrap();
+        let d = &layout.devices.disks[0];
+        let DiskContent::Gpt { partitions } = &d.content else {
+            panic!("GPT")
+        };
+        let Content::Luks(l) = &partitions[0].content else {
+            panic!("LUKS")
+        };
+        l.tpm2.as_ref().map(|t| t.pcrs.clone())
+    };
+    assert_eq!(luks(r#"["tpm2-device=auto"]"#), Some(vec![7]));
+    assert_eq!(
+        luks(r#"["tpm2-device=/dev/tpmrm0","tpm2-pcrs=0+7,11","discard"]"#),
+        Some(vec![0, 7, 11])
+    );
+    assert_eq!(luks(r#"["discard"]"#), None);
+    assert_eq!(luks("[]"), None);
 }

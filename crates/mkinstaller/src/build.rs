@@ -78,7 +78,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     let env = match opts.format {
         OutputFormat::Cache => None,
         OutputFormat::Usb | OutputFormat::Iso | OutputFormat::Netboot | OutputFormat::Kexec => {
-            Some(InstallerEnv::load(&opts.installer)?)
+            Some(InstallerEnv::load(&opts.installer)?.with_boot_loader(opts.boot_loader)?)
         }
     };
     let key = match &opts.sign_key {
@@ -154,6 +154,8 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         ssh_authorized_keys: planned.ssh_authorized_keys.clone(),
         confirm_seconds: planned.defaults.confirm_seconds,
         verify: planned.defaults.verify,
+        recovery_recipients: planned.defaults.recovery_recipients.clone(),
+        without_tpm: planned.defaults.without_tpm,
         hosts: entries,
     };
 
@@ -241,9 +243,15 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
             check_free_space(&opts.output, payload.content_bytes())?;
             Some(write_cache_dir(opts, &payload, ui)?)
         }
-        OutputFormat::Iso => Some(write_iso(
-            opts, &esp, &payload, &volume_id, &seed, timestamp, ui,
-        )?),
+        OutputFormat::Iso => {
+            let mut tree = payload.clone();
+            if let (Some(env), Some(options)) = (&env, &options) {
+                media::esp::add_cd_boot(&mut tree, env, &title, options)?;
+            }
+            Some(write_iso(
+                opts, &esp, &tree, &volume_id, &seed, timestamp, ui,
+            )?)
+        }
         OutputFormat::Netboot | OutputFormat::Kexec => {
             let nb = media::netboot::Netboot {
                 env: env.as_ref().expect("netboot loads the environment"),

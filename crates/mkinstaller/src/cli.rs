@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::options::OutputFormat;
+use crate::options::{BootLoaderArg, OutputFormat};
 
 /// Default installer environment: where images/debian/build puts it.
 pub const DEFAULT_INSTALLER: &str = "/var/lib/nixos-autoinstall/installer";
@@ -91,6 +91,11 @@ pub enum Command {
         /// hosts.toml.
         #[arg(long, group = "shape")]
         pending: bool,
+        /// Open the recovery keys the reports escrowed with this identity (an age identity
+        /// file, or an unprotected OpenSSH private key): machine, host, volume, LUKS UUID,
+        /// key per line (JSON with --json).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["csv", "html", "pending"])]
+        identity: Option<PathBuf>,
     },
     /// Print shell completions for mkinstaller (e.g. `mkinstaller completions bash >
     /// /usr/share/bash-completion/completions/mkinstaller`).
@@ -167,6 +172,11 @@ pub struct BuildArgs {
     /// console settings ('console=ttyS1,115200').
     #[arg(long, value_name = "ARGS", default_value = "")]
     pub kernel_args: String,
+    /// The stick's (or ISO's) boot loader: the environment's signed shim and GRUB, which
+    /// boot with Secure Boot on, or systemd-boot [default: auto, signed where the
+    /// environment has it]
+    #[arg(long, value_enum, default_value_t = BootLoaderArg::Auto)]
+    pub boot_loader: BootLoaderArg,
     /// zstd level for the NARs. 2 compresses about a fifth faster than 3 (Nix's default) for
     /// about 4% more bytes; 3 and up trade build time for a smaller stick.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=19))]

@@ -147,6 +147,17 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
                 "{at}: LUKS device {name} has no key (luks-keys): the installer asks for a passphrase on the console, so this host cannot be installed unattended"
             ));
         }
+        // A volume sealed to one machine's TPM is lost with that TPM (a new main board, a
+        // cleared TPM, a firmware update that moves PCR 7) unless a recovery key is escrowed.
+        if let Some(name) = layouts::tpm2_volumes(&layout).first() {
+            if fleet.defaults.recovery_recipients.is_empty() {
+                return Err(format!(
+                    "{at}: LUKS device {name} unlocks with the TPM2, and {} gives no [defaults] recovery-recipients: a volume sealed to one machine's TPM needs an escrowed recovery key (add recovery-recipients = [\"age1…\"] or an SSH public key)",
+                    file.display()
+                )
+                .into());
+            }
+        }
         if let Some(dir) = &h.extra_files {
             if !dir.is_dir() {
                 return Err(

@@ -207,7 +207,22 @@ pub fn keyless(layout: &Layout, keys: &[LuksKey]) -> Vec<String> {
         .contents()
         .into_iter()
         .filter_map(|(_, c)| match c {
-            Content::Luks(l) if !keys.iter().any(|k| k.name == l.name) => Some(l.name.clone()),
+            Content::Luks(l) if l.tpm2.is_none() && !keys.iter().any(|k| k.name == l.name) => {
+                Some(l.name.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The layout's LUKS volumes that the TPM2 unlocks.
+pub fn tpm2_volumes(layout: &Layout) -> Vec<String> {
+    layout
+        .devices
+        .contents()
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Content::Luks(l) if l.tpm2.is_some() => Some(l.name.clone()),
             _ => None,
         })
         .collect()

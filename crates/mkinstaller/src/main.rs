@@ -25,9 +25,19 @@ fn main() -> ExitCode {
             sources,
             all,
             json,
+            identity: Some(identity),
+            ..
+        }) => mkinstaller::reports::recovery::open(&sources, all, &identity, json)
+            .map_err(|e| (REFUSED, e))
+            .and_then(|text| util::out::stdout(&text).map_err(|e| (FAILED, e))),
+        Some(Command::Reports {
+            sources,
+            all,
+            json,
             csv,
             html,
             pending,
+            identity: None,
         }) => {
             use mkinstaller::reports::{self, Shape};
             let shape = match (json, csv, html, pending) {
@@ -121,6 +131,7 @@ fn run_build(a: BuildArgs) -> Result<(), (u8, String)> {
         profiles_dir: a.profiles_dir,
         level: a.level,
         kernel_args: a.kernel_args,
+        boot_loader: a.boot_loader.into(),
         sign_key: a.sign_key,
         public_extra_files: a.public_extra_files,
         secrets_passphrase_file: a.secrets_passphrase_file,

@@ -25,7 +25,7 @@ pub fn build_online_boot(
     if opts.format == OutputFormat::Cache {
         return Err("--online makes boot media that fetch from a cache site; make the site itself with --mass HOSTS.TOML --format cache -o DIR".into());
     }
-    let env = InstallerEnv::load(&opts.installer)?;
+    let env = InstallerEnv::load(&opts.installer)?.with_boot_loader(opts.boot_loader)?;
     let options = kernel_options(&env, &format!("autoinstall.url={url}"), &opts.kernel_args);
     let title = format!("NixOS autoinstall (online: {url})");
     let seed = Sha256::digest(options.as_bytes());
@@ -45,7 +45,9 @@ pub fn build_online_boot(
         OutputFormat::Iso => {
             let esp = esp_tree(&env, &title, &options)?;
             let volume_id = format!("AIONLINE_{:08X}", ids::volume_id(&seed, "iso"));
-            write_iso(opts, &esp, &empty, &volume_id, &seed, timestamp, ui)?
+            let mut tree = media::fat32::Tree::new();
+            media::esp::add_cd_boot(&mut tree, &env, &title, &options)?;
+            write_iso(opts, &esp, &tree, &volume_id, &seed, timestamp, ui)?
         }
         OutputFormat::Netboot | OutputFormat::Kexec => {
             let nb = media::netboot::Netboot {

@@ -76,6 +76,29 @@ pub enum Source {
     },
 }
 
+/// The boot loader of a stick's or an ISO's ESP (`--boot-loader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BootLoaderArg {
+    /// The signed chain (shim, GRUB) where the installer environment has it, else systemd-boot.
+    #[default]
+    Auto,
+    /// Debian's signed shim and GRUB: boots with Secure Boot on, under the vendors' keys.
+    Signed,
+    /// systemd-boot, unsigned: Secure Boot off; for TPM2 layouts sealed to PCR 7, which shim
+    /// extends.
+    SystemdBoot,
+}
+
+impl From<BootLoaderArg> for media::esp::BootLoader {
+    fn from(b: BootLoaderArg) -> Self {
+        match b {
+            BootLoaderArg::Auto => media::esp::BootLoader::Auto,
+            BootLoaderArg::Signed => media::esp::BootLoader::Signed,
+            BootLoaderArg::SystemdBoot => media::esp::BootLoader::SystemdBoot,
+        }
+    }
+}
+
 /// What kind of image to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -132,6 +155,8 @@ pub struct BuildOptions {
     pub threads: usize,
     /// Appended to the installer's kernel command line.
     pub kernel_args: String,
+    /// The ESP's boot loader (`--boot-loader`).
+    pub boot_loader: media::esp::BootLoader,
     /// Signs every narinfo and the manifest (`--sign-key`).
     pub sign_key: Option<PathBuf>,
     /// `--public-extra-files`: a cache site may serve the hosts' extra files in the clear.

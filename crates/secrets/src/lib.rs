@@ -4,7 +4,10 @@
 //! installed root. The bundle names its host and fleet inside the encryption: a bundle moved
 //! to another host's place on a stick opens but is refused.
 //!
-//! Pure: bytes in, bytes out. mkinstaller seals, autoinstall-terminal opens.
+//! Pure: bytes in, bytes out. mkinstaller seals, autoinstall-terminal opens. `recovery`
+//! escrows the recovery keys installers make.
+
+pub mod recovery;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

@@ -30,6 +30,8 @@ pub enum Build {
         allow_discards: bool,
         format_args: Vec<String>,
         open_args: Vec<String>,
+        /// Unlocked at boot by the TPM2: enrolled once built.
+        tpm2: Option<manifest::devices::Tpm2>,
         bytes: u64,
     },
     Vg {
@@ -89,6 +91,7 @@ pub(super) fn build_order(
                 allow_discards: l.allow_discards,
                 format_args: l.extra_format_args.clone(),
                 open_args: l.extra_open_args.clone(),
+                tpm2: l.tpm2.clone(),
                 bytes: 0,
             });
         }

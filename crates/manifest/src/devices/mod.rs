@@ -152,7 +152,20 @@ pub struct Luks {
     pub extra_open_args: Vec<String>,
     /// The LUKS header's UUID, when the host's configuration names it (`/dev/disk/by-uuid/`).
     pub uuid: Option<String>,
+    /// Unlocked at boot by the machine's TPM2 (the host's `crypttabExtraOpts` say
+    /// `tpm2-device=`): the installer enrols it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm2: Option<Tpm2>,
     pub content: Content,
+}
+
+/// A TPM2 enrolment: the volume's key sealed by the TPM to these PCRs' values at install
+/// (systemd-cryptenroll's `systemd-tpm2` token, which systemd-cryptsetup opens at boot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tpm2 {
+    /// PCR indices, 0 to 23 (default: 7, the Secure Boot state).
+    pub pcrs: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::devices::{
     check_uuid, Content, Devices, Disk, DiskContent, Extent, Fs, Layout, LayoutSource,
-    LogicalVolume, Luks, LvSize, MdArray, Nodev, Partition, PercentOf, Subvol, Swap, VolumeGroup,
+    LogicalVolume, Luks, LvSize, MdArray, Nodev, Partition, PercentOf, Subvol, Swap, Tpm2,
+    VolumeGroup,
 };
 use crate::profile::{DiskRules, Filesystem};
 
@@ -277,7 +278,7 @@ fn parse_content(v: &Value, path: &str) -> R<Content> {
                 _ => Map::new(),
             };
             if o.get("enrollFido2") == Some(&Value::Bool(true)) {
-                return err(&format!("{path}.enrollFido2"), "FIDO2 enrolment is not supported yet; unlock with a key file or a passphrase");
+                return err(&format!("{path}.enrollFido2"), "FIDO2 enrolment is not supported yet; unlock with the TPM2 (settings.crypttabExtraOpts = [\"tpm2-device=auto\"]), a key file or a passphrase");
             }
             if matches!(o.get("additionalKeyFiles"), Some(k) if !is_empty(k)) {
                 return err(&format!("{path}.additionalKeyFiles"), "additional key files are not supported; give one key");
@@ -299,8 +300,10 @@ fn parse_content(v: &Value, path: &str) -> R<Content> {
                     message: m,
                 })?;
             }
+            let tpm2 = tpm2_of(&settings, &format!("{path}.settings"))?;
             Content::Luks(Box::new(Luks {
                 name: str_field(o, "name", path)?,
+                tpm2,
                 key_file,
                 allow_discards: settings.get("allowDiscards") == Some(&Value::Bool(true)),
                 extra_format_args: without_flag(&extra_format_args, "--uuid"),
@@ -330,6 +333,48 @@ fn parse_content(v: &Value, path: &str) -> R<Content> {
 }
 
 /// A file system's common options, its label and UUID taken out of `extraArgs`.
+/// A LUKS volume's TPM2 unlock, from the options its configuration gives systemd-cryptsetup
+/// (`settings.crypttabExtraOpts`, as NixOS's `boot.initrd.luks.devices.<name>` takes them):
+/// `tpm2-device=auto` (or a device) asks for it, `tpm2-pcrs=7+11` names the PCRs (7 if not).
+/// A FIDO2 or PKCS#11 unlock is refused rather than installed without it.
+fn tpm2_of(settings: &Map<String, Value>, settings_path: &str) -> R<Option<Tpm2>> {
+    let opts = str_list(settings, "crypttabExtraOpts", settings_path)?;
+    let path = &format!("{settings_path}.crypttabExtraOpts");
+    let mut device = false;
+    let mut pcrs = None;
+    for o in &opts {
+        let (key, value) = o.split_once('=').unwrap_or((o, ""));
+        match key {
+            "tpm2-device" => device = true,
+            "tpm2-pcrs" => {
+                let list = value
+                    .split(['+', ','])
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.parse::<u8>().ok().filter(|n| *n < 24))
+                    .collect::<Option<Vec<u8>>>();
+                match list {
+                    Some(l) if !l.is_empty() => pcrs = Some(l),
+                    _ => return err(path, format!("{o:?}: PCRs are numbers 0 to 23 joined by + (tpm2-pcrs=7+11); PCR names are not supported")),
+                }
+            }
+            "fido2-device" | "pkcs11-uri" => {
+                return err(path, format!("{o:?}: FIDO2 and PKCS#11 unlocking is not enrolled by the installer yet; unlock with the TPM2 (tpm2-device=auto), a key file or a passphrase"))
+            }
+            _ => {}
+        }
+    }
+    match (device, pcrs) {
+        (true, pcrs) => Ok(Some(Tpm2 {
+            pcrs: pcrs.unwrap_or_else(|| vec![7]),
+        })),
+        (false, Some(_)) => err(
+            path,
+            "tpm2-pcrs without tpm2-device=auto: say which TPM unlocks it",
+        ),
+        (false, None) => Ok(None),
+    }
+}
+
 fn fs(o: &Map<String, Value>, format: Filesystem, path: &str) -> R<Fs> {
     let args = str_list(o, "extraArgs", path)?;
     let (label, uuid, extra_args) = label_and_uuid(&args, format);

@@ -6,6 +6,7 @@
 
 mod html;
 mod pending;
+pub mod recovery;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,17 @@ pub struct Report {
     pub seconds: f64,
     pub inventory: Inventory,
     pub pending: Option<Pending>,
+    /// Each LUKS volume's recovery key, escrowed to the fleet's recovery recipients.
+    pub recovery: Vec<Escrowed>,
+}
+
+/// A recovery key as a report keeps it: an age file for the fleet's recipients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Escrowed {
+    pub volume: String,
+    pub luks_uuid: String,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

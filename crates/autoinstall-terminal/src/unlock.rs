@@ -1,0 +1,244 @@
+//! How each LUKS volume will be unlocked on the installed system, and the enrolment that
+//! makes it so: the key it is formatted with (from the payload, the sealed secrets, this
+//! console, or made here), the TPM2 when the layout asks for it (systemd-cryptenroll's
+//! token, so systemd-cryptsetup opens it at boot), and a recovery key made here and escrowed
+//! to the fleet's recipients. A TPM2 layout on a machine without a TPM follows the fleet's
+//! `without-tpm`, decided in the plan, before any disk is touched: never a silent downgrade.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use manifest::devices::Tpm2;
+use manifest::document::{HostEntry, Manifest};
+use manifest::hosts::WithoutTpm;
+use serde::Serialize;
+
+use crate::plan::{KeyPlan, KeySource};
+
+/// What the key plans depend on in this machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    /// The kernel sees a TPM 2.0.
+    pub tpm: bool,
+    /// shim started this boot (and extended PCR 7).
+    pub shim: bool,
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        Machine {
+            tpm: machine::tpm::present(),
+            shim: machine::efi::booted_through_shim(),
+        }
+    }
+}
+
+/// The key plan of LUKS volume `name`. `no_one_to_ask` says why no passphrase can be typed
+/// (`--yes`, no terminal), if so.
+pub fn key_plan(
+    name: String,
+    tpm2: Option<&Tpm2>,
+    host: &HostEntry,
+    m: &Manifest,
+    machine: Machine,
+    no_one_to_ask: Option<&str>,
+) -> Result<KeyPlan, String> {
+    let tpm_present = machine.tpm;
+    let recovery = !m.recovery_recipients.is_empty();
+    let payload = host.luks_keys.iter().any(|k| k.name == name);
+    let sealed = host
+        .sealed
+        .as_ref()
+        .is_some_and(|s| s.luks_keys.contains(&name));
+    let given = if payload {
+        Some(KeySource::Payload)
+    } else if sealed {
+        Some(KeySource::Sealed)
+    } else {
+        None
+    };
+    let prompt = |why: &str| match no_one_to_ask {
+        None => Ok(KeySource::Prompt),
+        Some(who) => Err(format!(
+            "LUKS device {name} {why}, and there is no one to ask for a passphrase ({who})"
+        )),
+    };
+    let (from, tpm2) = match tpm2 {
+        None => match given {
+            Some(g) => (g, None),
+            None => (
+                prompt("has no key in the payload (hosts.toml luks-keys)")?,
+                None,
+            ),
+        },
+        Some(_) if !recovery => {
+            return Err(format!(
+                "LUKS device {name} unlocks with the TPM2, and the stick names no recovery recipients to escrow its recovery key to"
+            ))
+        }
+        Some(t) if tpm_present && machine.shim && t.pcrs.contains(&7) => {
+            return Err(format!(
+                "LUKS device {name} is to be sealed to PCR 7, and this installer was started by shim (the stick's Secure Boot chain), which extends PCR 7: sealed now, the volume would not unseal when the installed system boots; write the stick with --boot-loader systemd-boot (Secure Boot off for the install), or seal to other PCRs (tpm2-pcrs=)"
+            ))
+        }
+        Some(t) if tpm_present => (given.unwrap_or(KeySource::Generated), Some(t.pcrs.clone())),
+        Some(_) => match m.without_tpm {
+            WithoutTpm::Refuse => {
+                return Err(format!(
+                    "LUKS device {name} unlocks with the TPM2, this machine has no TPM (no /dev/tpmrm0 or /dev/tpm0: is it enabled in the firmware setup?), and the fleet says without-tpm = \"refuse\""
+                ))
+            }
+            WithoutTpm::Passphrase => (
+                match given {
+                    Some(g) => g,
+                    None => prompt("is to be unlocked by a passphrase on this machine without a TPM (without-tpm = \"passphrase\")")?,
+                },
+                None,
+            ),
+            WithoutTpm::RecoveryKey => (given.unwrap_or(KeySource::Generated), None),
+        },
+    };
+    Ok(KeyPlan {
+        name,
+        from,
+        tpm2,
+        recovery,
+    })
+}
+
+/// A recovery key as the report keeps it: encrypted to the fleet's recipients.
+#[derive(Debug, Clone, Serialize)]
+pub struct Escrowed {
+    /// The LUKS volume's name (`/dev/mapper/<name>`).
+    pub volume: String,
+    /// Its LUKS header's UUID (`/dev/disk/by-uuid/`).
+    pub luks_uuid: String,
+    /// The key, an armored age file for the fleet's recovery recipients.
+    pub key: String,
+}
+
+/// How a volume was enrolled, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrolled {
+    pub volume: String,
+    pub unlocked_by: String,
+}
+
+/// Enrols LUKS volume `k.name` on `device`, opened with `key_file`: the recovery key first
+/// (so that a TPM that refuses leaves a volume the admin can still open), then the TPM2,
+/// then the key it was formatted with removed if it was only made for that.
+pub fn enrol(
+    k: &KeyPlan,
+    device: &Path,
+    key_file: &Path,
+    recipients: &[String],
+) -> Result<(Enrolled, Option<Escrowed>), String> {
+    let on = |e: std::io::Error| format!("enrolling LUKS device {}: {e}", k.name);
+    let mut escrowed = None;
+    if k.recovery {
+        let rs = recipients
+            .iter()
+            .map(|r| secrets::recovery::recipient(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut random = [0u8; secrets::recovery::RANDOM_BYTES];
+        File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut random))
+            .map_err(|e| format!("reading /dev/urandom for a recovery key: {e}"))?;
+        let mut key = secrets::recovery::format_key(&random).into_bytes();
+        random.fill(0);
+        let sealed =
+            secrets::recovery::escrow(std::str::from_utf8(&key).expect("modhex is ASCII"), &rs);
+        let added = machine::luks::add_key(device, key_file, &key);
+        key.fill(0);
+        let sealed = sealed?;
+        added.map_err(on)?;
+        escrowed = Some(Escrowed {
+            volume: k.name.clone(),
+            luks_uuid: machine::luks::uuid(device).map_err(on)?,
+            key: sealed,
+        });
+    }
+    if let Some(pcrs) = &k.tpm2 {
+        machine::luks::enrol_tpm2(device, key_file, pcrs).map_err(on)?;
+    }
+    if k.from == KeySource::Generated {
+        machine::luks::remove_key(device, key_file).map_err(on)?;
+    }
+    Ok((
+        Enrolled {
+            volume: k.name.clone(),
+            unlocked_by: k.unlocks(),
+        },
+        escrowed,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifest::UnknownSerial;
+
+    const RECIPIENT: &str = "age17w7qc3fptjd5x7a3nev48wlk8st72jpg8z7uh8l0k978h2qhwd4qckxdsq";
+
+    fn plan(without_tpm: WithoutTpm, machine: Machine, someone: bool) -> Result<KeyPlan, String> {
+        let mut m = crate::testing::manifest(UnknownSerial::Refuse);
+        m.recovery_recipients = vec![RECIPIENT.into()];
+        m.without_tpm = without_tpm;
+        let host = m.hosts[0].clone();
+        let tpm2 = Tpm2 { pcrs: vec![7] };
+        key_plan(
+            "cryptroot".into(),
+            Some(&tpm2),
+            &host,
+            &m,
+            machine,
+            (!someone).then_some("--yes"),
+        )
+    }
+
+    const TPM: Machine = Machine {
+        tpm: true,
+        shim: false,
+    };
+    const NO_TPM: Machine = Machine {
+        tpm: false,
+        shim: false,
+    };
+
+    #[test]
+    fn a_tpm_is_enrolled_with_a_key_made_here() {
+        let k = plan(WithoutTpm::Refuse, TPM, false).unwrap();
+        assert_eq!(
+            (k.from, k.tpm2.as_deref(), k.recovery),
+            (KeySource::Generated, Some(&[7u8][..]), true)
+        );
+        assert_eq!(k.unlocks(), "the TPM2 (PCR 7), the escrowed recovery key");
+    }
+
+    #[test]
+    fn no_tpm_follows_the_fleet_never_silently() {
+        let e = plan(WithoutTpm::Refuse, NO_TPM, true).unwrap_err();
+        assert!(
+            e.contains("this machine has no TPM") && e.contains("without-tpm = \"refuse\""),
+            "{e}"
+        );
+        let k = plan(WithoutTpm::Passphrase, NO_TPM, true).unwrap();
+        assert_eq!((k.from, k.tpm2.is_none()), (KeySource::Prompt, true));
+        let e = plan(WithoutTpm::Passphrase, NO_TPM, false).unwrap_err();
+        assert!(e.contains("no one to ask for a passphrase (--yes)"), "{e}");
+        let k = plan(WithoutTpm::RecoveryKey, NO_TPM, false).unwrap();
+        assert_eq!((k.from, k.tpm2.is_none()), (KeySource::Generated, true));
+        assert_eq!(k.unlocks(), "the escrowed recovery key");
+    }
+
+    #[test]
+    fn pcr_7_is_not_sealed_after_shim_extended_it() {
+        let shim = Machine {
+            tpm: true,
+            shim: true,
+        };
+        let e = plan(WithoutTpm::Refuse, shim, true).unwrap_err();
+        assert!(e.contains("--boot-loader systemd-boot"), "{e}");
+    }
+}

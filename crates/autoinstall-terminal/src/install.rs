@@ -333,6 +333,7 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         pins: pins.as_ref(),
         keys: &keys,
         recovery_recipients: &manifest.recovery_recipients,
+        secure_boot: manifest.secure_boot.as_ref(),
     };
     let result = crate::write::install(run, &job, held);
     drop(keys);

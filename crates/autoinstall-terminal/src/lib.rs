@@ -9,11 +9,13 @@
 pub mod choose;
 pub mod copy;
 pub mod direct;
+pub mod firmware_keys;
 pub mod identify;
 pub mod install;
 pub mod kexec;
 pub mod keys;
 pub mod mdns;
+pub mod netkeep;
 pub mod online;
 pub mod plan;
 pub mod remote;

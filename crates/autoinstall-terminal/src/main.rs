@@ -158,6 +158,10 @@ enum Sub {
         /// Load only; do not reboot into it.
         #[arg(long)]
         load_only: bool,
+        /// Do not hand this system's static network configuration (addresses by MAC,
+        /// default routes, DNS) to the installer on its command line; it then asks DHCP.
+        #[arg(long)]
+        no_keep_network: bool,
     },
 }
 
@@ -209,8 +213,21 @@ fn main() -> ExitCode {
             initrd,
             cmdline,
             load_only,
+            no_keep_network,
         }) => {
-            if let Err(e) = autoinstall_terminal::kexec::load(kernel, initrd, cmdline) {
+            let mut cmdline = cmdline.clone();
+            if !no_keep_network {
+                let (ifaces, dns) = autoinstall_terminal::netkeep::read();
+                let words = autoinstall_terminal::netkeep::cmdline_words(&ifaces, &dns);
+                if !words.is_empty() {
+                    eprintln!(
+                        "autoinstall-terminal: keeping this system's network for the installer: {}",
+                        words.join(" ")
+                    );
+                    cmdline = format!("{} {}", cmdline.trim(), words.join(" "));
+                }
+            }
+            if let Err(e) = autoinstall_terminal::kexec::load(kernel, initrd, &cmdline) {
                 eprintln!("autoinstall-terminal: {e}");
                 return ExitCode::from(1);
             }

@@ -49,6 +49,8 @@ pub struct Plan {
     /// The first disk already holds this host installed from this fleet: its GPT's disk GUID
     /// is this host's install marker (`media::ids::install_marker`).
     pub already_installed: bool,
+    /// The fleet's Secure Boot keys: enrolled at the end, or why not.
+    pub secure_boot_keys: Option<crate::firmware_keys::KeysPlan>,
     pub after_install: AfterInstall,
 }
 
@@ -188,6 +190,15 @@ impl Plan {
                 self.first_disk().path,
                 self.host
             );
+        }
+        match &self.secure_boot_keys {
+            Some(crate::firmware_keys::KeysPlan::Enrol) => {
+                s += "firmware  the fleet's Secure Boot keys (db, KEK, PK), at the end: the firmware is in setup mode\n"
+            }
+            Some(crate::firmware_keys::KeysPlan::Skip(why)) => {
+                s += &format!("firmware  the fleet's Secure Boot keys are not enrolled: {why}\n")
+            }
+            None => {}
         }
         s += &format!("then      {:?}\n", self.after_install).to_lowercase();
         s
@@ -369,6 +380,8 @@ pub fn make_plan(
         luks_keys,
         fleet: m.fleet.clone(),
         already_installed,
+        secure_boot_keys: crate::firmware_keys::plan(m, machine::efi::setup_mode())
+            .map_err(|e| format!("{e}; nothing was touched"))?,
         after_install: m.after_install,
     })
 }

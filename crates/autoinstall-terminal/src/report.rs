@@ -133,6 +133,9 @@ pub struct Report {
     /// (`mkinstaller reports --identity` opens them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovery: Vec<crate::unlock::Escrowed>,
+    /// What became of the fleet's Secure Boot keys (`secure-boot`), if it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_boot_keys: Option<String>,
     pub steps: Vec<StepTime>,
     pub seconds: f64,
     /// What the machine is: SMBIOS, firmware, CPU, memory, disks, NICs, TPM.
@@ -171,6 +174,7 @@ impl Report {
             pending: None,
             unlock: Vec::new(),
             recovery: Vec::new(),
+            secure_boot_keys: None,
             steps: Vec::new(),
             seconds: 0.0,
             inventory,

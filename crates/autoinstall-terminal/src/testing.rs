@@ -44,6 +44,7 @@ pub fn manifest(policy: UnknownSerial) -> Manifest {
         verify: manifest::Verify::Auto,
         recovery_recipients: vec![],
         without_tpm: Default::default(),
+        secure_boot: None,
         hosts: vec![host("web-1", "SN-1"), host("db-1", "SN-2")],
     }
 }

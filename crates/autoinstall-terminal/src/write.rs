@@ -41,6 +41,8 @@ pub struct Job<'a> {
     pub keys: &'a Keys,
     /// The fleet's recovery recipients, to escrow each LUKS volume's recovery key to.
     pub recovery_recipients: &'a [String],
+    /// The fleet's Secure Boot keys, if it has any.
+    pub secure_boot: Option<&'a manifest::document::SecureBootKeys>,
 }
 
 /// The plan's disks, held; in the plan's order.
@@ -358,6 +360,19 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
     }
 
     run.step(Step::Finish, |r| {
+        // The fleet's Secure Boot keys, before anything says this install is done: a firmware
+        // that refuses them fails the install (the disks then have no boot entry).
+        match (&plan.secure_boot_keys, job.secure_boot) {
+            (Some(crate::firmware_keys::KeysPlan::Enrol), Some(keys)) => {
+                let done = crate::firmware_keys::enrol(keys, job.source)?;
+                r.ui.say(&done);
+                r.report.secure_boot_keys = Some(done);
+            }
+            (Some(crate::firmware_keys::KeysPlan::Skip(why)), _) => {
+                r.report.secure_boot_keys = Some(format!("not enrolled: {why}"));
+            }
+            _ => {}
+        }
         // The installed system keeps its own install report (and it is the only copy when the
         // payload is on a read-only ISO). Written before the unmount: the finish step itself
         // is not in it.

@@ -175,20 +175,67 @@ pub fn boot_next(option: &[u8]) -> io::Result<String> {
 /// Writes an EFI variable in one write (efivarfs takes nothing else), attributes first;
 /// an existing one is made mutable first (efivarfs marks them immutable).
 fn write_var(name: &str, data: &[u8]) -> io::Result<()> {
-    let path = var(name);
+    write_var_at(&var(name), name, ATTRIBUTES, data)
+}
+
+fn write_var_at(path: &Path, name: &str, attributes: u32, data: &[u8]) -> io::Result<()> {
     let on = |e: io::Error| io::Error::new(e.kind(), format!("writing EFI variable {name}: {e}"));
     if path.exists() {
-        clear_immutable(&path).map_err(on)?;
+        clear_immutable(path).map_err(on)?;
     }
-    let mut bytes = ATTRIBUTES.to_le_bytes().to_vec();
+    let mut bytes = attributes.to_le_bytes().to_vec();
     bytes.extend(data);
     OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
+        .open(path)
         .and_then(|mut f| f.write_all(&bytes))
         .map_err(on)
+}
+
+/// The Secure Boot key variables, in the order they are enrolled (PK last: it ends setup
+/// mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyVar {
+    Db,
+    Kek,
+    Pk,
+}
+
+impl KeyVar {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyVar::Db => "db",
+            KeyVar::Kek => "KEK",
+            KeyVar::Pk => "PK",
+        }
+    }
+
+    fn path(self) -> PathBuf {
+        // db is under the image security database's GUID, PK and KEK the global one.
+        let guid = match self {
+            KeyVar::Db => "d719b2cb-3d3a-4596-a3bc-dad00e67656f",
+            KeyVar::Kek | KeyVar::Pk => GLOBAL,
+        };
+        Path::new(EFIVARS).join(format!("{}-{guid}", self.name()))
+    }
+}
+
+/// Whether the firmware is in setup mode (no platform key: keys may be enrolled); none when
+/// it does not say (no UEFI, no Secure Boot support).
+pub fn setup_mode() -> Option<bool> {
+    let bytes = fs::read(var("SetupMode")).ok()?;
+    // Four bytes of attributes, then the value.
+    bytes.get(4).map(|v| *v == 1)
+}
+
+/// Writes a signed EFI signature list (`auth`, as sign-efi-sig-list makes it) to Secure Boot
+/// key variable `which`, as a time-based authenticated write; the firmware checks it.
+pub fn enrol_key(which: KeyVar, auth: &[u8]) -> io::Result<()> {
+    // NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS | TIME_BASED_AUTHENTICATED_WRITE_ACCESS
+    const AUTHENTICATED: u32 = 0x27;
+    write_var_at(&which.path(), which.name(), AUTHENTICATED, auth)
 }
 
 fn clear_immutable(path: &Path) -> io::Result<()> {

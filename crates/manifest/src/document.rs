@@ -112,7 +112,33 @@ pub struct Manifest {
     /// What a layout that unlocks with the TPM2 does on a machine without one.
     #[serde(default, skip_serializing_if = "WithoutTpm::is_refuse")]
     pub without_tpm: WithoutTpm,
+    /// The fleet's Secure Boot keys, for machines in setup mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<SecureBootKeys>,
     pub hosts: Vec<HostEntry>,
+}
+
+/// Where the fleet's Secure Boot keys are in the payload.
+pub const SECURE_BOOT_DIR: &str = "autoinstall/secure-boot";
+
+/// The fleet's PK, KEK and db as signed EFI signature lists (`*.auth`) in the payload,
+/// enrolled (db, KEK, then PK) by the installer when the firmware is in setup mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureBootKeys {
+    pub pk: PayloadRef,
+    pub kek: PayloadRef,
+    pub db: PayloadRef,
+    pub not_in_setup_mode: crate::hosts::NotInSetupMode,
+}
+
+/// A file of the payload, by its path there, hash and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadRef {
+    pub source: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +327,15 @@ impl Manifest {
         }
         if self.without_tpm == WithoutTpm::RecoveryKey && self.recovery_recipients.is_empty() {
             return Err("without_tpm is recovery-key, and there are no recovery recipients".into());
+        }
+        if let Some(sb) = &self.secure_boot {
+            for (name, f) in [("PK", &sb.pk), ("KEK", &sb.kek), ("db", &sb.db)] {
+                let hex = f.sha256.len() == 64 && f.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+                if f.source != format!("{SECURE_BOOT_DIR}/{name}.auth") || !hex || f.size > 1 << 20
+                {
+                    return Err(format!("secure_boot: {name} is not {SECURE_BOOT_DIR}/{name}.auth with a SHA-256 and a size up to 1 MiB"));
+                }
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for h in &self.hosts {
@@ -512,6 +547,7 @@ mod tests {
             verify: Verify::Auto,
             recovery_recipients: vec![],
             without_tpm: Default::default(),
+            secure_boot: None,
             hosts: vec![HostEntry {
                 name: "web-1".into(),
                 serials: vec!["SN-1".into()],

@@ -125,6 +125,34 @@ impl WithoutTpm {
     }
 }
 
+/// What the installer does with the fleet's Secure Boot keys on a machine whose firmware is
+/// not in setup mode (it has a platform key already: the vendor's, usually).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotInSetupMode {
+    /// Install, leaving the firmware's keys as they are (and say so in the report).
+    #[default]
+    Skip,
+    /// Refuse the install, before any disk is touched.
+    Refuse,
+}
+
+/// `[defaults] secure-boot = { keys = "DIR", not-in-setup-mode = "skip" }`: the fleet's PK,
+/// KEK and db, enrolled at install on machines in setup mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureBootDefaults {
+    /// Holds PK.auth, KEK.auth and db.auth: signed EFI signature lists (sbctl, efitools).
+    pub keys: PathBuf,
+    pub not_in_setup_mode: NotInSetupMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SecureBootFile {
+    keys: String,
+    not_in_setup_mode: Option<NotInSetupMode>,
+}
+
 /// Where a host's NixOS system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SystemSource {
@@ -166,6 +194,8 @@ pub struct Defaults {
     pub recovery_recipients: Vec<String>,
     /// What a TPM2 layout does on a machine without a TPM (`without-tpm`).
     pub without_tpm: WithoutTpm,
+    /// The fleet's Secure Boot keys (`secure-boot`), resolved against hosts.toml's directory.
+    pub secure_boot: Option<SecureBootDefaults>,
 }
 
 /// The defaults a fleet gets for what its `[defaults]` does not say (and `--system` for all).
@@ -186,6 +216,7 @@ impl Default for Defaults {
             secrets: None,
             recovery_recipients: Vec::new(),
             without_tpm: WithoutTpm::Refuse,
+            secure_boot: None,
         }
     }
 }
@@ -251,6 +282,7 @@ struct DefaultsFile {
     #[serde(default)]
     recovery_recipients: Vec<Spanned<String>>,
     without_tpm: Option<Spanned<WithoutTpm>>,
+    secure_boot: Option<SecureBootFile>,
 }
 
 #[derive(Deserialize)]
@@ -465,6 +497,14 @@ impl Fleet {
                 secrets: raw.defaults.secrets,
                 recovery_recipients,
                 without_tpm: without_tpm.map_or(WithoutTpm::Refuse, |(w, _)| w),
+                secure_boot: raw
+                    .defaults
+                    .secure_boot
+                    .as_ref()
+                    .map(|sb| SecureBootDefaults {
+                        keys: base.join(&sb.keys),
+                        not_in_setup_mode: sb.not_in_setup_mode.unwrap_or_default(),
+                    }),
             },
             hosts,
         })

@@ -104,6 +104,21 @@ impl Opener for ImagePath {
     }
 }
 
+/// The boot loader on an image's ESP, for `inspect`: the signed chain (shim and GRUB, which
+/// boot with Secure Boot on) or systemd-boot; none if the image has no ESP.
+pub fn boot_loader(path: &Path) -> Option<&'static str> {
+    let img = Image::open(path).ok()?;
+    let esp = img.fat(img.esp).ok()?;
+    let boot = esp.list("EFI/BOOT").ok()?;
+    Some(
+        if boot.iter().any(|n| n.eq_ignore_ascii_case("grubx64.efi")) {
+            "shim and GRUB, signed (boots with Secure Boot on)"
+        } else {
+            "systemd-boot (Secure Boot must be off)"
+        },
+    )
+}
+
 /// The installer's kernel command line on an image's ESP (`options` of its loader entry),
 /// if the image has one: what `inspect` shows.
 pub fn kernel_options(path: &Path) -> Option<String> {

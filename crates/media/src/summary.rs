@@ -53,6 +53,8 @@ pub struct HostSummary {
     pub luks_keys: usize,
     /// Its extra files and LUKS keys are sealed to the fleet's passphrase.
     pub sealed: bool,
+    /// Its layout's LUKS volumes that the TPM2 unlocks.
+    pub tpm2_volumes: usize,
     /// The platform its system is built for (`x86_64-linux`), if the stick says.
     pub system: Option<String>,
     pub bootable: bool,
@@ -90,6 +92,15 @@ pub fn summarise(p: &dyn Payload) -> io::Result<Summary> {
             disks: h.layout.devices.disks.len(),
             luks_keys: h.luks_keys.len() + h.sealed.as_ref().map_or(0, |s| s.luks_keys.len()),
             sealed: h.sealed.is_some(),
+            tpm2_volumes: h
+                .layout
+                .devices
+                .contents()
+                .into_iter()
+                .filter(
+                    |(_, c)| matches!(c, manifest::devices::Content::Luks(l) if l.tpm2.is_some()),
+                )
+                .count(),
             system: h.system.clone(),
             bootable: h.bootable,
             closure_paths: h.closure.len(),

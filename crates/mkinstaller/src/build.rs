@@ -110,6 +110,14 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
 
     // Secrets (extra files, LUKS keys) as the fleet says they travel, and the manifest.
     let mut payload_files = Vec::new();
+    let secure_boot =
+        match crate::secure_boot::keys(planned.defaults.secure_boot.as_ref(), &planned.file)? {
+            Some((keys, files)) => {
+                payload_files.extend(files);
+                Some(keys)
+            }
+            None => None,
+        };
     let mut sealed_files = Vec::new();
     let mut entries = Vec::new();
     for (p, closure) in planned.hosts.iter().zip(&closures) {
@@ -156,6 +164,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         verify: planned.defaults.verify,
         recovery_recipients: planned.defaults.recovery_recipients.clone(),
         without_tpm: planned.defaults.without_tpm,
+        secure_boot,
         hosts: entries,
     };
 

@@ -19,5 +19,6 @@ pub mod profiles;
 pub mod refresh;
 pub mod reports;
 pub mod seal;
+pub mod secure_boot;
 pub mod show;
 pub mod ui;

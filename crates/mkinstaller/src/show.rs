@@ -25,10 +25,12 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
             #[serde(flatten)]
             summary: &'a media::summary::Summary,
             kernel_options: Option<String>,
+            boot_loader: Option<&'static str>,
         }
         let shown = Shown {
             summary: &s,
             kernel_options: options,
+            boot_loader: media::image::boot_loader(image),
         };
         let text = serde_json::to_string_pretty(&shown).expect("serialises");
         return util::out::stdout(&format!("{text}\n"));
@@ -68,6 +70,9 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
         s.confirm_seconds,
         s.verify.name()
     );
+    if let Some(b) = media::image::boot_loader(image) {
+        say!("boot loader: {b}");
+    }
     if let Some(o) = &options {
         say!("installer kernel command line: {o}");
     }
@@ -110,7 +115,8 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
                     if d == 1 { "" } else { "s" },
                     if k == 1 { "" } else { "s" }
                 ),
-            } + if h.sealed { ", secrets sealed" } else { "" }
+            } + if h.tpm2_volumes > 0 { ", TPM2" } else { "" }
+                + if h.sealed { ", secrets sealed" } else { "" }
                 + &h.system
                     .as_ref()
                     .map(|s| format!(", {s}"))

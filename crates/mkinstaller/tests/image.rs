@@ -442,3 +442,78 @@ fn writes_straight_to_a_block_device() {
     assert_eq!(fs::metadata(&backing).unwrap().len(), 160 << 20);
     check_image(&backing, std::slice::from_ref(&top));
 }
+
+/// A file of an image's ESP.
+fn esp_file(img: &std::path::Path, path: &str) -> Vec<u8> {
+    partition_file(img, 0, path)
+}
+
+/// Where the installer environment carries the signed chain, it is the stick's boot loader
+/// (shim as BOOTX64.EFI, GRUB beside it, the command line in grub.cfg word by word) unless
+/// `--boot-loader systemd-boot`; inspect says which; a command line GRUB would garble is
+/// refused before anything is written.
+#[test]
+fn the_signed_chain_boots_the_stick_where_the_environment_has_it() {
+    let env = Env::new();
+    let top = build_fixture("tiny-fleet.nix", Some("host-1"), &[]);
+    let build = |name: &str, more: &[&str]| {
+        let img = env.path(name);
+        let mut args = vec!["--system", &top, "-o", img.to_str().unwrap(), "--quiet"];
+        args.extend(more);
+        env.ok(&args);
+        img
+    };
+    let boot_loader = |img: &std::path::Path| {
+        let shown: serde_json::Value =
+            serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
+        shown["boot_loader"].as_str().unwrap().to_string()
+    };
+    let img = build("plain.img", &[]);
+    assert_eq!(boot_loader(&img), "systemd-boot (Secure Boot must be off)");
+    let refused = env.mkinstaller(&[
+        "--system",
+        &top,
+        "-o",
+        img.to_str().unwrap(),
+        "--boot-loader",
+        "signed",
+    ]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("has no signed chain"));
+
+    // Stand-ins for Debian's signed shim and GRUB (their bytes only travel).
+    std::fs::write(env.installer.join("shimx64.efi"), b"stand-in for shim").unwrap();
+    std::fs::write(env.installer.join("grubx64.efi"), b"stand-in for GRUB").unwrap();
+    let img = build(
+        "signed.img",
+        &["--kernel-args", "autoinstall.args=\"--dry-run --yes\""],
+    );
+    assert_eq!(
+        boot_loader(&img),
+        "shim and GRUB, signed (boots with Secure Boot on)"
+    );
+    assert_eq!(esp_file(&img, "EFI/BOOT/BOOTX64.EFI"), b"stand-in for shim");
+    assert_eq!(esp_file(&img, "EFI/BOOT/grubx64.efi"), b"stand-in for GRUB");
+    let cfg = String::from_utf8(esp_file(&img, "EFI/BOOT/grub.cfg")).unwrap();
+    assert!(cfg.contains("'autoinstall.args=--dry-run --yes'"), "{cfg}");
+    assert_eq!(esp_file(&img, "EFI/debian/grub.cfg"), cfg.as_bytes());
+
+    let img = build("unsigned.img", &["--boot-loader", "systemd-boot"]);
+    assert_eq!(
+        esp_file(&img, "EFI/BOOT/BOOTX64.EFI"),
+        std::fs::read(env.installer.join("systemd-bootx64.efi")).unwrap()
+    );
+
+    let img = env.path("garbled.img");
+    let out = env.mkinstaller(&[
+        "--system",
+        &top,
+        "-o",
+        img.to_str().unwrap(),
+        "--kernel-args",
+        "x='y'",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("which GRUB"));
+    assert!(!img.exists());
+}

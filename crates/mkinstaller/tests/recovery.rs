@@ -77,6 +77,14 @@ fn a_tpm_layout_needs_recovery_recipients_that_are_keys() {
     );
     let img = env.path("ok.img");
     env.ok(&["--mass", &hosts, "-o", img.to_str().unwrap(), "-q"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", img.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(common::inspect_host(&shown, "host-2")["tpm2_volumes"], 1);
+    assert_eq!(common::inspect_host(&shown, "host-1")["tpm2_volumes"], 0);
+    assert!(env
+        .ok(&["inspect", img.to_str().unwrap()])
+        .lines()
+        .any(|l| l.starts_with("host-2") && l.contains("tpm, TPM2")));
 }
 
 /// A report as an installer writes it for a machine whose volumes escrowed these keys.

@@ -189,3 +189,27 @@ pub fn nix_installs_every_host(tree: &Path, tops: &[String]) {
         assert_eq!(requisites(Some(root.path()), top), requisites(None, top));
     }
 }
+
+/// A file of partition `index` (0: the ESP, 1: the payload) of image `img`, read with mtools.
+pub fn partition_file(img: &Path, index: usize, path: &str) -> Vec<u8> {
+    let table: serde_json::Value =
+        serde_json::from_str(&run("sfdisk", &["-J", img.to_str().unwrap()])).unwrap();
+    let start = table["partitiontable"]["partitions"][index]["start"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    let out = Command::new("mtype")
+        .args([
+            "-i",
+            &format!("{}@@{start}", img.display()),
+            &format!("::/{path}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mtype {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

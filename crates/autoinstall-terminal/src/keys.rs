@@ -129,10 +129,9 @@ pub fn gather(
             }
             KeySource::Generated => {
                 // Only to format and open the volume: removed from it once enrolled.
-                let mut random = [0u8; 32];
-                std::fs::File::open("/dev/urandom")
-                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
-                    .map_err(|e| format!("reading /dev/urandom for LUKS device {}: {e}", k.name))?;
+                let mut random: [u8; 32] =
+                    media::ids::random_bytes(&format!("the key of LUKS device {}", k.name))
+                        .map_err(|e| e.to_string())?;
                 let put = keys.put(&k.name, &random);
                 random.fill(0);
                 put?;

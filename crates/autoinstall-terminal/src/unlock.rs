@@ -5,8 +5,6 @@
 //! to the fleet's recipients. A TPM2 layout on a machine without a TPM follows the fleet's
 //! `without-tpm`, decided in the plan, before any disk is touched: never a silent downgrade.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use manifest::devices::Tpm2;
@@ -141,10 +139,8 @@ pub fn enrol(
             .iter()
             .map(|r| secrets::recovery::recipient(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut random = [0u8; secrets::recovery::RANDOM_BYTES];
-        File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut random))
-            .map_err(|e| format!("reading /dev/urandom for a recovery key: {e}"))?;
+        let mut random: [u8; secrets::recovery::RANDOM_BYTES] =
+            media::ids::random_bytes("a recovery key").map_err(|e| e.to_string())?;
         let mut key = secrets::recovery::format_key(&random).into_bytes();
         random.fill(0);
         let sealed =

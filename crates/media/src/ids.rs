@@ -43,13 +43,18 @@ pub fn install_marker(fleet: Option<&str>, host: &str, disk: &str) -> Uuid {
 // minutes; a read of /dev/urandom never blocks, and on a seeded pool it gives the same
 // quality.
 
-/// A random (version 4) UUID from /dev/urandom.
-pub fn random_uuid() -> io::Result<Uuid> {
-    let mut bytes = [0u8; 16];
+/// `N` random bytes from /dev/urandom, for `what` (named in the error).
+pub fn random_bytes<const N: usize>(what: &str) -> io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| io::Error::new(e.kind(), format!("reading /dev/urandom for a GUID: {e}")))?;
-    Ok(uuid::Builder::from_random_bytes(bytes).into_uuid())
+        .map_err(|e| io::Error::new(e.kind(), format!("reading /dev/urandom for {what}: {e}")))?;
+    Ok(bytes)
+}
+
+/// A random (version 4) UUID from /dev/urandom.
+pub fn random_uuid() -> io::Result<Uuid> {
+    Ok(uuid::Builder::from_random_bytes(random_bytes("a GUID")?).into_uuid())
 }
 
 #[cfg(test)]

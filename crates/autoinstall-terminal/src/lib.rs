@@ -10,6 +10,7 @@ pub mod choose;
 pub mod copy;
 pub mod direct;
 pub mod firmware_keys;
+pub mod follow;
 pub mod identify;
 pub mod install;
 pub mod kexec;

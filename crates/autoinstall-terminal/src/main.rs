@@ -103,6 +103,12 @@ struct Cli {
     /// shell) when running in the installer environment, and nothing elsewhere.
     #[arg(long, value_enum, default_value_t = Finish::Auto)]
     finish: Finish,
+    /// Before the reboot or power-off that ends an install, wait up to SECONDS for someone
+    /// following over SSH (`status --follow`, as `mkinstaller --ssh` does) to have read how
+    /// it ended [default: $AUTOINSTALL_AWAIT_FOLLOWER, the kernel's
+    /// `autoinstall.await-follower=`, which mkinstaller --ssh sets].
+    #[arg(long, value_name = "SECONDS")]
+    await_follower: Option<u64>,
     /// Install only from manifests of this fleet (hosts.toml's `[defaults] fleet`), which
     /// are signed with it [default: $AUTOINSTALL_FLEET, the kernel's `autoinstall.fleet=`].
     #[arg(long, value_name = "NAME")]
@@ -142,6 +148,11 @@ enum Sub {
         /// Print it as JSON.
         #[arg(long)]
         json: bool,
+        /// Print one JSON line each time it changes, until the run has ended and its report
+        /// is in the status (what `mkinstaller --ssh` follows); the installer waits a little
+        /// for a follower to read the end before it reboots.
+        #[arg(long, conflicts_with = "json")]
+        follow: bool,
     },
     /// Answer the question the running installer waits on: a menu's NUMBER, yes or no, or
     /// at the confirmation go or stop.
@@ -162,6 +173,10 @@ enum Sub {
         /// default routes, DNS) to the installer on its command line; it then asks DHCP.
         #[arg(long)]
         no_keep_network: bool,
+        /// Print the command line the installer would get (with this system's network) and
+        /// load nothing: for a bundle that boots with kexec-tools instead.
+        #[arg(long, conflicts_with = "load_only")]
+        print_cmdline: bool,
     },
 }
 
@@ -196,7 +211,21 @@ impl From<VerifyArg> for manifest::Verify {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Sub::Status { json }) => {
+        Some(Sub::Status { follow: true, .. }) => {
+            use autoinstall_terminal::follow;
+            let path = std::path::Path::new(status::STATUS_FILE);
+            let followers = std::path::Path::new(follow::FOLLOWERS_DIR);
+            let poll = std::time::Duration::from_millis(500);
+            let appear = std::time::Duration::from_secs(120);
+            return match follow::follow(path, followers, &mut std::io::stdout(), poll, appear) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("autoinstall-terminal: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Some(Sub::Status { json, .. }) => {
             return match status::read(std::path::Path::new(status::STATUS_FILE)) {
                 Ok(s) if *json => {
                     print_out(serde_json::to_string_pretty(&s).expect("serialises") + "\n")
@@ -214,6 +243,7 @@ fn main() -> ExitCode {
             cmdline,
             load_only,
             no_keep_network,
+            print_cmdline,
         }) => {
             let mut cmdline = cmdline.clone();
             if !no_keep_network {
@@ -226,6 +256,9 @@ fn main() -> ExitCode {
                     );
                     cmdline = format!("{} {}", cmdline.trim(), words.join(" "));
                 }
+            }
+            if *print_cmdline {
+                return print_out(format!("{cmdline}\n"));
             }
             if let Err(e) = autoinstall_terminal::kexec::load(kernel, initrd, &cmdline) {
                 eprintln!("autoinstall-terminal: {e}");
@@ -349,6 +382,14 @@ fn main() -> ExitCode {
         kernel_copy: cli.kernel_copy,
         verify: cli.verify.map(VerifyArg::into),
     };
+    let awaited = cli
+        .await_follower
+        .or_else(|| {
+            std::env::var("AUTOINSTALL_AWAIT_FOLLOWER")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .map(std::time::Duration::from_secs);
     let ended = install::run(&opts, &ui, id);
     let r = &ended.report;
 
@@ -395,6 +436,8 @@ fn main() -> ExitCode {
             }
         }
     }
+    // Whoever follows the run (status --follow) ends with the report.
+    ui.status(|s| s.report = serde_json::from_str(&r.to_json()).ok());
     if cli.json {
         // The outcome decides the exit status; a report nobody could read is said on stderr.
         if let Err(e) = util::out::stdout(&r.to_json()) {
@@ -412,11 +455,11 @@ fn main() -> ExitCode {
                     .map(|w| format!("; report: {w}"))
                     .unwrap_or_default()
             ));
-            finish(cli.finish, ended.after_install, &ui)
+            finish(cli.finish, ended.after_install, awaited, &ui)
         }
         (Outcome::Enrolled, _) => {
             ui.say("this machine is recorded on the stick as pending (mkinstaller reports --pending); no disk was touched");
-            finish(cli.finish, ended.after_install, &ui)
+            finish(cli.finish, ended.after_install, awaited, &ui)
         }
         (Outcome::AlreadyInstalled, _) => {
             ui.say(&format!(
@@ -424,7 +467,7 @@ fn main() -> ExitCode {
                 r.host.as_deref().unwrap_or("?"),
                 r.disk.as_ref().map(|d| d.path.as_str()).unwrap_or("?"),
             ));
-            finish(cli.finish, ended.after_install, &ui)
+            finish(cli.finish, ended.after_install, awaited, &ui)
         }
         (outcome, Some(e)) => {
             let what = if *outcome == Outcome::Refused {
@@ -447,7 +490,12 @@ fn main() -> ExitCode {
 
 /// The stick's after-install action. `auto` acts only inside the installer environment
 /// (marked by /etc/nixos-autoinstall), so running the tool on a workstation never reboots it.
-fn finish(mode: Finish, after: Option<AfterInstall>, ui: &Ui) -> ExitCode {
+fn finish(
+    mode: Finish,
+    after: Option<AfterInstall>,
+    awaited: Option<std::time::Duration>,
+    ui: &Ui,
+) -> ExitCode {
     let action = match mode {
         Finish::Auto if std::path::Path::new("/etc/nixos-autoinstall").is_dir() => after,
         Finish::Auto | Finish::None => {
@@ -465,6 +513,22 @@ fn finish(mode: Finish, after: Option<AfterInstall>, ui: &Ui) -> ExitCode {
         Some(AfterInstall::Reboot) => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
         Some(AfterInstall::Poweroff) => nix::sys::reboot::RebootMode::RB_POWER_OFF,
     };
+    // An admin following over SSH reads how it ended before the connection goes.
+    use autoinstall_terminal::follow;
+    if let Some(limit) = awaited {
+        ui.say(&format!(
+            "waiting up to {} s for the admin following over SSH to read the end",
+            limit.as_secs()
+        ));
+    }
+    let (left, read) = follow::wait_for_followers(
+        std::path::Path::new(follow::FOLLOWERS_DIR),
+        follow::WAIT_FOR_FOLLOWERS,
+        awaited,
+    );
+    if left > 0 || (awaited.is_some() && !read) {
+        ui.say("the end was not read over SSH; going on (the report is on the disk)");
+    }
     ui.say(&format!("{:?} now", action.expect("an action")).to_lowercase());
     // Under systemd, let it stop services; in the initramfs, PID 1 is a shell: go directly.
     if std::path::Path::new("/run/systemd/system").exists() {

@@ -63,6 +63,9 @@ pub struct KeyPlan {
     pub tpm2: Option<Vec<u8>>,
     /// A recovery key is made here and escrowed to the fleet's recipients.
     pub recovery: bool,
+    /// A TPM2 that refuses the enrolment leaves the volume to its recovery key alone
+    /// (`without-tpm = "recovery-key"`) instead of failing the install.
+    pub recovery_if_tpm_refuses: bool,
 }
 
 impl KeyPlan {

@@ -33,6 +33,8 @@ pub struct Status {
     pub prompt: Option<Prompt>,
     /// How the run ended, once it has.
     pub outcome: Option<String>,
+    /// The run's report, once it is final: what a follower (`status --follow`) ends with.
+    pub report: Option<serde_json::Value>,
     pub updated: u64,
 }
 

@@ -98,6 +98,7 @@ pub fn key_plan(
         },
     };
     Ok(KeyPlan {
+        recovery_if_tpm_refuses: tpm2.is_some() && m.without_tpm == WithoutTpm::RecoveryKey,
         name,
         from,
         tpm2,
@@ -155,8 +156,24 @@ pub fn enrol(
             key: sealed,
         });
     }
+    let mut unlocked_by = k.unlocks();
     if let Some(pcrs) = &k.tpm2 {
-        machine::luks::enrol_tpm2(device, key_file, pcrs).map_err(on)?;
+        // A TPM present at the plan can still refuse now (lockout, a full NV, a firmware
+        // fault): the fleet's without-tpm decides, as for a machine without one.
+        match machine::luks::enrol_tpm2(device, key_file, pcrs) {
+            Ok(()) => {}
+            Err(e) if k.recovery_if_tpm_refuses && escrowed.is_some() => {
+                unlocked_by = format!(
+                    "the escrowed recovery key alone: the TPM2 refused the enrolment ({e}) and the fleet says without-tpm = \"recovery-key\""
+                );
+            }
+            Err(e) => {
+                return Err(format!(
+                    "enrolling LUKS device {} with the TPM2: {e}; the fleet's without-tpm is not \"recovery-key\", so the install stops here (a passphrase can only be asked before the disk is written)",
+                    k.name
+                ))
+            }
+        }
     }
     if k.from == KeySource::Generated {
         machine::luks::remove_key(device, key_file).map_err(on)?;
@@ -164,7 +181,7 @@ pub fn enrol(
     Ok((
         Enrolled {
             volume: k.name.clone(),
-            unlocked_by: k.unlocks(),
+            unlocked_by,
         },
         escrowed,
     ))
@@ -210,6 +227,13 @@ mod tests {
             (KeySource::Generated, Some(&[7u8][..]), true)
         );
         assert_eq!(k.unlocks(), "the TPM2 (PCR 7), the escrowed recovery key");
+        // A TPM that then refuses the enrolment: the fleet's without-tpm, again.
+        assert!(!k.recovery_if_tpm_refuses);
+        assert!(
+            plan(WithoutTpm::RecoveryKey, TPM, false)
+                .unwrap()
+                .recovery_if_tpm_refuses
+        );
     }
 
     #[test]

@@ -71,3 +71,34 @@ fn kexec_refused_leaves_the_system_running() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/vmlinuz"));
 }
+
+/// `kexec --print-cmdline`: the command line the installer would get, for a bundle that boots
+/// with kexec-tools; nothing is loaded (what is no kernel is not even read).
+#[test]
+fn kexec_prints_the_command_line_it_would_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_kernel = dir.path().join("vmlinuz");
+    std::fs::write(&not_a_kernel, b"not a kernel").unwrap();
+    let k = not_a_kernel.to_str().unwrap();
+    let args = [
+        "kexec",
+        k,
+        k,
+        "--cmdline",
+        "console=ttyS0",
+        "--print-cmdline",
+    ];
+    let out = installer(&args);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.starts_with("console=ttyS0"), "{said}");
+    // This machine's own addresses may follow, as autoinstall.net= words only.
+    assert!(
+        said.split_whitespace()
+            .skip(1)
+            .all(|w| w.starts_with("autoinstall.net=") || w.starts_with("autoinstall.dns=")),
+        "{said}"
+    );
+    let out = installer(&[&args[..], &["--no-keep-network"]].concat());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "console=ttyS0\n");
+}

@@ -80,20 +80,43 @@ fn enrol(
     autoinstall_terminal::unlock::Escrowed,
     String,
 ) {
+    try_enrol(name, from, tpm2, false, img, key_file).unwrap()
+}
+
+/// [`enrol`], with `without-tpm = "recovery-key"` or not, and its error.
+fn try_enrol(
+    name: &str,
+    from: KeySource,
+    tpm2: Option<Vec<u8>>,
+    recovery_if_tpm_refuses: bool,
+    img: &Path,
+    key_file: &Path,
+) -> Result<
+    (
+        autoinstall_terminal::unlock::Enrolled,
+        autoinstall_terminal::unlock::Escrowed,
+        String,
+    ),
+    String,
+> {
     let fleet = age::x25519::Identity::generate();
     let plan = KeyPlan {
         name: name.into(),
         from,
         tpm2,
         recovery: true,
+        recovery_if_tpm_refuses,
     };
-    let (enrolled, escrowed) =
-        autoinstall_terminal::unlock::enrol(&plan, img, key_file, &[fleet.to_public().to_string()])
-            .unwrap();
+    let (enrolled, escrowed) = autoinstall_terminal::unlock::enrol(
+        &plan,
+        img,
+        key_file,
+        &[fleet.to_public().to_string()],
+    )?;
     let escrowed = escrowed.expect("a recovery key was escrowed");
     let ids = secrets::recovery::identities(fleet.to_string().expose_secret(), "fleet").unwrap();
     let key = secrets::recovery::reveal(&escrowed.key, &ids).unwrap();
-    (enrolled, escrowed, key)
+    Ok((enrolled, escrowed, key))
 }
 
 #[test]
@@ -200,7 +223,50 @@ fn tpm2_enrolment_leaves_a_systemd_token_and_the_recovery_key() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    // SAFETY: set before any thread of this test reads the environment.
+    // First a TPM that refuses (its socket is not there): the fleet's without-tpm decides.
+    // SAFETY: set before any thread of this test reads the environment; no other test
+    // here enrols with a TPM.
+    unsafe {
+        std::env::set_var(
+            "SYSTEMD_TPM2_DEVICE",
+            format!("swtpm:path={}", dir.path().join("gone.sock").display()),
+        )
+    };
+    for fallback in [false, true] {
+        let at = dir.path().join(format!("refused-{fallback}"));
+        std::fs::create_dir_all(&at).unwrap();
+        let (img, key_file) = volume(&at, install_key);
+        let r = try_enrol(
+            "cryptroot",
+            KeySource::Generated,
+            Some(vec![7]),
+            fallback,
+            &img,
+            &key_file,
+        );
+        if !fallback {
+            let e = r.expect_err("a refusing TPM fails the install");
+            assert!(
+                e.contains("with the TPM2") && e.contains("install stops here"),
+                "{e}"
+            );
+            continue;
+        }
+        let (enrolled, _, key) = r.unwrap();
+        assert!(
+            enrolled
+                .unlocked_by
+                .starts_with("the escrowed recovery key alone: the TPM2 refused"),
+            "{}",
+            enrolled.unlocked_by
+        );
+        assert!(!opens_with(&img, install_key), "the install's key is gone");
+        assert!(
+            opens_with(&img, key.as_bytes()),
+            "the recovery key opens it"
+        );
+    }
+    // SAFETY: as above.
     unsafe {
         std::env::set_var(
             "SYSTEMD_TPM2_DEVICE",

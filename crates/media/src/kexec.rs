@@ -8,7 +8,7 @@
 //! The script needs only a POSIX shell, `tail`, `head`, `wc` and `mkdir`; the files go to
 //! /run (RAM; `AUTOINSTALL_KEXEC_DIR` elsewhere, `AUTOINSTALL_KEXEC_UNPACK_ONLY=1` to unpack
 //! and stop). With no helper, or a kernel without kexec_file_load, it uses kexec-tools' `kexec`
-//! if the system has it.
+//! if the system has it (with the network words the helper still reads, when it runs).
 
 use std::fs;
 use std::io::{self, Write};
@@ -89,6 +89,10 @@ if [ -x "$dir/autoinstall-terminal" ]; then
   echo "autoinstall.run: kexec_file_load refused (above); trying kexec-tools" >&2
 fi
 if command -v kexec >/dev/null 2>&1; then
+  # The helper still reads this system's network for the installer, if it runs at all.
+  if [ -x "$dir/autoinstall-terminal" ]; then
+    full=$("$dir/autoinstall-terminal" kexec "$dir/vmlinuz" "$dir/initrd" --cmdline "$cmdline" --print-cmdline) && [ -n "$full" ] && cmdline=$full
+  fi
   kexec -l "$dir/vmlinuz" --initrd="$dir/initrd" --command-line="$cmdline" && exec kexec -e
 fi
 echo "autoinstall.run: this system cannot kexec (see above); it keeps running, nothing was changed" >&2

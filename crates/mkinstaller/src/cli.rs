@@ -22,7 +22,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     long_about = "Write bootable installer images that carry the NixOS closures of one host or of a \
                   whole fleet keyed by SMBIOS serial. Boot a machine from the image and \
                   autoinstall-terminal installs the host whose serial it reads.",
-    after_help = "Exit status: 0 done; 1 failed while writing (the partial output is removed); 2 bad usage; 3 refused by a check before anything was written.\n\nExamples:\n  mkinstaller --mass hosts.toml -o usb.img\n  mkinstaller --flake . -o usb.img\n  mkinstaller --mass hosts.toml --host web-1 -o web-1.img\n  mkinstaller --system /nix/store/…-nixos-system-x -o x.img\n  mkinstaller --mass hosts.toml --sign-key k.sec --format cache -o site/\n  mkinstaller --online http://10.0.0.1/site --format netboot -o tftp/\n  mkinstaller --mass hosts.toml --format netboot -o tftp/\n  mkinstaller --mass hosts.toml --format kexec -o bundle/   (then on the machine, as root: sh autoinstall.run)\n  mkinstaller inspect usb.img --json\n  mkinstaller verify usb.img",
+    after_help = "Exit status: 0 done; 1 failed while writing (the partial output is removed); 2 bad usage; 3 refused by a check before anything was written.\n\nExamples:\n  mkinstaller --mass hosts.toml -o usb.img\n  mkinstaller --flake . -o usb.img\n  mkinstaller --mass hosts.toml --host web-1 -o web-1.img\n  mkinstaller --system /nix/store/…-nixos-system-x -o x.img\n  mkinstaller --mass hosts.toml --sign-key k.sec --format cache -o site/\n  mkinstaller --online http://10.0.0.1/site --format netboot -o tftp/\n  mkinstaller --mass hosts.toml --format netboot -o tftp/\n  mkinstaller --mass hosts.toml --format kexec -o bundle/   (then on the machine, as root: sh autoinstall.run)\n  mkinstaller --mass hosts.toml --ssh root@203.0.113.7 --ssh-identity ~/.ssh/id_ed25519\n  mkinstaller inspect usb.img --json\n  mkinstaller verify usb.img",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -204,7 +204,26 @@ pub struct BuildArgs {
     /// new one. Reports on it are kept either way.
     #[arg(long)]
     pub rewrite: bool,
-    /// Print the summary as JSON on stdout.
+    /// Install this machine, which runs some Linux and answers SSH as root, with no stick and
+    /// no PXE: the kexec bundle is built, streamed into its RAM and booted, and the installer
+    /// is followed over SSH until its report; the exit status is the installer's. The
+    /// installer must take an SSH key of yours ([defaults] ssh-authorized-keys, or
+    /// --ssh-identity). -o keeps the bundle; without it, it is built in the cache dir and
+    /// removed.
+    #[arg(long, value_name = "[USER@]HOST", conflicts_with_all = ["verify", "size"])]
+    pub ssh: Option<crate::ssh::Target>,
+    /// With --ssh: the private key ssh logs in with; its .pub is added to the keys the
+    /// installer takes (not for --online: the site's manifest decides those).
+    #[arg(long, value_name = "FILE", requires = "ssh")]
+    pub ssh_identity: Option<PathBuf>,
+    /// With --ssh: an option for ssh (as ssh -o takes it, e.g. ProxyJump=bastion); may be
+    /// repeated. The installer's host key is pinned whatever they say.
+    #[arg(long = "ssh-option", value_name = "OPTION", requires = "ssh")]
+    pub ssh_options: Vec<String>,
+    /// With --ssh: how long to wait for the installer to answer after the kexec reboot.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900, requires = "ssh")]
+    pub ssh_wait: u64,
+    /// Print the summary as JSON on stdout (with --ssh: the installer's report).
     #[arg(long)]
     pub json: bool,
     /// No progress bars, no summary.

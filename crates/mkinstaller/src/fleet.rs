@@ -229,6 +229,11 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
             ssh_authorized_keys.push(line.to_string());
         }
     }
+    for k in &opts.extra_ssh_keys {
+        if !ssh_authorized_keys.contains(k) {
+            ssh_authorized_keys.push(k.clone());
+        }
+    }
     Ok(Planned {
         ssh_authorized_keys,
         mode,

@@ -4,7 +4,8 @@
 //! `outputs` writes each kind of output, `online` makes boot media for the online installer,
 //! `output` checks the output before anything is written, `profiles` finds profiles, `layouts` resolves each host's layout and checks it against the
 //! host's own mounts, `seal` how each host's secrets travel, `show`
-//! reads an image back (`inspect`, `verify`), `reports` the reports installers wrote back, `cli` is the command line.
+//! reads an image back (`inspect`, `verify`), `reports` the reports installers wrote back, `ssh`
+//! installs a running Linux machine over SSH with a kexec bundle, `cli` is the command line.
 
 pub mod build;
 pub mod cli;
@@ -21,4 +22,5 @@ pub mod reports;
 pub mod seal;
 pub mod secure_boot;
 pub mod show;
+pub mod ssh;
 pub mod ui;

@@ -93,16 +93,19 @@ fn main() -> ExitCode {
 }
 
 fn run_build(a: BuildArgs) -> Result<(), (u8, String)> {
-    let source = match (a.mass, a.flake, a.system, a.online) {
-        (Some(file), None, None, None) => Source::Mass { file, host: a.host },
+    let source = match (a.mass.clone(), a.flake.clone(), a.system.clone(), a.online.clone()) {
+        (Some(file), None, None, None) => Source::Mass {
+            file,
+            host: a.host.clone(),
+        },
         (None, Some(reference), None, None) => Source::Flake {
             reference,
-            host: a.host,
+            host: a.host.clone(),
         },
         (None, None, Some(path), None) => Source::System {
             path,
-            name: a.name,
-            profile: a.profile,
+            name: a.name.clone(),
+            profile: a.profile.clone(),
             not_bootable: a.not_bootable,
         },
         (None, None, None, Some(url)) => Source::Online { url },
@@ -113,42 +116,137 @@ fn run_build(a: BuildArgs) -> Result<(), (u8, String)> {
             ))
         }
     };
-    let output = a.output.ok_or((
+    if a.ssh.is_some() {
+        return run_ssh(a, source);
+    }
+    let output = a.output.clone().ok_or((
         USAGE,
         "say where to write the image: -o usb.img (see --help)".to_string(),
     ))?;
     let format = build::OutputFormat::for_output(a.format, &output);
-    let opts = BuildOptions {
+    let opts = build_options(&a, source, output, format, Vec::new());
+    let ui = Ui {
+        quiet: a.quiet || a.json,
+    };
+    let s = build::build(&opts, &ui).map_err(exit_of)?;
+    summarise(&a, &s)
+}
+
+fn exit_of(e: build::Error) -> (u8, String) {
+    let code = match e.kind {
+        ErrorKind::Refused => REFUSED,
+        ErrorKind::Failed => FAILED,
+    };
+    (code, e.to_string())
+}
+
+fn build_options(
+    a: &BuildArgs,
+    source: Source,
+    output: PathBuf,
+    format: build::OutputFormat,
+    extra_ssh_keys: Vec<String>,
+) -> BuildOptions {
+    BuildOptions {
         source,
         output,
         format,
         size: a.size,
         installer: a
             .installer
+            .clone()
             .or_else(|| std::env::var_os("MKINSTALLER_INSTALLER").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_INSTALLER)),
-        cache_dir: a.cache_dir.unwrap_or_else(media::narcache::default_dir),
-        profiles_dir: a.profiles_dir,
+        cache_dir: a
+            .cache_dir
+            .clone()
+            .unwrap_or_else(media::narcache::default_dir),
+        profiles_dir: a.profiles_dir.clone(),
         level: a.level,
-        kernel_args: a.kernel_args,
+        kernel_args: a.kernel_args.clone(),
         boot_loader: a.boot_loader.into(),
-        sign_key: a.sign_key,
+        sign_key: a.sign_key.clone(),
         public_extra_files: a.public_extra_files,
-        secrets_passphrase_file: a.secrets_passphrase_file,
+        secrets_passphrase_file: a.secrets_passphrase_file.clone(),
         verify: a.verify,
         rewrite: a.rewrite,
         threads: a.jobs.unwrap_or_else(all_cores),
+        extra_ssh_keys,
+    }
+}
+
+/// `--ssh`: the kexec bundle, built (into -o, or a work directory removed at the end) and
+/// booted on the machine, which is then followed to its report.
+fn run_ssh(a: BuildArgs, source: Source) -> Result<(), (u8, String)> {
+    use mkinstaller::ssh::{self, Ssh, SshInstall, WorkDir};
+    let target = a.ssh.clone().expect("--ssh");
+    if a.format.is_some_and(|f| f != build::OutputFormat::Kexec) {
+        return Err((
+            USAGE,
+            "--ssh boots a kexec bundle: leave out --format (or say --format kexec)".into(),
+        ));
+    }
+    let mut keys = Vec::new();
+    if let Some(id) = &a.ssh_identity {
+        let public = PathBuf::from(format!("{}.pub", id.display()));
+        let line = std::fs::read_to_string(&public).map_err(|e| {
+            (REFUSED, format!("--ssh-identity {}: its public key {}: {e} (make it with: ssh-keygen -y -f {} > {})", id.display(), public.display(), id.display(), public.display()))
+        })?;
+        let line = line.trim().to_string();
+        manifest::hosts::check_authorized_key(&line)
+            .map_err(|e| (REFUSED, format!("{}: {e}", public.display())))?;
+        if matches!(source, Source::Online { .. }) {
+            eprintln!("mkinstaller: warning: --online: the site's [defaults] ssh-authorized-keys decide who may follow the installer, not --ssh-identity");
+        } else {
+            keys.push(line);
+        }
+    }
+    let cache_dir = a
+        .cache_dir
+        .clone()
+        .unwrap_or_else(media::narcache::default_dir);
+    let (output, _work) = match &a.output {
+        Some(o) => (o.clone(), None),
+        None => {
+            let dir = cache_dir.join(format!("ssh-bundle-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            (dir.clone(), Some(WorkDir(dir)))
+        }
     };
+    let mut a = a;
+    a.cache_dir = Some(cache_dir);
+    // The installer waits for us to read its end before it reboots: we reconnect only
+    // after the old kernel's connection has timed out, and a small install is quicker.
+    a.kernel_args = format!(
+        "{} autoinstall.await-follower={}",
+        a.kernel_args, a.ssh_wait
+    )
+    .trim()
+    .to_string();
+    let opts = build_options(&a, source, output, build::OutputFormat::Kexec, keys);
     let ui = Ui {
         quiet: a.quiet || a.json,
     };
-    let s = build::build(&opts, &ui).map_err(|e| {
-        let code = match e.kind {
-            ErrorKind::Refused => REFUSED,
-            ErrorKind::Failed => FAILED,
-        };
-        (code, e.to_string())
-    })?;
+    let how = SshInstall {
+        ssh: Ssh {
+            target,
+            identity: a.ssh_identity.clone(),
+            options: a.ssh_options.clone(),
+            pinned: None,
+        },
+        wait: std::time::Duration::from_secs(a.ssh_wait),
+        json: a.json,
+    };
+    match ssh::install(&opts, &how, &ui).map_err(exit_of)? {
+        (0, said) => {
+            ui.say(&said);
+            Ok(())
+        }
+        (code, said) => Err((code, said)),
+    }
+}
+
+fn summarise(a: &BuildArgs, s: &build::Summary) -> Result<(), (u8, String)> {
     if a.json {
         let text = serde_json::to_string_pretty(&s).expect("serialises");
         util::out::stdout(&format!("{text}\n")).map_err(|e| (FAILED, e))?;

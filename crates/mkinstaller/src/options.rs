@@ -167,6 +167,9 @@ pub struct BuildOptions {
     pub verify: bool,
     /// `--rewrite`: write a stick of ours whole instead of refreshing it in place.
     pub rewrite: bool,
+    /// Keys the live installer also takes over SSH, beside `[defaults] ssh-authorized-keys`
+    /// (`--ssh --ssh-identity`: the admin's own, to follow the install).
+    pub extra_ssh_keys: Vec<String>,
 }
 
 /// The end-of-run figures (`--json` prints them).

@@ -257,6 +257,19 @@ fn describe_build(b: &Build, keys: &[KeyPlan]) -> String {
     }
 }
 
+/// A host that boots by UEFI (every bootable host today: systemd-boot or GRUB for EFI, from
+/// an ESP) installed on a machine that booted by legacy BIOS would not start: its firmware
+/// has no UEFI boot entries to set. Refused before any disk is touched.
+pub fn check_boot_mode(uefi: bool, host: &HostEntry, bootloader: bool) -> Result<(), String> {
+    if uefi || !host.bootable || !bootloader {
+        return Ok(());
+    }
+    Err(format!(
+        "this machine started the installer by legacy BIOS (no /sys/firmware/efi), and host {} boots by UEFI: installed, it would not start. Switch the machine's firmware to UEFI boot (turn off CSM/legacy boot) and start the stick again; nothing was touched",
+        host.name
+    ))
+}
+
 /// Plans the install of `host` (chosen as `chosen_by`) on this machine: the disks, from
 /// `--disk`, the host's `disk`, the layout's own devices, or the layout's rules (a menu on
 /// `ui` for a tie), never the payload's own; and where everything goes on them.
@@ -271,6 +284,11 @@ pub fn make_plan(
     chosen_by: &str,
     closure: &Closure,
 ) -> Result<Plan, String> {
+    // Only inside the installer environment: run on a workstation (tests, --root), the
+    // machine's own boot mode says nothing about the target's.
+    if std::path::Path::new("/etc/nixos-autoinstall").is_dir() {
+        check_boot_mode(machine::efi::booted_uefi(), host, opts.bootloader)?;
+    }
     let mut named: Vec<String> = if opts.disks.is_empty() {
         host.disk.iter().cloned().collect()
     } else {
@@ -464,4 +482,27 @@ pub fn direct_store(plan: &Plan, device_bytes: u64) -> Option<Vec<&'static str>>
     } else {
         vec!["store"]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uefi_host_is_refused_on_a_machine_started_by_bios() {
+        let m = crate::testing::manifest(manifest::UnknownSerial::Refuse);
+        let mut host = m.hosts[0].clone();
+        assert!(check_boot_mode(true, &host, true).is_ok());
+        let e = check_boot_mode(false, &host, true).unwrap_err();
+        assert!(
+            e.contains("legacy BIOS")
+                && e.contains("host web-1")
+                && e.contains("nothing was touched"),
+            "{e}"
+        );
+        // No boot loader to install: nothing depends on the boot mode.
+        assert!(check_boot_mode(false, &host, false).is_ok());
+        host.bootable = false;
+        assert!(check_boot_mode(false, &host, true).is_ok());
+    }
 }

@@ -48,6 +48,12 @@ pub struct GptView {
 /// SBAT level (`MokListRT`, `SbatLevelRT`, under shim's GUID) for the OS. shim also extends
 /// PCR 7 (with the SBAT level, and under Secure Boot with the certificates it verified by),
 /// so PCR 7 now is not what it will be when the installed system boots without shim.
+/// Whether this boot came through UEFI (the kernel then shows /sys/firmware/efi); false
+/// under a legacy BIOS (or a CSM).
+pub fn booted_uefi() -> bool {
+    Path::new("/sys/firmware/efi").is_dir()
+}
+
 pub fn booted_through_shim() -> bool {
     ["MokListRT", "SbatLevelRT"].iter().any(|v| {
         Path::new(EFIVARS)

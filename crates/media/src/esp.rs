@@ -25,6 +25,8 @@ pub struct InstallerEnv {
     pub helper: Option<PathBuf>,
     /// The signed boot chain (`shimx64.efi`, `grubx64.efi`, `mmx64.efi`); optional.
     pub signed: Option<SignedChain>,
+    /// GRUB for legacy BIOS (`bios-boot.img`, `bios-core.img`); optional.
+    pub bios: Option<crate::bios::BiosBoot>,
 }
 
 /// Which boot loader a stick's ESP gets.
@@ -104,6 +106,7 @@ impl InstallerEnv {
                 .to_string(),
             stub: Some(dir.join("linuxx64.efi.stub")).filter(|p| p.is_file()),
             helper: Some(dir.join("autoinstall-terminal")).filter(|p| p.is_file()),
+            bios: crate::bios::BiosBoot::load(dir)?,
             signed: match (dir.join("shimx64.efi"), dir.join("grubx64.efi")) {
                 (shim, grub) if shim.is_file() && grub.is_file() => Some(SignedChain {
                     shim,
@@ -161,6 +164,10 @@ pub fn esp_tree(env: &InstallerEnv, title: &str, options: &str) -> Result<Tree, 
             tree.add_file("EFI/BOOT/BOOTX64.EFI", sized(&env.efi)?);
         }
     }
+    if env.bios.is_some() {
+        let cfg = grub_cfg(title, options, Boot::Bios)?.into_bytes();
+        tree.add_file(crate::bios::CONFIG, Source::Bytes(cfg));
+    }
     tree.add_file("autoinstall/kernel", sized(&env.kernel)?);
     tree.add_file("autoinstall/initrd", sized(&env.initrd)?);
     // Boot at once; holding a key at power-on shows the menu with the rescue shell.
@@ -188,6 +195,8 @@ enum Boot {
     Esp,
     /// A CD's ISO 9660 tree.
     Cd,
+    /// The stick's ESP, from GRUB for BIOS, whose prefix already names it.
+    Bios,
 }
 
 /// Adds to an ISO's ISO 9660 tree what it needs to boot as a CD through the signed chain (nothing
@@ -259,6 +268,7 @@ fn grub_cfg(title: &str, options: &str, from: Boot) -> Result<String, String> {
         // Debian's GRUB set $root to the CD's ISO 9660 (found by /.disk/info) before it read
         // this file.
         Boot::Cd => ("/boot", ""),
+        Boot::Bios => ("/autoinstall", ""),
     };
     let quote = |w: &str| format!("'{}'", w.replace('\'', r"'\''"));
     let words = |extra: &str| -> Result<String, String> {

@@ -2,6 +2,7 @@
 //! ISOs (through xorriso), the payload tree (a Nix binary cache plus the autoinstall
 //! manifest), the compressed NAR cache, and reading images back for `inspect` and `verify`.
 
+pub mod bios;
 pub mod cpio;
 pub mod dirout;
 pub mod esp;

@@ -94,6 +94,7 @@ pub fn write(
     esp: &Tree,
     payload: &Tree,
     ids: &Ids,
+    bios: Option<&crate::bios::BiosBoot>,
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<()> {
     let is_file = out.metadata()?.is_file();
@@ -135,6 +136,9 @@ pub fn write(
         out.set_len(layout.disk_bytes)?;
     }
     write_gpt(out, layout, ids)?;
+    if let Some(b) = bios {
+        b.install(out)?;
+    }
     // A stick is pulled right after: flush it. An image file is left to the page cache, as
     // cp and tar leave theirs; it is copied to a stick afterwards anyway.
     if !is_file {

@@ -292,6 +292,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         &usb_ids,
         existing.as_deref(),
         size,
+        env.as_ref().and_then(|e| e.bios.as_ref()),
         ui,
     )?;
     Ok(Summary {

@@ -38,7 +38,16 @@ pub fn build_online_boot(
             let esp = esp_tree(&env, &title, &options)?;
             let existing = crate::refresh::existing(opts, ui);
             let ids = usb_ids(existing.as_deref(), opts.rewrite, &seed, timestamp);
-            let (bytes, r) = write_usb(opts, &esp, &empty, &ids, existing.as_deref(), size, ui)?;
+            let (bytes, r) = write_usb(
+                opts,
+                &esp,
+                &empty,
+                &ids,
+                existing.as_deref(),
+                size,
+                env.bios.as_ref(),
+                ui,
+            )?;
             refreshed = r;
             bytes
         }

@@ -150,6 +150,7 @@ pub fn write_usb(
     ids: &usb::Ids,
     existing: Option<&Stick>,
     size: Option<u64>,
+    bios: Option<&media::bios::BiosBoot>,
     ui: &Ui,
 ) -> Result<(u64, Option<Refreshed>), Error> {
     for tree in [esp, payload] {
@@ -165,7 +166,23 @@ pub fn write_usb(
         Before::Done {
             disk_bytes,
             refreshed,
-        } => return Ok((disk_bytes, Some(refreshed))),
+        } => {
+            // A stick refreshed in place gets the environment's BIOS boot code as well.
+            if let Some(b) = bios {
+                let out = OpenOptions::new()
+                    .write(true)
+                    .open(&opts.output)
+                    .and_then(|f| b.install(&f).and_then(|()| f.sync_all()))
+                    .map_err(|e| {
+                        Error::failed(format!(
+                            "writing the BIOS boot code to {}: {e}",
+                            opts.output.display()
+                        ))
+                    });
+                out?;
+            }
+            return Ok((disk_bytes, Some(refreshed)));
+        }
         Before::WriteWhole(payload) => payload,
     };
     let payload = payload.as_ref();
@@ -195,7 +212,9 @@ pub fn write_usb(
         .map_err(|e| Error::failed(format!("opening {} for writing: {e}", target.display())))?;
     let total = esp.content_bytes() + payload.content_bytes();
     let bar = ui.bytes(total, "writing");
-    let written = usb::write(&mut out, &layout, esp, payload, ids, &mut |n| bar.inc(n));
+    let written = usb::write(&mut out, &layout, esp, payload, ids, bios, &mut |n| {
+        bar.inc(n)
+    });
     bar.finish_and_clear();
     written.map_err(|e| Error::failed(format!("writing {}: {e}", opts.output.display())))?;
     drop(out);

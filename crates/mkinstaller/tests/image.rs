@@ -517,3 +517,70 @@ fn the_signed_chain_boots_the_stick_where_the_environment_has_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("which GRUB"));
     assert!(!img.exists());
 }
+
+/// GRUB for BIOS, where the environment has it (Debian's boot.img and a core image made with
+/// the real grub-mkimage, as images/debian/build makes them): the MBR's boot code points at
+/// the core image in the gap before the first partition, whose block list points at its own
+/// next sector; the GPT and its protective MBR stay valid (sgdisk -v), and the ESP has the
+/// configuration the core image reads. Booting it is tests/vm/boot-bios.
+#[test]
+fn the_stick_carries_grub_for_bios_where_the_environment_has_it() {
+    let env = Env::new();
+    let top = build_fixture("tiny-fleet.nix", Some("host-1"), &[]);
+    let grub = std::path::Path::new("/usr/lib/grub/i386-pc");
+    assert!(
+        grub.join("boot.img").exists(),
+        "tests/setup installs grub-pc-bin"
+    );
+    std::fs::copy(grub.join("boot.img"), env.installer.join("bios-boot.img")).unwrap();
+    let core = env.installer.join("bios-core.img");
+    run(
+        "grub-mkimage",
+        &[
+            "-O",
+            "i386-pc",
+            "-d",
+            grub.to_str().unwrap(),
+            "-p",
+            "(,gpt1)/autoinstall/bios",
+            "-o",
+            core.to_str().unwrap(),
+            "biosdisk",
+            "part_gpt",
+            "fat",
+            "normal",
+            "linux",
+        ],
+    );
+    let img = env.path("bios.img");
+    env.ok(&["--system", &top, "-o", img.to_str().unwrap(), "--quiet"]);
+    let bytes = std::fs::read(&img).unwrap();
+    let boot = std::fs::read(grub.join("boot.img")).unwrap();
+    assert_eq!(&bytes[..0x5c], &boot[..0x5c], "GRUB's boot code in the MBR");
+    assert_eq!(
+        &bytes[0x5c..0x64],
+        &34u64.to_le_bytes(),
+        "pointing at LBA 34"
+    );
+    let core_bytes = std::fs::read(&core).unwrap();
+    let at = 34 * 512;
+    assert_eq!(
+        &bytes[at..at + 0x1f4],
+        &core_bytes[..0x1f4],
+        "the core image at LBA 34"
+    );
+    assert_eq!(
+        &bytes[at + 0x1f4..at + 0x1fc],
+        &35u64.to_le_bytes(),
+        "its block list at LBA 35"
+    );
+    assert_eq!(&bytes[at + 512..at + core_bytes.len()], &core_bytes[512..]);
+    assert_eq!(bytes[0x1c2], 0xee, "the protective partition stays");
+    let sgdisk = run("sgdisk", &["-v", img.to_str().unwrap()]);
+    assert!(sgdisk.contains("No problems found"), "sgdisk -v: {sgdisk}");
+    let cfg = String::from_utf8(esp_file(&img, "autoinstall/bios/grub.cfg")).unwrap();
+    assert!(
+        cfg.contains("linux /autoinstall/kernel 'console=tty0'"),
+        "{cfg}"
+    );
+}

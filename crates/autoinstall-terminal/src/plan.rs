@@ -30,6 +30,8 @@ pub struct Plan {
     pub host: String,
     pub chosen_by: String,
     pub serial: Option<String>,
+    /// How this machine started the installer.
+    pub boot_mode: BootMode,
     pub payload: String,
     pub toplevel: String,
     pub closure_paths: usize,
@@ -104,6 +106,13 @@ pub enum KeySource {
     Generated,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    Uefi,
+    Bios,
+}
+
 impl Plan {
     pub fn first_disk(&self) -> &DiskFacts {
         &self.devices.disks[0].facts
@@ -116,10 +125,14 @@ impl Plan {
 
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "host      {} ({})\nserial    {}\npayload   {}\nsystem    {}\nclosure   {} paths, {}\nlayout    {} ({})\n",
+            "host      {} ({})\nserial    {}\nboot      {}\npayload   {}\nsystem    {}\nclosure   {} paths, {}\nlayout    {} ({})\n",
             self.host,
             self.chosen_by,
             self.serial.as_deref().unwrap_or("none"),
+            match self.boot_mode {
+                BootMode::Uefi => "UEFI",
+                BootMode::Bios => "legacy BIOS",
+            },
             self.payload,
             self.toplevel,
             self.closure_paths,
@@ -390,6 +403,11 @@ pub fn make_plan(
         host: host.name.clone(),
         chosen_by: chosen_by.to_string(),
         serial,
+        boot_mode: if machine::efi::booted_uefi() {
+            BootMode::Uefi
+        } else {
+            BootMode::Bios
+        },
         payload: source.describe(),
         toplevel: host.toplevel.clone(),
         closure_paths: closure.infos.len(),

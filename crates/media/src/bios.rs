@@ -28,6 +28,8 @@ const BLOCKLIST: usize = SECTOR - 12;
 /// Names in the installer environment (images/debian/build).
 pub const BOOT_IMG: &str = "bios-boot.img";
 pub const CORE_IMG: &str = "bios-core.img";
+/// GRUB's El Torito image for a CD (`grub-mkimage -O i386-pc-eltorito`, prefix `/boot/grub`).
+pub const ELTORITO_IMG: &str = "bios-eltorito.img";
 /// Where the core image looks for its configuration, on the ESP.
 pub const CONFIG: &str = "autoinstall/bios/grub.cfg";
 

@@ -27,6 +27,8 @@ pub struct InstallerEnv {
     pub signed: Option<SignedChain>,
     /// GRUB for legacy BIOS (`bios-boot.img`, `bios-core.img`); optional.
     pub bios: Option<crate::bios::BiosBoot>,
+    /// GRUB for legacy BIOS from a CD (`bios-eltorito.img`: an El Torito boot image); optional.
+    pub bios_cd: Option<PathBuf>,
 }
 
 /// Which boot loader a stick's ESP gets.
@@ -107,6 +109,7 @@ impl InstallerEnv {
             stub: Some(dir.join("linuxx64.efi.stub")).filter(|p| p.is_file()),
             helper: Some(dir.join("autoinstall-terminal")).filter(|p| p.is_file()),
             bios: crate::bios::BiosBoot::load(dir)?,
+            bios_cd: Some(dir.join(crate::bios::ELTORITO_IMG)).filter(|p| p.is_file()),
             signed: match (dir.join("shimx64.efi"), dir.join("grubx64.efi")) {
                 (shim, grub) if shim.is_file() && grub.is_file() => Some(SignedChain {
                     shim,
@@ -199,18 +202,25 @@ enum Boot {
     Bios,
 }
 
-/// Adds to an ISO's ISO 9660 tree what it needs to boot as a CD through the signed chain (nothing
-/// without one): GRUB started from the El Torito image cannot read that image, only the CD's
-/// ISO 9660, where Debian's signed GRUB finds its root by `/.disk/info` and reads
-/// `/boot/grub/grub.cfg`. So the kernel and initrd are there too, a second copy (the ESP's
-/// serve disk boots and systemd-boot).
+/// Where an ISO carries GRUB's El Torito image for BIOS (the `-b` entry).
+pub const CD_BIOS_IMAGE: &str = "boot/grub/bios.img";
+
+/// Adds to an ISO's ISO 9660 tree what it needs to boot as a CD through GRUB, for UEFI (the
+/// signed chain) or a BIOS (the El Torito image), nothing without either: GRUB started from
+/// the UEFI El Torito image cannot read that image, only the CD's ISO 9660, where Debian's
+/// signed GRUB finds its root by `/.disk/info` and reads `/boot/grub/grub.cfg`; GRUB for BIOS
+/// reads the same file from the CD it booted from. So the kernel and initrd are there too, a
+/// second copy (the ESP's serve disk boots and systemd-boot).
 pub fn add_cd_boot(
     tree: &mut Tree,
     env: &InstallerEnv,
     title: &str,
     options: &str,
 ) -> Result<(), String> {
-    if env.signed.is_some() {
+    if let Some(img) = &env.bios_cd {
+        tree.add_file(CD_BIOS_IMAGE, sized(img)?);
+    }
+    if env.signed.is_some() || env.bios_cd.is_some() {
         tree.add_file(
             ".disk/info",
             Source::Bytes(format!("{title}\n").into_bytes()),

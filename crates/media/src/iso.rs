@@ -25,6 +25,8 @@ pub struct IsoJob<'a> {
     pub empty_dirs: &'a [String],
     /// A FAT image holding the ESP, appended as GPT partition 2.
     pub esp_image: &'a Path,
+    /// A file of the tree that is GRUB's El Torito image for BIOS, booted from a CD.
+    pub bios_boot: Option<&'a str>,
     /// The ISO 9660 volume ID (at most 32 of A–Z, 0–9 and `_`).
     pub volume_id: &'a str,
     /// Seconds since the epoch for every date in the image (SOURCE_DATE_EPOCH).
@@ -89,6 +91,18 @@ impl IsoBackend for Xorriso {
             .args(["-partition_offset", "16"])
             .args(["-append_partition", "2", ESP_TYPE_GUID, &esp])
             .arg("-appended_part_as_gpt")
+            // A BIOS entry first (with GRUB's boot information patched in), then UEFI's.
+            .args(job.bios_boot.map_or(vec![], |b| {
+                vec![
+                    "-b",
+                    b,
+                    "-no-emul-boot",
+                    "-boot-load-size",
+                    "4",
+                    "-boot-info-table",
+                    "--grub2-boot-info",
+                ]
+            }))
             .args([
                 "-eltorito-alt-boot",
                 "-e",

@@ -377,10 +377,16 @@ pub fn write_iso(
         let staged = media::iso::stage(payload, &scratch)
             .map_err(|e| format!("staging the payload in {}: {e}", scratch.display()))?;
         let spinner = ui.bytes(payload.content_bytes(), "writing the ISO (xorriso)");
+        let bios_boot = media::esp::CD_BIOS_IMAGE;
         let job = media::iso::IsoJob {
             files: &staged.files,
             empty_dirs: &staged.empty_dirs,
             esp_image: &esp_image,
+            bios_boot: staged
+                .files
+                .iter()
+                .any(|(p, _)| p == bios_boot)
+                .then_some(bios_boot),
             volume_id,
             epoch: timestamp,
             output: &partial_path,

@@ -563,3 +563,74 @@ fn kexec_bundle_unpacks_to_the_installer_and_its_payload() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is cut short"));
 }
+
+/// With GRUB's El Torito image for BIOS in the environment (made with the real grub-mkimage,
+/// as images/debian/build makes it), the ISO gets a BIOS El Torito entry before the UEFI one,
+/// with GRUB's boot information patched in, and the kernel, initrd and grub.cfg GRUB reads
+/// from the CD. Booting it under SeaBIOS is tests/vm/boot-bios.
+#[test]
+fn iso_output_boots_a_bios_from_the_cd_where_the_environment_has_grub_for_it() {
+    let env = Env::new();
+    let (hosts, _) = env.fleet("1");
+    let img = env.installer.join("bios-eltorito.img");
+    run(
+        "grub-mkimage",
+        &[
+            "-O",
+            "i386-pc-eltorito",
+            "-d",
+            "/usr/lib/grub/i386-pc",
+            "-p",
+            "/boot/grub",
+            "-o",
+            img.to_str().unwrap(),
+            "biosdisk",
+            "iso9660",
+            "normal",
+            "linux",
+        ],
+    );
+    let iso = env.path("bios.iso");
+    env.ok(&[
+        "--mass",
+        hosts.to_str().unwrap(),
+        "-o",
+        iso.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let report = Command::new("xorriso")
+        .args([
+            "-indev",
+            iso.to_str().unwrap(),
+            "-report_el_torito",
+            "plain",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&report.stdout).to_string();
+    let entries: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("El Torito boot img"))
+        .collect();
+    assert!(
+        entries.len() == 2 && entries[0].contains("BIOS") && entries[1].contains("UEFI"),
+        "{report}"
+    );
+    assert!(report.contains("/boot/grub/bios.img"), "{report}");
+    assert!(report.contains("grub2-boot-info"), "{report}");
+    let extracted = env.path("grub.cfg");
+    run(
+        "xorriso",
+        &[
+            "-indev",
+            iso.to_str().unwrap(),
+            "-osirrox",
+            "on",
+            "-extract",
+            "/boot/grub/grub.cfg",
+            extracted.to_str().unwrap(),
+        ],
+    );
+    let cfg = fs::read_to_string(&extracted).unwrap();
+    assert!(cfg.contains("linux /boot/kernel"), "{cfg}");
+}

@@ -128,8 +128,30 @@ pub fn install(opts: &BuildOptions, s: &SshInstall, ui: &Ui) -> Result<(u8, Stri
         total.div_ceil(1024) + 1024
     );
     output(&s.ssh, &prepare, "make room in RAM on the running system")?;
+    let sent = send_all(&s.ssh, dir, &files, &archive, total, ui);
+    if sent.is_err() {
+        // Leave the machine as it was: the files go with their tmpfs.
+        clean_up(&s.ssh);
+    }
+    sent?;
+
+    ui.say(&format!("booting the installer on {t} with kexec"));
+    boot(&s.ssh, ui)?;
+    follow_installer(&s.ssh.pinned(&known_hosts), s, ui)
+}
+
+/// Streams the bundle's files into the tmpfs, the host key's archive behind the initrd.
+fn send_all(
+    ssh: &Ssh,
+    dir: &Path,
+    files: &[(String, u64)],
+    archive: &[u8],
+    total: u64,
+    ui: &Ui,
+) -> Result<(), Error> {
+    let t = &ssh.target;
     let bar = ui.bytes(total, "sending");
-    for (name, size) in &files {
+    for (name, size) in files {
         let mut from = fs::File::open(dir.join(name))
             .map_err(|e| Error::failed(format!("{}: {e}", dir.join(name).display())))?;
         let mut reader: Box<dyn Read> = if name == media::netboot::INITRD {
@@ -137,13 +159,13 @@ pub fn install(opts: &BuildOptions, s: &SshInstall, ui: &Ui) -> Result<(u8, Stri
             let pad = vec![0u8; ((4 - size % 4) % 4) as usize];
             Box::new(
                 from.chain(io::Cursor::new(pad))
-                    .chain(io::Cursor::new(archive.clone())),
+                    .chain(io::Cursor::new(archive.to_vec())),
             )
         } else {
             Box::new(&mut from)
         };
         send(
-            &s.ssh,
+            ssh,
             &mut reader,
             &format!("{REMOTE_DIR}/{name}"),
             &mut |n| bar.inc(n),
@@ -151,10 +173,16 @@ pub fn install(opts: &BuildOptions, s: &SshInstall, ui: &Ui) -> Result<(u8, Stri
         .map_err(|e| Error::failed(format!("sending {name} to {t}: {e}")))?;
     }
     bar.finish_and_clear();
+    Ok(())
+}
 
-    ui.say(&format!("booting the installer on {t} with kexec"));
-    boot(&s.ssh, ui)?;
-    follow_installer(&s.ssh.pinned(&known_hosts), s, ui)
+/// Unmounts the tmpfs on the machine (best effort: it is already failing or refusing).
+fn clean_up(ssh: &Ssh) {
+    let _ = output(
+        ssh,
+        &format!("umount {REMOTE_DIR} && rmdir {REMOTE_DIR}"),
+        "clean up",
+    );
 }
 
 /// The bundle's files to send, with their sizes: the directory form (the single
@@ -259,11 +287,7 @@ fn boot(ssh: &Ssh, ui: &Ui) -> Result<(), Error> {
         return Ok(());
     }
     // Leave the machine as it was: the files go with their tmpfs.
-    let _ = output(
-        ssh,
-        &format!("umount {REMOTE_DIR} && rmdir {REMOTE_DIR}"),
-        "clean up",
-    );
+    clean_up(ssh);
     Err(format!(
         "{}: the installer did not boot ({status}): {}; the machine keeps running its system, nothing was changed",
         ssh.target,

@@ -30,6 +30,8 @@ pub const BOOT_IMG: &str = "bios-boot.img";
 pub const CORE_IMG: &str = "bios-core.img";
 /// GRUB's El Torito image for a CD (`grub-mkimage -O i386-pc-eltorito`, prefix `/boot/grub`).
 pub const ELTORITO_IMG: &str = "bios-eltorito.img";
+/// GRUB's MBR code for an ISO dd'ed to a disk (`boot_hybrid.img`; xorriso `--grub2-mbr`).
+pub const HYBRID_IMG: &str = "bios-hybrid.img";
 /// Where the core image looks for its configuration, on the ESP.
 pub const CONFIG: &str = "autoinstall/bios/grub.cfg";
 

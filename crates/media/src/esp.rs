@@ -29,6 +29,9 @@ pub struct InstallerEnv {
     pub bios: Option<crate::bios::BiosBoot>,
     /// GRUB for legacy BIOS from a CD (`bios-eltorito.img`: an El Torito boot image); optional.
     pub bios_cd: Option<PathBuf>,
+    /// GRUB's MBR code for an ISO written to a disk (`bios-hybrid.img`: boot_hybrid.img),
+    /// which starts the El Torito image's GRUB from the disk; optional.
+    pub bios_hybrid: Option<PathBuf>,
 }
 
 /// Which boot loader a stick's ESP gets.
@@ -110,6 +113,7 @@ impl InstallerEnv {
             helper: Some(dir.join("autoinstall-terminal")).filter(|p| p.is_file()),
             bios: crate::bios::BiosBoot::load(dir)?,
             bios_cd: Some(dir.join(crate::bios::ELTORITO_IMG)).filter(|p| p.is_file()),
+            bios_hybrid: Some(dir.join(crate::bios::HYBRID_IMG)).filter(|p| p.is_file()),
             signed: match (dir.join("shimx64.efi"), dir.join("grubx64.efi")) {
                 (shim, grub) if shim.is_file() && grub.is_file() => Some(SignedChain {
                     shim,

@@ -27,6 +27,8 @@ pub struct IsoJob<'a> {
     pub esp_image: &'a Path,
     /// A file of the tree that is GRUB's El Torito image for BIOS, booted from a CD.
     pub bios_boot: Option<&'a str>,
+    /// With `bios_boot`: GRUB's MBR code that starts it when the ISO is written to a disk.
+    pub bios_mbr: Option<&'a Path>,
     /// The ISO 9660 volume ID (at most 32 of A–Z, 0–9 and `_`).
     pub volume_id: &'a str,
     /// Seconds since the epoch for every date in the image (SOURCE_DATE_EPOCH).
@@ -103,6 +105,10 @@ impl IsoBackend for Xorriso {
                     "--grub2-boot-info",
                 ]
             }))
+            .args(match (job.bios_boot, job.bios_mbr) {
+                (Some(_), Some(mbr)) => vec!["--grub2-mbr".into(), mbr.as_os_str().to_owned()],
+                _ => vec![],
+            })
             .args([
                 "-eltorito-alt-boot",
                 "-e",

@@ -257,8 +257,9 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
             if let (Some(env), Some(options)) = (&env, &options) {
                 media::esp::add_cd_boot(&mut tree, env, &title, options)?;
             }
+            let mbr = env.as_ref().and_then(|e| e.bios_hybrid.as_deref());
             Some(write_iso(
-                opts, &esp, &tree, &volume_id, &seed, timestamp, ui,
+                opts, &esp, &tree, &volume_id, &seed, timestamp, mbr, ui,
             )?)
         }
         OutputFormat::Netboot | OutputFormat::Kexec => {

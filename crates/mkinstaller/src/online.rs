@@ -56,7 +56,16 @@ pub fn build_online_boot(
             let volume_id = format!("AIONLINE_{:08X}", ids::volume_id(&seed, "iso"));
             let mut tree = media::fat32::Tree::new();
             media::esp::add_cd_boot(&mut tree, &env, &title, &options)?;
-            write_iso(opts, &esp, &tree, &volume_id, &seed, timestamp, ui)?
+            write_iso(
+                opts,
+                &esp,
+                &tree,
+                &volume_id,
+                &seed,
+                timestamp,
+                env.bios_hybrid.as_deref(),
+                ui,
+            )?
         }
         OutputFormat::Netboot | OutputFormat::Kexec => {
             let nb = media::netboot::Netboot {

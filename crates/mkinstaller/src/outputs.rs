@@ -347,6 +347,7 @@ pub fn write_iso(
     volume_id: &str,
     seed: &[u8],
     timestamp: u64,
+    bios_mbr: Option<&std::path::Path>,
     ui: &Ui,
 ) -> Result<u64, Error> {
     let partial = Partial::new(&opts.output, "partial")?;
@@ -387,6 +388,7 @@ pub fn write_iso(
                 .iter()
                 .any(|(p, _)| p == bios_boot)
                 .then_some(bios_boot),
+            bios_mbr,
             volume_id,
             epoch: timestamp,
             output: &partial_path,

@@ -567,11 +567,17 @@ fn kexec_bundle_unpacks_to_the_installer_and_its_payload() {
 /// With GRUB's El Torito image for BIOS in the environment (made with the real grub-mkimage,
 /// as images/debian/build makes it), the ISO gets a BIOS El Torito entry before the UEFI one,
 /// with GRUB's boot information patched in, and the kernel, initrd and grub.cfg GRUB reads
-/// from the CD. Booting it under SeaBIOS is tests/vm/boot-bios.
+/// from the CD; with boot_hybrid.img, GRUB's MBR code for the ISO written to a stick, the GPT
+/// still valid. Booting both under SeaBIOS is tests/vm/boot-bios.
 #[test]
 fn iso_output_boots_a_bios_from_the_cd_where_the_environment_has_grub_for_it() {
     let env = Env::new();
     let (hosts, _) = env.fleet("1");
+    std::fs::copy(
+        "/usr/lib/grub/i386-pc/boot_hybrid.img",
+        env.installer.join("bios-hybrid.img"),
+    )
+    .unwrap();
     let img = env.installer.join("bios-eltorito.img");
     run(
         "grub-mkimage",
@@ -618,6 +624,20 @@ fn iso_output_boots_a_bios_from_the_cd_where_the_environment_has_grub_for_it() {
     );
     assert!(report.contains("/boot/grub/bios.img"), "{report}");
     assert!(report.contains("grub2-boot-info"), "{report}");
+    // Written to a stick: GRUB's MBR code in the system area, the GPT still valid.
+    let area = Command::new("xorriso")
+        .args([
+            "-indev",
+            iso.to_str().unwrap(),
+            "-report_system_area",
+            "plain",
+        ])
+        .output()
+        .unwrap();
+    let area = String::from_utf8_lossy(&area.stdout).to_string();
+    assert!(area.contains("grub2-mbr") && area.contains("GPT"), "{area}");
+    let sgdisk = run("sgdisk", &["-v", iso.to_str().unwrap()]);
+    assert!(sgdisk.contains("No problems found"), "sgdisk -v: {sgdisk}");
     let extracted = env.path("grub.cfg");
     run(
         "xorriso",

@@ -30,3 +30,10 @@ mod testing;
 pub mod ui;
 pub mod unlock;
 pub mod write;
+
+/// Whether this runs inside an installer environment (marked by /etc/nixos-autoinstall):
+/// only there does the installer act on the machine itself (reboot, an SSH server, its boot
+/// mode); run on a workstation (tests, --root), it never does.
+pub fn in_installer_environment() -> bool {
+    std::path::Path::new("/etc/nixos-autoinstall").is_dir()
+}

@@ -437,7 +437,7 @@ fn main() -> ExitCode {
         }
     }
     // Whoever follows the run (status --follow) ends with the report.
-    ui.status(|s| s.report = serde_json::from_str(&r.to_json()).ok());
+    ui.status(|s| s.report = serde_json::to_value(r).ok());
     if cli.json {
         // The outcome decides the exit status; a report nobody could read is said on stderr.
         if let Err(e) = util::out::stdout(&r.to_json()) {
@@ -497,7 +497,7 @@ fn finish(
     ui: &Ui,
 ) -> ExitCode {
     let action = match mode {
-        Finish::Auto if std::path::Path::new("/etc/nixos-autoinstall").is_dir() => after,
+        Finish::Auto if autoinstall_terminal::in_installer_environment() => after,
         Finish::Auto | Finish::None => {
             if let Some(a) = after {
                 ui.say(&format!("(the stick says {a:?} after install; not in the installer environment, so doing nothing)").to_lowercase());

@@ -297,9 +297,9 @@ pub fn make_plan(
     chosen_by: &str,
     closure: &Closure,
 ) -> Result<Plan, String> {
-    // Only inside the installer environment: run on a workstation (tests, --root), the
-    // machine's own boot mode says nothing about the target's.
-    if std::path::Path::new("/etc/nixos-autoinstall").is_dir() {
+    // Run on a workstation (tests, --root), this machine's boot mode says nothing about
+    // the target's.
+    if crate::in_installer_environment() {
         check_boot_mode(machine::efi::booted_uefi(), host, opts.bootloader)?;
     }
     let mut named: Vec<String> = if opts.disks.is_empty() {

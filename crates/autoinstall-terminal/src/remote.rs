@@ -22,7 +22,7 @@ const TOOL: &str = "autoinstall-remote-access";
 /// Starts remote access for `keys`, inside an installer environment only (marked by
 /// /etc/nixos-autoinstall): run on a workstation, the installer never starts a server.
 pub fn start(run: &mut Run, keys: &[String]) {
-    if keys.is_empty() || !Path::new("/etc/nixos-autoinstall").is_dir() {
+    if keys.is_empty() || !crate::in_installer_environment() {
         return;
     }
     let name = crate::mdns::hostname(run.report.identity.serial.as_deref());

@@ -11,7 +11,7 @@ pub mod hostkey;
 pub mod target;
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -164,12 +164,9 @@ fn send_all(
         } else {
             Box::new(&mut from)
         };
-        send(
-            ssh,
-            &mut reader,
-            &format!("{REMOTE_DIR}/{name}"),
-            &mut |n| bar.inc(n),
-        )
+        send(ssh, &mut reader, &format!("{REMOTE_DIR}/{name}"), &|n| {
+            bar.inc(n)
+        })
         .map_err(|e| Error::failed(format!("sending {name} to {t}: {e}")))?;
     }
     bar.finish_and_clear();
@@ -226,7 +223,7 @@ fn send(
     ssh: &Ssh,
     from: &mut dyn Read,
     path: &str,
-    progress: &mut dyn FnMut(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> io::Result<()> {
     let mut child = ssh
         .command(&format!("cat > {path}"))
@@ -236,7 +233,7 @@ fn send(
         .spawn()?;
     let copied = {
         let mut to = child.stdin.take().expect("piped");
-        copy(from, &mut to, progress)
+        io::copy(&mut util::io::Progress::new(from, progress), &mut to).map(drop)
     };
     let out = child.wait_with_output()?;
     if !out.status.success() {
@@ -247,18 +244,6 @@ fn send(
         )));
     }
     copied
-}
-
-fn copy(from: &mut dyn Read, to: &mut dyn Write, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        to.write_all(&buf[..n])?;
-        progress(n as u64);
-    }
 }
 
 /// Runs the bundle's script. It never returns when kexec works (the connection drops with

@@ -337,3 +337,24 @@ stage_libraries() {
     ln -sfn ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/usr/lib64/ld-linux-x86-64.so.2"
   fi
 }
+
+# --- GRUB for BIOS, as a host's boot loader --------------------------------------------------
+# What a host that boots by BIOS installs from its own closure (the demo fleet's demo-bios,
+# tests/fixtures/demo-fleet): Debian's grub-install, GRUB's i386-pc modules and the libraries
+# grub-install links.
+# shellcheck disable=SC2034
+GRUB_BIOS_PACKAGES=(grub2-common grub-pc-bin libc6 libdevmapper1.02.1 libefiboot1 libefivar1
+  liblzma5 libselinux1 libudev1 libpcre2-8-0)
+
+# stage_grub_bios ROOT: ROOT/usr/sbin/grub-install, its libraries and the loader (run it as
+# ROOT/usr/lib64/ld-linux-x86-64.so.2 --library-path ROOT/usr/lib/x86_64-linux-gnu …: no
+# /lib64 on a NixOS root), and the modules in ROOT/usr/lib/grub/i386-pc. GRUB_BIOS_PACKAGES
+# must be fetched (fetch_debs).
+stage_grub_bios() {
+  local root=$1
+  [[ -n "${DEB_TREE[grub-pc-bin]:-}" ]] || die "stage_grub_bios: fetch_debs \${GRUB_BIOS_PACKAGES[@]} first"
+  stage_tools "$root" "grub2-common usr/sbin/grub-install usr/sbin/grub-install" ""
+  mkdir -p "$root/usr/lib/grub"
+  cp -r "${DEB_TREE[grub-pc-bin]}/usr/lib/grub/i386-pc" "$root/usr/lib/grub/"
+  stage_libraries "$root" "${GRUB_BIOS_PACKAGES[@]}"
+}

@@ -416,7 +416,7 @@ fn keep_installed(run: &mut Run, m: &Manifest, plan: &Plan) -> Option<AfterInsta
             .log(format!("{what}: installing again (reinstall = {policy})"));
         return None;
     }
-    let next = crate::write::boot_next(plan);
+    let next = crate::boot::boot_next(plan);
     run.ui.say(&format!(
         "{what}: not installed again (reinstall = {policy}); next boot: {next}"
     ));

@@ -6,6 +6,7 @@
 //! copying the closure), `report`, `status` (the run's state for others, and their answers), `kexec` (booting the
 //! installer from a running Linux) and `ui`.
 
+pub mod boot;
 pub mod choose;
 pub mod copy;
 pub mod direct;

@@ -13,7 +13,7 @@ use machine::disks;
 use machine::graph::{self, Build, DevicePlan};
 use machine::layout::{self, DiskFacts, PlanError};
 use machine::stack::Record;
-use manifest::devices::LayoutSource;
+use manifest::devices::{BootSupport, LayoutSource};
 use manifest::document::{HostEntry, Manifest};
 use manifest::profile::Filesystem;
 use manifest::AfterInstall;
@@ -32,6 +32,10 @@ pub struct Plan {
     pub serial: Option<String>,
     /// How this machine started the installer.
     pub boot_mode: BootMode,
+    /// How the host starts, by its layout's partitions (ESP, BIOS boot partition).
+    pub host_boot: BootSupport,
+    /// The disks GRUB for BIOS goes to, and the names the host's configuration gives them.
+    pub grub_devices: Vec<GrubDevice>,
     pub payload: String,
     pub toplevel: String,
     pub closure_paths: usize,
@@ -106,6 +110,16 @@ pub enum KeySource {
     Generated,
 }
 
+/// A disk that GRUB for BIOS is installed to: the disk chosen here, and the path the host's
+/// configuration names it by (its layout's `device`), which the boot loader step makes lead
+/// to the chosen disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrubDevice {
+    pub disk: String,
+    pub path: String,
+    pub configured: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BootMode {
@@ -125,7 +139,7 @@ impl Plan {
 
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "host      {} ({})\nserial    {}\nboot      {}\npayload   {}\nsystem    {}\nclosure   {} paths, {}\nlayout    {} ({})\n",
+            "host      {} ({})\nserial    {}\nboot      {} (the host starts by {})\npayload   {}\nsystem    {}\nclosure   {} paths, {}\nlayout    {} ({})\n",
             self.host,
             self.chosen_by,
             self.serial.as_deref().unwrap_or("none"),
@@ -133,6 +147,7 @@ impl Plan {
                 BootMode::Uefi => "UEFI",
                 BootMode::Bios => "legacy BIOS",
             },
+            self.host_boot.describe(),
             self.payload,
             self.toplevel,
             self.closure_paths,
@@ -175,6 +190,14 @@ impl Plan {
             if let Some(w) = &d.whole {
                 s += &format!("  whole disk: {w}\n");
             }
+        }
+        for g in &self.grub_devices {
+            s += &format!("grub      {} (disk {}", g.path, g.disk);
+            match &g.configured {
+                Some(c) if c != &g.path => s += &format!("; the host's configuration names it {c}"),
+                _ => {}
+            }
+            s += ")\n";
         }
         for b in &self.devices.build {
             s += &format!("build     {}\n", describe_build(b, &self.luks_keys));
@@ -270,17 +293,29 @@ fn describe_build(b: &Build, keys: &[KeyPlan]) -> String {
     }
 }
 
-/// A host that boots by UEFI (every bootable host today: systemd-boot or GRUB for EFI, from
-/// an ESP) installed on a machine that booted by legacy BIOS would not start: its firmware
-/// has no UEFI boot entries to set. Refused before any disk is touched.
+/// A host installed for the other boot mode than the one this machine started the installer
+/// by would not start: a UEFI host (an ESP) on a machine that runs legacy BIOS has no boot
+/// entry its firmware reads, a BIOS host (a BIOS boot partition, no ESP) on a machine that
+/// starts by UEFI has no EFI boot file. Refused before any disk is touched; a hybrid layout
+/// (both) installs either way.
 pub fn check_boot_mode(uefi: bool, host: &HostEntry, bootloader: bool) -> Result<(), String> {
-    if uefi || !host.bootable || !bootloader {
+    if !host.bootable || !bootloader {
         return Ok(());
     }
-    Err(format!(
-        "this machine started the installer by legacy BIOS (no /sys/firmware/efi), and host {} boots by UEFI: installed, it would not start. Switch the machine's firmware to UEFI boot (turn off CSM/legacy boot) and start the stick again; nothing was touched",
-        host.name
-    ))
+    let can = host.layout.boot_support();
+    if uefi && !can.uefi {
+        return Err(format!(
+            "this machine started the installer by UEFI, and host {} boots by legacy BIOS only (its layout has a BIOS boot partition, EF02, and no ESP): installed, it would not start. Start the stick in the firmware's legacy (CSM) boot mode, or give the host's layout an ESP as well (disko's hybrid shape); nothing was touched",
+            host.name
+        ));
+    }
+    if !uefi && !can.bios {
+        return Err(format!(
+            "this machine started the installer by legacy BIOS (no /sys/firmware/efi), and host {} boots by UEFI: installed, it would not start. Switch the machine's firmware to UEFI boot (turn off CSM/legacy boot) and start the stick again, or give the host a BIOS boot partition (EF02) and GRUB for BIOS; nothing was touched",
+            host.name
+        ));
+    }
+    Ok(())
 }
 
 /// Plans the install of `host` (chosen as `chosen_by`) on this machine: the disks, from
@@ -408,6 +443,19 @@ pub fn make_plan(
         } else {
             BootMode::Bios
         },
+        host_boot: layout.boot_support(),
+        grub_devices: layout
+            .grub_disks()
+            .into_iter()
+            .filter_map(|g| {
+                let d = devices.disks.iter().find(|d| d.name == g.disk)?;
+                Some(GrubDevice {
+                    disk: g.disk,
+                    path: d.facts.path.clone(),
+                    configured: g.configured,
+                })
+            })
+            .collect(),
         payload: source.describe(),
         toplevel: host.toplevel.clone(),
         closure_paths: closure.infos.len(),
@@ -522,5 +570,37 @@ mod tests {
         assert!(check_boot_mode(false, &host, false).is_ok());
         host.bootable = false;
         assert!(check_boot_mode(false, &host, true).is_ok());
+    }
+
+    #[test]
+    fn a_bios_host_is_refused_on_a_machine_started_by_uefi_and_a_hybrid_one_is_not() {
+        let m = crate::testing::manifest(manifest::UnknownSerial::Refuse);
+        let mut host = m.hosts[0].clone();
+        let layout = |parts: &str| {
+            manifest::disko::parse(
+                &format!(
+                    r#"{{"disk": {{"main": {{"type": "disk", "content": {{"type": "gpt", "partitions": {{
+                    {parts} "root": {{"size": "100%", "content": {{"type": "filesystem", "format": "ext4", "mountpoint": "/"}}}}
+                    }}}}}}}}}}"#
+                ),
+                "t.json",
+                manifest::profile::DiskRules::default(),
+            )
+            .unwrap()
+        };
+        let bios = r#""boot": {"type": "EF02", "size": "1M"},"#;
+        let esp = r#""ESP": {"type": "EF00", "size": "256M", "content": {"type": "filesystem", "format": "vfat", "mountpoint": "/boot"}},"#;
+        host.layout = layout(bios);
+        assert!(check_boot_mode(false, &host, true).is_ok());
+        let e = check_boot_mode(true, &host, true).unwrap_err();
+        assert!(
+            e.contains("started the installer by UEFI")
+                && e.contains("legacy (CSM)")
+                && e.contains("nothing was touched"),
+            "{e}"
+        );
+        host.layout = layout(&format!("{bios}{esp}"));
+        assert!(check_boot_mode(false, &host, true).is_ok());
+        assert!(check_boot_mode(true, &host, true).is_ok());
     }
 }

@@ -136,6 +136,10 @@ pub struct Report {
     /// What became of the fleet's Secure Boot keys (`secure-boot`), if it has any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secure_boot_keys: Option<String>,
+    /// What the installed system will do that its owner should know (a boot loader disk its
+    /// configuration names by a path this machine gives another disk).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub steps: Vec<StepTime>,
     pub seconds: f64,
     /// What the machine is: SMBIOS, firmware, CPU, memory, disks, NICs, TPM.
@@ -180,6 +184,7 @@ impl Report {
             inventory,
             installer_kernel,
             log: Vec::new(),
+            warnings: Vec::new(),
             clock: Some(Instant::now()),
         }
     }

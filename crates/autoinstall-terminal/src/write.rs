@@ -13,7 +13,7 @@ use machine::esp::EspSpot;
 use machine::graph::Make;
 use machine::mount::{self, Mounted};
 use machine::stack::{self, Record};
-use machine::{bootloader, btrfs, format, partition, store, system};
+use machine::{btrfs, format, partition, store, system};
 use manifest::devices::Holder;
 use manifest::document::HostEntry;
 use manifest::profile::Filesystem;
@@ -342,10 +342,7 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
     if opts.bootloader && host.bootable {
         run.step(Step::Bootloader, |r| {
             r.ui.say("installing the boot loader (switch-to-configuration boot)");
-            let out = bootloader::install(&root, &host.toplevel).map_err(|e| e.to_string())?;
-            for line in out.activate_output.lines().chain(out.output.lines()) {
-                r.report.log(format!("  | {line}"));
-            }
+            crate::boot::install_bootloader(r, plan, &root, &host.toplevel)?;
             if let Some(device) = &staged {
                 write_staged_esp(&held, plan, &nodes, device, &root)
                     .map_err(|e| format!("writing the ESP: {e}"))?;
@@ -402,36 +399,11 @@ pub fn install(run: &mut Run, job: &Job, held: Option<Held>) -> Result<(), Fail>
                 .map_err(|e| format!("marking {}: {e}", d.facts.path))?;
             }
         }
-        let next = boot_next(plan);
+        let next = crate::boot::boot_next(plan);
         r.ui.say(&format!("next boot: {next}"));
         r.report.boot_next = Some(next);
         Ok(())
     })
-}
-
-/// Makes the first disk's ESP the firmware's next boot (so a stick left in does not boot the
-/// installer again); says which entry, or why not (a machine not booted in UEFI mode, a
-/// firmware that refuses): that is no reason to fail an install, only to say so.
-pub fn boot_next(plan: &Plan) -> String {
-    let d = plan.first_disk();
-    let esp = machine::efi::read_gpt(Path::new(&d.path), d.logical_block_size)
-        .map_err(|e| e.to_string())
-        .and_then(|g| {
-            g.and_then(|g| g.esp)
-                .ok_or_else(|| format!("{} has no ESP", d.path))
-        });
-    let set = esp.and_then(|esp| {
-        let option = machine::efi::load_option(
-            &format!("NixOS {}", plan.host),
-            &esp,
-            machine::efi::FALLBACK_LOADER,
-        );
-        machine::efi::boot_next(&option).map_err(|e| e.to_string())
-    });
-    match set {
-        Ok(entry) => format!("{entry} ({} on {})", machine::efi::FALLBACK_LOADER, d.path),
-        Err(e) => format!("not set: {e}"),
-    }
 }
 
 /// The size of a block device (or file), from its end.

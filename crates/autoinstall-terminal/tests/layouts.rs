@@ -7,6 +7,7 @@
 mod common;
 
 use std::fs;
+use std::io::Read;
 use std::process::Command;
 
 use common::*;
@@ -189,4 +190,119 @@ fn a_host_whose_fstab_the_layout_does_not_make_is_refused_at_build_time() {
         assert!(err.contains(expect), "{err}");
         assert!(!img.exists(), "nothing is written");
     }
+}
+
+/// A host that boots by BIOS (disko's shape: a BIOS boot partition and an ext4 root) whose
+/// configuration installs GRUB to a disk that is another disk on this machine, as a
+/// configuration written elsewhere does (`/dev/sda` there may be the stick here). The
+/// host's own boot loader step (the real grub-install, from its closure) writes GRUB to the
+/// disk the installer chose, and not one byte to the disk the configuration names.
+#[test]
+fn grub_for_bios_goes_to_the_chosen_disk_not_to_the_one_the_configuration_names() {
+    let Some((_serial, env, _tops)) = root_env() else {
+        return;
+    };
+    // GRUB for i386-pc from Debian's packages, staged as the demo fleet stages it.
+    let grub = env.path("grub");
+    let repo = testkit::repo_root();
+    run(
+        "bash",
+        &[
+            "-c",
+            r#"source "$1/images/debian/lib.sh" && fetch_debs "${GRUB_BIOS_PACKAGES[@]}" >&2 && stage_grub_bios "$2""#,
+            "_",
+            repo.to_str().unwrap(),
+            grub.to_str().unwrap(),
+        ],
+    );
+    let decoy = LoopDisk::new(env.path("decoy.img"), "64M");
+    let main = LoopDisk::new(env.path("main.img"), "9G");
+    let top = env.demo_host(
+        "demo-bios",
+        &[("grub", grub.to_str().unwrap()), ("biosDisk", &decoy.dev)],
+    );
+    let layout = env.path("bios.json");
+    fs::write(
+        &layout,
+        format!(
+            r#"{{"disk":{{"main":{{"type":"disk","device":"{}","content":{{"type":"gpt","partitions":{{
+  "boot":{{"type":"EF02","size":"1M","priority":1}},
+  "root":{{"size":"100%","content":{{"type":"filesystem","format":"ext4","mountpoint":"/"}}}}}}}}}}}}}}"#,
+            decoy.dev
+        ),
+    )
+    .unwrap();
+    let toml = fleet_toml("confirm-seconds = 0", &[])
+        + &format!(
+            "\n[[host]]\nname = \"demo-bios\"\nserials = [\"DEMO-SN-0010\"]\nsystem = \"{top}\"\ndisko = \"{}\"\n",
+            layout.display()
+        );
+    let stick = env.medium_from(&toml, "stick.img", &[]);
+    let install = |last: &str| {
+        env.install(&[
+            "--payload",
+            stick.to_str().unwrap(),
+            "--host",
+            "demo-bios",
+            "--disk",
+            &main.dev,
+            last,
+            "--json",
+        ])
+    };
+    let out = install("--dry-run");
+    assert_ok(&out);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["host_boot"]["bios"], true);
+    assert_eq!(plan["host_boot"]["uefi"], false);
+    assert_eq!(
+        plan["grub_devices"][0]["configured"].as_str(),
+        Some(decoy.dev.as_str())
+    );
+    assert_eq!(
+        plan["grub_devices"][0]["path"].as_str(),
+        Some(main.dev.as_str())
+    );
+    let out = install("--yes");
+    assert_ok(&out);
+    // The report warns of the next rebuild, which would write to the configuration's disk.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warning = report["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains(&format!(
+            "names its boot disk by a path that is another disk or none on this machine ({})",
+            decoy.dev
+        )),
+        "{report}"
+    );
+    assert!(
+        decoy.untouched(),
+        "GRUB was written to the disk the configuration names"
+    );
+    // The chosen disk: GRUB's boot sector in its MBR (it names itself), its core image in
+    // the BIOS boot partition (it starts with the diskboot sector's code, never zeros), and
+    // the host's grub.cfg on the root booting its kernel.
+    let first_sector = |dev: &str| {
+        let mut b = [0u8; 512];
+        fs::File::open(dev).unwrap().read_exact(&mut b).unwrap();
+        b
+    };
+    let mbr = first_sector(&main.dev);
+    assert!(
+        mbr.windows(4).any(|w| w == b"GRUB"),
+        "no GRUB boot code in the MBR"
+    );
+    assert!(
+        first_sector(&main.part(1)).iter().any(|&b| b != 0),
+        "no core image in the BIOS boot partition"
+    );
+    let mnt = env.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    run("mount", &["-o", "ro", &main.part(2), mnt.to_str().unwrap()]);
+    let cfg = fs::read_to_string(mnt.join("boot/grub/grub.cfg"));
+    let core_img = mnt.join("boot/grub/i386-pc/core.img").exists();
+    run("umount", &[mnt.to_str().unwrap()]);
+    let cfg = cfg.unwrap();
+    assert!(cfg.contains(&format!("init={top}/init")), "{cfg}");
+    assert!(core_img, "grub-install left no core.img in /boot/grub");
 }

@@ -15,6 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::device_alias::{Aliases, DeviceAlias};
 use crate::mount::under;
 
 /// What the boot loader step ran, for the report and the log.
@@ -24,14 +25,18 @@ pub struct BootloaderRun {
     /// nixos-enter).
     pub activate_output: String,
     pub output: String,
+    /// How the disks the host's configuration names were made to lead to the chosen ones.
+    pub aliases: Vec<String>,
 }
 
 /// The /nix/var/nix/profiles/system link inside the chroot, as nixos-install calls it.
 const SYSTEM_PROFILE: &str = "/nix/var/nix/profiles/system";
 
 /// Runs the installed system's own boot loader installation in a chroot of `root`.
-/// `toplevel` must already be the target of `root/nix/var/nix/profiles/system`.
-pub fn install(root: &Path, toplevel: &str) -> io::Result<BootloaderRun> {
+/// `toplevel` must already be the target of `root/nix/var/nix/profiles/system`. `disks`:
+/// the paths the host's configuration names its boot loader disks by (GRUB for BIOS), and
+/// the disks chosen here that they must reach while it runs.
+pub fn install(root: &Path, toplevel: &str, disks: &[DeviceAlias]) -> io::Result<BootloaderRun> {
     let stc = under(root, &format!("{toplevel}/bin/switch-to-configuration"));
     if fs::symlink_metadata(&stc).is_err() {
         return Err(io::Error::new(
@@ -52,17 +57,23 @@ pub fn install(root: &Path, toplevel: &str) -> io::Result<BootloaderRun> {
     if fs::symlink_metadata(&mtab).is_err() {
         symlink("/proc/mounts", &mtab)?;
     }
-    let mut run = BootloaderRun::default();
+    // Removed again when this function returns, whatever happens.
+    let aliases = Aliases::set_up(disks)?;
+    let mut run = BootloaderRun {
+        aliases: aliases.notes.clone(),
+        ..BootloaderRun::default()
+    };
     let activate = format!("{SYSTEM_PROFILE}/activate");
     if fs::symlink_metadata(under(root, &format!("{toplevel}/activate"))).is_ok() {
         // nixos-enter runs it and carries on whatever it says.
-        run.activate_output = match in_chroot(root, &activate, &[]) {
+        run.activate_output = match in_chroot(root, &aliases, &activate, &[]) {
             Ok(out) => out,
             Err(e) => format!("(activation failed, carrying on as nixos-enter does) {e}"),
         };
     }
     run.output = in_chroot(
         root,
+        &aliases,
         &format!("{SYSTEM_PROFILE}/bin/switch-to-configuration"),
         &["boot"],
     )
@@ -72,7 +83,7 @@ pub fn install(root: &Path, toplevel: &str) -> io::Result<BootloaderRun> {
 
 /// Runs `program` (a path inside the chroot) with a clean environment; stdout and stderr
 /// together are returned, or carried in the error.
-fn in_chroot(root: &Path, program: &str, args: &[&str]) -> io::Result<String> {
+fn in_chroot(root: &Path, aliases: &Aliases, program: &str, args: &[&str]) -> io::Result<String> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -98,6 +109,11 @@ fn in_chroot(root: &Path, program: &str, args: &[&str]) -> io::Result<String> {
         sys: c(&root.join("sys")),
         proc_: c(&root.join("proc")),
         run: c(&root.join("run")),
+        covers: aliases
+            .overlays
+            .iter()
+            .map(|(node, covered)| (c(node), c(&under(root, &covered.to_string_lossy()))))
+            .collect(),
     };
     // SAFETY: the closure makes only system calls (unshare, mount, chroot, chdir) on strings
     // prepared before the fork; it allocates nothing.
@@ -140,6 +156,8 @@ struct ChrootMounts {
     sys: CString,
     proc_: CString,
     run: CString,
+    /// (disk node, node under the root it is bound over): `device_alias`'s covers.
+    covers: Vec<(CString, CString)>,
 }
 
 impl ChrootMounts {
@@ -170,6 +188,15 @@ impl ChrootMounts {
                     dst.as_ptr(),
                     none,
                     libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+            }
+            for (node, covered) in &self.covers {
+                check(libc::mount(
+                    node.as_ptr(),
+                    covered.as_ptr(),
+                    none,
+                    libc::MS_BIND,
                     std::ptr::null(),
                 ))?;
             }

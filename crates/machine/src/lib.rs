@@ -15,6 +15,7 @@ pub mod blank;
 pub mod blockdev;
 pub mod bootloader;
 pub mod btrfs;
+pub mod device_alias;
 pub mod disk_ids;
 pub mod disks;
 pub mod efi;

@@ -58,6 +58,8 @@ pub struct HostSummary {
     /// The platform its system is built for (`x86_64-linux`), if the stick says.
     pub system: Option<String>,
     pub bootable: bool,
+    /// How it starts: by UEFI, by legacy BIOS, or either (from its layout).
+    pub boot: manifest::devices::BootSupport,
     pub closure_paths: usize,
     pub closure_nar_bytes: u64,
     pub closure_compressed_bytes: u64,
@@ -103,6 +105,7 @@ pub fn summarise(p: &dyn Payload) -> io::Result<Summary> {
                 .count(),
             system: h.system.clone(),
             bootable: h.bootable,
+            boot: h.layout.boot_support(),
             closure_paths: h.closure.len(),
             closure_nar_bytes: h.closure.iter().map(|c| infos[c].nar_size).sum(),
             closure_compressed_bytes: h

@@ -116,6 +116,17 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
                     if k == 1 { "" } else { "s" }
                 ),
             } + if h.tpm2_volumes > 0 { ", TPM2" } else { "" }
+                + if !h.bootable {
+                    ", no boot loader"
+                } else if h.boot.bios {
+                    if h.boot.uefi {
+                        ", UEFI or BIOS"
+                    } else {
+                        ", BIOS"
+                    }
+                } else {
+                    ""
+                }
                 + if h.sealed { ", secrets sealed" } else { "" }
                 + &h.system
                     .as_ref()

@@ -96,35 +96,41 @@ impl Env {
         self.tmp.path().join(name)
     }
 
-    /// Two hosts built from the demo fleet's expression with a stand-in kernel (its stage 1
+    /// Hosts built from the demo fleet's expression with a stand-in kernel (its stage 1
     /// is never booted here) and the real systemd-boot, so switch-to-configuration runs for
-    /// real. Returns the toplevels.
+    /// real: demo-1, demo-2, demo-btrfs, demo-uuid. Returns the toplevels.
     pub fn demo_hosts(&self) -> Vec<String> {
-        let kernel = self.path("kernel");
-        fs::create_dir_all(kernel.join("lib/modules/6.1.0-test")).unwrap();
-        fs::write(kernel.join("bzImage"), testkit::pseudo_random(1 << 20, 7)).unwrap();
-        fs::write(kernel.join("version"), "6.1.0-test\n").unwrap();
-        fs::write(kernel.join("modules.load"), "").unwrap();
-        let sdboot = self.path("systemd-boot");
-        fs::create_dir_all(&sdboot).unwrap();
-        fs::copy(
-            "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-            sdboot.join("systemd-bootx64.efi"),
-        )
-        .unwrap();
         ["demo-1", "demo-2", "demo-btrfs", "demo-uuid"]
             .iter()
-            .map(|h| {
-                build_fixture(
-                    "demo-fleet/default.nix",
-                    Some(h),
-                    &[
-                        ("kernel", kernel.to_str().unwrap()),
-                        ("systemdBoot", sdboot.to_str().unwrap()),
-                    ],
-                )
-            })
+            .map(|h| self.demo_host(h, &[]))
             .collect()
+    }
+
+    /// One host of the demo fleet's expression, as `demo_hosts` builds them, with more
+    /// arguments to the expression.
+    pub fn demo_host(&self, host: &str, args: &[(&str, &str)]) -> String {
+        let kernel = self.path("kernel");
+        if !kernel.exists() {
+            fs::create_dir_all(kernel.join("lib/modules/6.1.0-test")).unwrap();
+            fs::write(kernel.join("bzImage"), testkit::pseudo_random(1 << 20, 7)).unwrap();
+            fs::write(kernel.join("version"), "6.1.0-test\n").unwrap();
+            fs::write(kernel.join("modules.load"), "").unwrap();
+        }
+        let sdboot = self.path("systemd-boot");
+        if !sdboot.exists() {
+            fs::create_dir_all(&sdboot).unwrap();
+            fs::copy(
+                "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+                sdboot.join("systemd-bootx64.efi"),
+            )
+            .unwrap();
+        }
+        let mut all = vec![
+            ("kernel", kernel.to_str().unwrap()),
+            ("systemdBoot", sdboot.to_str().unwrap()),
+        ];
+        all.extend_from_slice(args);
+        build_fixture("demo-fleet/default.nix", Some(host), &all)
     }
 
     /// A `--format cache` site (under `site`) of demo-1 (DEMO-SN-0001) with toplevel `top`,

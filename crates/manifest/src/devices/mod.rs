@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::profile::{DiskRules, Filesystem};
 
+mod boot;
 mod check;
+pub use boot::{BootSupport, GrubDisk, BIOS_BOOT_TYPE_GUID};
 pub use check::{check_name, check_uuid};
 
 /// A resolved layout: where it came from, the rules that choose disks for it when the

@@ -48,6 +48,9 @@ pub struct Options {
     /// and the rules.
     pub disks: Vec<String>,
     pub dry_run: bool,
+    /// `--after-kexec` (with `dry_run`): plan for the installer that kexec will start here,
+    /// the running system's own use of the disks not counted.
+    pub after_kexec: bool,
     pub yes: bool,
     /// Where the new system is mounted while it is installed.
     pub root: PathBuf,
@@ -215,8 +218,10 @@ fn steps(run: &mut Run, reached: &mut Reached) -> Result<Outcome, Fail> {
         // Held exclusively from here to the end (see blockdev::Hold): a disk someone else
         // holds (a VM, ZFS, a mapper, RAID) is refused now, before anything is written.
         // Disks with an earlier attempt's leftovers are held once Tear down removed them.
+        // After kexec (--after-kexec), what holds the disks now is gone.
         let held = match (opts.dry_run, plan.earlier_attempt.is_empty()) {
             (_, false) => None,
+            (true, true) if opts.after_kexec => None,
             (true, true) => {
                 for d in &plan.devices.disks {
                     blockdev::check_not_held(Path::new(&d.facts.path))

@@ -69,6 +69,11 @@ struct Cli {
     /// Print the plan and stop; touch nothing.
     #[arg(long)]
     dry_run: bool,
+    /// With --dry-run, on a running system that is to boot the installer by kexec: plan as
+    /// the installer will find this machine, its disks free (the running system's mounts and
+    /// holders gone) and its boot mode checked. `mkinstaller --ssh --dry-run` runs this.
+    #[arg(long, requires = "dry_run", hide = true)]
+    after_kexec: bool,
     /// Do not wait for confirmation (unattended use).
     #[arg(long, short = 'y')]
     yes: bool,
@@ -373,6 +378,7 @@ fn main() -> ExitCode {
         },
         disks: cli.disk.clone(),
         dry_run: cli.dry_run,
+        after_kexec: cli.after_kexec,
         yes: cli.yes,
         root: cli.root.clone(),
         jobs: cli

@@ -334,7 +334,7 @@ pub fn make_plan(
 ) -> Result<Plan, String> {
     // Run on a workstation (tests, --root), this machine's boot mode says nothing about
     // the target's.
-    if crate::in_installer_environment() {
+    if crate::in_installer_environment() || opts.after_kexec {
         check_boot_mode(machine::efi::booted_uefi(), host, opts.bootloader)?;
     }
     let mut named: Vec<String> = if opts.disks.is_empty() {
@@ -520,6 +520,13 @@ fn mark_facts(
             || carrier.as_deref() == Some(Path::new(&d.path))
         {
             d.boot_medium = true;
+        }
+        if opts.after_kexec {
+            // What the running system mounts and holds is gone once kexec starts the
+            // installer.
+            d.mounted.clear();
+            d.holders.clear();
+            continue;
         }
         let before = (d.mounted.len(), d.holders.len());
         d.mounted

@@ -22,7 +22,8 @@ const TOOL: &str = "autoinstall-remote-access";
 /// Starts remote access for `keys`, inside an installer environment only (marked by
 /// /etc/nixos-autoinstall): run on a workstation, the installer never starts a server.
 pub fn start(run: &mut Run, keys: &[String]) {
-    if keys.is_empty() || !crate::in_installer_environment() {
+    // A dry run starts nothing (it also runs on a machine's own system: --ssh --dry-run).
+    if keys.is_empty() || !crate::in_installer_environment() || run.opts.dry_run {
         return;
     }
     let name = crate::mdns::hostname(run.report.identity.serial.as_deref());

@@ -517,3 +517,48 @@ fn a_host_of_another_platform_is_refused() {
         );
     }
 }
+
+/// `--after-kexec`, which `mkinstaller --ssh --dry-run` runs on the running system: a disk
+/// that system mounts is refused by a plain plan, and planned for the installer that kexec
+/// will start there, which finds it free.
+#[test]
+fn a_disk_the_running_system_mounts_is_planned_for_after_kexec() {
+    let Some((_serial, env, tops)) = root_env() else {
+        return;
+    };
+    let stick = env.stick(&[("demo-1", "DEMO-SN-0001", &tops[0], "uefi-ext4")]);
+    let disk = LoopDisk::new(env.path("disk.img"), "9G");
+    run("mkfs.ext4", &["-q", "-F", &disk.dev]);
+    let old = env.path("old");
+    fs::create_dir_all(&old).unwrap();
+    run("mount", &[&disk.dev, old.to_str().unwrap()]);
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "--payload",
+            stick.to_str().unwrap(),
+            "--host",
+            "demo-1",
+            "--disk",
+            &disk.dev,
+            "--dry-run",
+            "--json",
+            // With a boot loader, --after-kexec also checks this machine's boot mode, which
+            // says nothing here (tests/vm/ssh-install runs it on a UEFI machine).
+            "--no-bootloader",
+        ];
+        args.extend(extra);
+        env.install(&args)
+    };
+    let refused = plan(&[]);
+    let after_kexec = plan(&["--after-kexec"]);
+    run("umount", &[old.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("mounted at"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_ok(&after_kexec);
+    let p: serde_json::Value = serde_json::from_slice(&after_kexec.stdout).unwrap();
+    assert_eq!(p["disks"][0]["path"].as_str(), Some(disk.dev.as_str()));
+}

@@ -262,6 +262,12 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
                 opts, &esp, &tree, &volume_id, &seed, timestamp, mbr, ui,
             )?)
         }
+        OutputFormat::Kexec if opts.plan_kit => Some(crate::outputs::write_plan_kit(
+            opts,
+            env.as_ref().expect("kexec loads the environment"),
+            &payload,
+            timestamp,
+        )?),
         OutputFormat::Netboot | OutputFormat::Kexec => {
             let nb = media::netboot::Netboot {
                 env: env.as_ref().expect("netboot loads the environment"),

@@ -220,6 +220,13 @@ pub struct BuildArgs {
     /// repeated. The installer's host key is pinned whatever they say.
     #[arg(long = "ssh-option", value_name = "OPTION", requires = "ssh")]
     pub ssh_options: Vec<String>,
+    /// With --ssh: print the plan the installer would make on that machine (its host, disks,
+    /// layout) and change nothing. The running system runs the installer's planner (the
+    /// static autoinstall-terminal, into a tmpfs, removed after) on the payload's manifest
+    /// and narinfos (no NARs, no extra files, no keys), taking its disks as the installer
+    /// started by kexec will find them: free.
+    #[arg(long, requires = "ssh")]
+    pub dry_run: bool,
     /// With --ssh: how long to wait for the installer to answer after the kexec reboot.
     #[arg(long, value_name = "SECONDS", default_value_t = 900, requires = "ssh")]
     pub ssh_wait: u64,

@@ -172,6 +172,7 @@ fn build_options(
         rewrite: a.rewrite,
         threads: a.jobs.unwrap_or_else(all_cores),
         extra_ssh_keys,
+        plan_kit: a.dry_run,
     }
 }
 
@@ -184,6 +185,12 @@ fn run_ssh(a: BuildArgs, source: Source) -> Result<(), (u8, String)> {
         return Err((
             USAGE,
             "--ssh boots a kexec bundle: leave out --format (or say --format kexec)".into(),
+        ));
+    }
+    if a.dry_run && matches!(source, Source::Online { .. }) {
+        return Err((
+            USAGE,
+            "--ssh --dry-run plans from the payload's manifest, which --online leaves on the site: plan there with `autoinstall-terminal --url URL --dry-run` on the machine, or dry-run with --mass".into(),
         ));
     }
     let mut keys = Vec::new();
@@ -236,6 +243,7 @@ fn run_ssh(a: BuildArgs, source: Source) -> Result<(), (u8, String)> {
         },
         wait: std::time::Duration::from_secs(a.ssh_wait),
         json: a.json,
+        dry_run: a.dry_run,
     };
     match ssh::install(&opts, &how, &ui).map_err(exit_of)? {
         (0, said) => {

@@ -170,6 +170,9 @@ pub struct BuildOptions {
     /// Keys the live installer also takes over SSH, beside `[defaults] ssh-authorized-keys`
     /// (`--ssh --ssh-identity`: the admin's own, to follow the install).
     pub extra_ssh_keys: Vec<String>,
+    /// With `--format kexec`: instead of the bundle, the kit `--ssh --dry-run` plans with
+    /// (the static autoinstall-terminal and the payload's manifest and narinfos).
+    pub plan_kit: bool,
 }
 
 /// The end-of-run figures (`--json` prints them).

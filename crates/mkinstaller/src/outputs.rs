@@ -295,6 +295,58 @@ fn write_kexec(opts: &BuildOptions, nb: &media::netboot::Netboot, ui: &Ui) -> Re
     })
 }
 
+/// The files of the plan kit (`--ssh --dry-run`).
+pub const PLAN_KIT_HELPER: &str = "autoinstall-terminal";
+pub const PLAN_KIT_PAYLOAD: &str = "payload.img";
+
+/// `--ssh --dry-run`'s kit, in place of the bundle: the environment's static
+/// autoinstall-terminal and a FAT image of the payload's manifest (and its signature) and
+/// narinfos, all the planner reads. No NARs, and no extra files or keys: a dry run sends
+/// nothing secret to the running system.
+pub fn write_plan_kit(
+    opts: &BuildOptions,
+    env: &media::esp::InstallerEnv,
+    payload: &media::fat32::Tree,
+    timestamp: u64,
+) -> Result<u64, Error> {
+    let helper = env.helper.as_ref().ok_or_else(|| {
+        Error::from(format!(
+            "--dry-run: the installer environment {} has no static autoinstall-terminal to plan with on the machine (images/debian/build puts one there)",
+            env.dir.display()
+        ))
+    })?;
+    let mut meta = media::fat32::Tree::new();
+    for (path, source) in payload.walk() {
+        let planned = path.ends_with(".narinfo")
+            || path == nixstore::binary_cache::CACHE_INFO
+            || path == manifest::document::MANIFEST_PATH
+            || path == manifest::document::MANIFEST_SIG_PATH;
+        match source {
+            Some(s) if planned => meta.add_file(&path, s.clone()),
+            Some(_) => {}
+            None => meta.add_dir(&path),
+        }
+    }
+    replace_dir(&opts.output, |partial| {
+        let copied = fs::copy(helper, partial.join(PLAN_KIT_HELPER))
+            .map_err(|e| format!("copying {}: {e}", helper.display()))?;
+        let at = partial.join(PLAN_KIT_PAYLOAD);
+        let f = File::create(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+        let geometry = media::fat32::min_geometry(&meta, 0);
+        let vol = media::fat32::VolumeOptions {
+            label: usb::PAYLOAD_FS_LABEL.into(),
+            volume_id: 0,
+            hidden_sectors: 0,
+            timestamp,
+        };
+        // The writer leaves the free clusters unwritten: the file gets its full length.
+        media::fat32::write(&f, 0, &geometry, &meta, &vol, &mut |_| {})
+            .and_then(|_| f.set_len(geometry.bytes()))
+            .map_err(|e| format!("writing {}: {e}", at.display()))?;
+        Ok(copied + geometry.bytes())
+    })
+}
+
 /// Fills a fresh directory with `fill`, then swaps it in for `out`. An existing `out` is
 /// replaced only if it is one of ours (a manifest or an iPXE script of ours) or empty, so a
 /// mistyped -o never empties someone's directory. Returns what `fill` returns (bytes).

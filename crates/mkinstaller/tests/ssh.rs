@@ -6,6 +6,7 @@ mod common;
 
 use std::fs;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use common::Env;
@@ -59,6 +60,18 @@ fn bad_targets_identities_and_formats_are_said_plainly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ssh boots a kexec bundle"));
 
+    let out = env.mkinstaller(&[
+        "--online",
+        "http://10.0.0.1/site",
+        "--ssh",
+        "h",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("autoinstall-terminal --url URL --dry-run")
+    );
+
     let id = env.path("id");
     fs::write(&id, "not a key").unwrap();
     let out = env.mkinstaller(&[
@@ -100,4 +113,108 @@ fn dropbear_reads_the_host_key_as_ssh_is_told_it() {
     let mut words = public.split_whitespace();
     let (kind, blob) = (words.next().unwrap(), words.next().unwrap());
     assert_eq!(format!("{kind} {blob}"), key.public_line());
+}
+
+/// `--ssh --dry-run` sends the running system the planner and the payload's manifest and
+/// narinfos, and nothing secret: no NARs, no extra files. A stand-in `ssh` first in PATH
+/// plays the running system (it answers the look, keeps what is sent in a directory, and
+/// prints a plan for the planner's run) so that nothing runs on this machine.
+#[test]
+fn a_dry_run_sends_the_planner_and_the_manifest_but_nothing_secret() {
+    let env = Env::new();
+    fs::write(
+        env.installer.join("autoinstall-terminal"),
+        "a stand-in planner",
+    )
+    .unwrap();
+    let (hosts, _) = env.fleet("1");
+    let secrets = env.path("secrets/host-1/etc/ssh");
+    fs::create_dir_all(&secrets).unwrap();
+    fs::write(secrets.join("ssh_host_ed25519_key"), "PRIVATE-KEY-BYTES\n").unwrap();
+    let text = fs::read_to_string(&hosts)
+        .unwrap()
+        .replacen(
+            "name = \"host-1\"\n",
+            "name = \"host-1\"\nextra-files = \"secrets/host-1\"\n",
+            1,
+        )
+        .replacen("[defaults]\n", "[defaults]\nsecrets = \"clear\"\n", 1);
+    fs::write(&hosts, text).unwrap();
+
+    let bin = env.path("bin");
+    let sent = env.path("sent");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&sent).unwrap();
+    let ssh = bin.join("ssh");
+    fs::write(
+        &ssh,
+        format!(
+            r#"#!/bin/sh
+# The remote command is the last argument.
+for a; do cmd=$a; done
+case "$cmd" in
+  uname*) printf 'x86_64\n0\n0\n4000000\n' ;;
+  "cat > "*) cat > "{sent}/${{cmd##*/}}" ;;
+  *--dry-run*) echo "$cmd" > "{sent}/planner-command"; echo "host      host-1 (stand-in plan)" ;;
+esac
+"#,
+            sent = sent.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = env.mkinstaller_env(
+        &[
+            "--mass",
+            hosts.to_str().unwrap(),
+            "--ssh",
+            "root@machine",
+            "--dry-run",
+        ],
+        "PATH",
+        &path,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "host      host-1 (stand-in plan)\n"
+    );
+    assert!(err.contains("planned; nothing on it was changed"), "{err}");
+    let command = fs::read_to_string(sent.join("planner-command")).unwrap();
+    assert!(command.contains("--dry-run --after-kexec"), "{command}");
+    assert_eq!(
+        fs::read(sent.join("autoinstall-terminal")).unwrap(),
+        b"a stand-in planner"
+    );
+    // The payload image: the manifest and a narinfo per path, no NAR, no extra file.
+    let img = sent.join("payload.img");
+    let files = Command::new("mdir")
+        .args(["-/", "-b", "-i", img.to_str().unwrap(), "::"])
+        .output()
+        .unwrap();
+    assert!(
+        files.status.success(),
+        "{}",
+        String::from_utf8_lossy(&files.stderr)
+    );
+    let files = String::from_utf8_lossy(&files.stdout);
+    assert!(files.contains("autoinstall/manifest.json"), "{files}");
+    assert!(files.lines().any(|l| l.ends_with(".narinfo")), "{files}");
+    assert!(
+        !files.contains(".nar.zst") && !files.contains("extra-files"),
+        "{files}"
+    );
+    let bytes = fs::read(&img).unwrap();
+    assert!(
+        !bytes.windows(17).any(|w| w == b"PRIVATE-KEY-BYTES"),
+        "an extra file went to the running system"
+    );
+    // Nothing of the kit is left here either.
+    assert!(fs::read_dir(env.path("cache")).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("ssh-bundle")));
 }

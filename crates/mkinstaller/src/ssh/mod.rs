@@ -6,6 +6,7 @@
 //! system's network) with a host key made for this run, and is followed over SSH until its
 //! report. The exit status is the installer's.
 
+mod dry_run;
 pub mod follow;
 pub mod hostkey;
 pub mod target;
@@ -35,6 +36,8 @@ pub struct SshInstall {
     pub wait: Duration,
     /// Print the installer's report as JSON on stdout.
     pub json: bool,
+    /// `--dry-run`: plan on the machine with the installer's planner, change nothing.
+    pub dry_run: bool,
 }
 
 /// What the running system is, as the look before anything is sent found it.
@@ -109,6 +112,9 @@ pub fn install(opts: &BuildOptions, s: &SshInstall, ui: &Ui) -> Result<(u8, Stri
     let look = output(&s.ssh, LOOK, "look at the running system")?;
     let facts = Facts::parse(&look)?;
     facts.check(t)?;
+    if s.dry_run {
+        return dry_run::plan(opts, s, ui);
+    }
 
     build::build(opts, ui)?;
     let dir = &opts.output;
@@ -123,11 +129,7 @@ pub fn install(opts: &BuildOptions, s: &SshInstall, ui: &Ui) -> Result<(u8, Stri
     fs::write(&known_hosts, key.known_hosts_line(&t.host, t.port))
         .map_err(|e| Error::failed(format!("{}: {e}", known_hosts.display())))?;
 
-    let prepare = format!(
-        "set -e; d={REMOTE_DIR}; mkdir -p $d; grep -qs \" $d \" /proc/mounts || mount -t tmpfs -o size={}k,mode=0700 nixos-autoinstall $d; rm -rf $d/*",
-        total.div_ceil(1024) + 1024
-    );
-    output(&s.ssh, &prepare, "make room in RAM on the running system")?;
+    make_room(&s.ssh, total)?;
     let sent = send_all(&s.ssh, dir, &files, &archive, total, ui);
     if sent.is_err() {
         // Leave the machine as it was: the files go with their tmpfs.
@@ -138,6 +140,16 @@ pub fn install(opts: &BuildOptions, s: &SshInstall, ui: &Ui) -> Result<(u8, Stri
     ui.say(&format!("booting the installer on {t} with kexec"));
     boot(&s.ssh, ui)?;
     follow_installer(&s.ssh.pinned(&known_hosts), s, ui)
+}
+
+/// Mounts a tmpfs of our own for `bytes` of files on the machine (RAM: nothing goes to its
+/// disk), empty.
+fn make_room(ssh: &Ssh, bytes: u64) -> Result<(), Error> {
+    let prepare = format!(
+        "set -e; d={REMOTE_DIR}; mkdir -p $d; grep -qs \" $d \" /proc/mounts || mount -t tmpfs -o size={}k,mode=0700 nixos-autoinstall $d; rm -rf $d/*",
+        bytes.div_ceil(1024) + 1024
+    );
+    output(ssh, &prepare, "make room in RAM on the running system").map(drop)
 }
 
 /// Streams the bundle's files into the tmpfs, the host key's archive behind the initrd.

@@ -110,22 +110,7 @@ fn a_cache_site_cannot_poison_the_nar_cache() {
 fn extra_files_are_not_published_on_a_cache_site_by_default() {
     let env = Env::new();
     let (hosts, _) = env.fleet("1");
-    let secrets = env.path("secrets/host-1/etc/ssh");
-    fs::create_dir_all(&secrets).unwrap();
-    fs::write(
-        secrets.join("ssh_host_ed25519_key"),
-        "-----BEGIN OPENSSH PRIVATE KEY-----\n",
-    )
-    .unwrap();
-    let text = fs::read_to_string(&hosts)
-        .unwrap()
-        .replacen(
-            "name = \"host-1\"\n",
-            "name = \"host-1\"\nextra-files = \"secrets/host-1\"\n",
-            1,
-        )
-        .replacen("[defaults]\n", "[defaults]\nsecrets = \"clear\"\n", 1);
-    fs::write(&hosts, text).unwrap();
+    common::add_extra_file(&env, &hosts, "-----BEGIN OPENSSH PRIVATE KEY-----\n");
     let site = env.path("site");
     let args = [
         "--mass",

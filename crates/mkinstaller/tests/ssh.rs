@@ -128,18 +128,7 @@ fn a_dry_run_sends_the_planner_and_the_manifest_but_nothing_secret() {
     )
     .unwrap();
     let (hosts, _) = env.fleet("1");
-    let secrets = env.path("secrets/host-1/etc/ssh");
-    fs::create_dir_all(&secrets).unwrap();
-    fs::write(secrets.join("ssh_host_ed25519_key"), "PRIVATE-KEY-BYTES\n").unwrap();
-    let text = fs::read_to_string(&hosts)
-        .unwrap()
-        .replacen(
-            "name = \"host-1\"\n",
-            "name = \"host-1\"\nextra-files = \"secrets/host-1\"\n",
-            1,
-        )
-        .replacen("[defaults]\n", "[defaults]\nsecrets = \"clear\"\n", 1);
-    fs::write(&hosts, text).unwrap();
+    common::add_extra_file(&env, &hosts, "PRIVATE-KEY-BYTES\n");
 
     let bin = env.path("bin");
     let sent = env.path("sent");

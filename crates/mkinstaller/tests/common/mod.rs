@@ -80,6 +80,23 @@ impl Env {
     }
 }
 
+/// Gives host-1 of the tiny fleet's `hosts` an extra file (an SSH host key with `secret` in
+/// it), in the clear (`secrets = "clear"`).
+pub fn add_extra_file(env: &Env, hosts: &Path, secret: &str) {
+    let secrets = env.path("secrets/host-1/etc/ssh");
+    fs::create_dir_all(&secrets).unwrap();
+    fs::write(secrets.join("ssh_host_ed25519_key"), secret).unwrap();
+    let text = fs::read_to_string(hosts)
+        .unwrap()
+        .replacen(
+            "name = \"host-1\"\n",
+            "name = \"host-1\"\nextra-files = \"secrets/host-1\"\n",
+            1,
+        )
+        .replacen("[defaults]\n", "[defaults]\nsecrets = \"clear\"\n", 1);
+    fs::write(hosts, text).unwrap();
+}
+
 /// Host `name` of an `inspect --json` answer.
 pub fn inspect_host(inspect: &serde_json::Value, name: &str) -> serde_json::Value {
     inspect["hosts"]

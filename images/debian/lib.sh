@@ -358,3 +358,14 @@ stage_grub_bios() {
   cp -r "${DEB_TREE[grub-pc-bin]}/usr/lib/grub/i386-pc" "$root/usr/lib/grub/"
   stage_libraries "$root" "${GRUB_BIOS_PACKAGES[@]}"
 }
+
+# --- dropbear, an SSH server -----------------------------------------------------------------
+# In the installer environment (remote access) and in the demo host demo-ssh (the running
+# system that mkinstaller --ssh installs over): the server, its key maker, their libraries.
+# shellcheck disable=SC2034
+DROPBEAR_PACKAGES=(dropbear-bin libc6 zlib1g libcrypt1 libtomcrypt1 libtommath1 libgmp10)
+# shellcheck disable=SC2034
+DROPBEAR_TOOLS="
+dropbear-bin usr/sbin/dropbear usr/sbin/dropbear
+dropbear-bin usr/bin/dropbearkey usr/bin/dropbearkey
+"

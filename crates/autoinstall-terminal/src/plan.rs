@@ -379,8 +379,9 @@ pub fn make_plan(
     };
     let devices = graph::plan(layout, assigned, closure.nar_bytes)
         .map_err(|e| format!("{e}\nnothing was touched"))?;
-    // Every tool the plan needs is here, or nothing is touched.
-    for t in devices.tools() {
+    // Every tool the plan needs is here, or nothing is touched. (After kexec, here is the
+    // installer environment, not the running system that plans for it.)
+    for t in devices.tools().into_iter().filter(|_| !opts.after_kexec) {
         machine::format::tool(t)
             .map_err(|e| format!("the plan needs {t}: {e}; nothing was touched"))?;
     }

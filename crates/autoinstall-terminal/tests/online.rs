@@ -131,8 +131,15 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
     assert!(err.contains("install failed at step copy-closure"), "{err}");
     assert!(!has_boot_entry(&disk));
 
-    // A slow server (so the copy can be caught half-way), stopped mid-copy.
-    let mut slow = Nginx::serve_with(&site, None, "limit_rate 1m;");
+    // A slow server (so the copy can be caught half-way), stopped mid-copy. Its largest NAR
+    // crawls after 256 KiB, so that the install can be caught in the middle of it.
+    let largest = fs::read_dir(site.join("nar"))
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .file_name();
+    let mut slow = Nginx::serve_with(&site, None, &crawl_after_256k(&largest.to_string_lossy()));
     let spawn = |url: &str, more: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_autoinstall-terminal"))
             .args([
@@ -165,10 +172,10 @@ fn installs_online_from_a_signed_cache_site_and_fails_closed() {
     );
     assert!(!has_boot_entry(&disk));
 
-    // Back 1.5 s later: retried, resumed, installed.
+    // Back 1.5 s later: retried, the cut NAR resumed, installed.
     slow.start();
     let mut child = spawn(&slow.url(), &[]);
-    wait_until_copying(&mut child, &store, &disk.part(2), 0);
+    wait_until_mid_nar(&mut child, &store, &disk.part(2), &slow);
     slow.stop();
     std::thread::sleep(Duration::from_millis(1500));
     slow.start();

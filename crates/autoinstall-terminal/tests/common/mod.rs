@@ -509,6 +509,61 @@ pub fn site_variant(env: &Env, from: &Path, name: &str, edit: &dyn Fn(&Path)) ->
     to
 }
 
+/// The `server` directives of a site that sends `nar` (a file under nar/) at a crawl after
+/// its first 256 KiB, and everything else at 1 MB/s. A request that resumes (a Range) goes
+/// at full speed.
+pub fn crawl_after_256k(nar: &str) -> String {
+    format!(
+        "limit_rate 1m; location = /nar/{nar} {{ limit_rate_after 256k; limit_rate 1k; \
+         if ($http_range) {{ set $limit_rate 0; }} }}"
+    )
+}
+
+/// Waits until the install is stuck in the middle of the NAR that `server`, a
+/// [`crawl_after_256k`] site, crawls: once the install copies, the server has sent 256 KiB
+/// more, then next to nothing for 2 s with no request finished (its access log unchanged).
+/// Stopping the server then cuts that NAR in half, and the retry must resume it with a Range
+/// request (between two NARs there would be nothing to resume). Counted at the server, which
+/// writes nothing but its responses and its log.
+pub fn wait_until_mid_nar(
+    child: &mut std::process::Child,
+    store: &Path,
+    part: &str,
+    server: &testkit::Nginx,
+) {
+    wait_until_copying(child, store, part, 0);
+    let pid = server.pid().expect("the server runs");
+    let sent = || proc_io(pid, "wchar");
+    let base = sent();
+    let start = Instant::now();
+    let mut still = (sent(), server.access_log().len(), Instant::now());
+    while start.elapsed() < Duration::from_secs(120) {
+        let (now, log) = (sent(), server.access_log().len());
+        if now > still.0 + (8 << 10) || log != still.1 {
+            still = (now, log, Instant::now());
+        } else if now >= base + (256 << 10) && still.2.elapsed() >= Duration::from_secs(2) {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the install ended ({status}) before it was caught in the middle of a NAR");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the install was not caught in the middle of a NAR within 120 s");
+}
+
+/// A counter of /proc/PID/io (`wchar`, `write_bytes`…); 0 once the process is gone.
+fn proc_io(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(": "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Waits until the install `child` is writing the closure into the target, or fails the
 /// test if it ends first: through the kernel, a path under its temporary name shows in the
 /// mounted `store`; written directly (ext4), the store's partition `part` is open in the
@@ -520,16 +575,7 @@ pub fn wait_until_copying(
     min_written: u64,
 ) {
     let pid = child.id();
-    let written = || {
-        fs::read_to_string(format!("/proc/{pid}/io"))
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("write_bytes: "))
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-    };
+    let written = || proc_io(pid, "write_bytes");
     let has_part_open = || {
         fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
             d.flatten()

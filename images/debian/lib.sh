@@ -369,3 +369,16 @@ DROPBEAR_TOOLS="
 dropbear-bin usr/sbin/dropbear usr/sbin/dropbear
 dropbear-bin usr/bin/dropbearkey usr/bin/dropbearkey
 "
+
+# --- sbsign, a Secure Boot signer --------------------------------------------------------------
+# What the demo host demo-sb's boot loader step signs its boot files with (as lanzaboote does):
+# Debian's sbsign and its libraries. Run it as ROOT/usr/lib64/ld-linux-x86-64.so.2
+# --library-path ROOT/usr/lib/x86_64-linux-gnu ROOT/usr/bin/sbsign.
+# shellcheck disable=SC2034
+SBSIGN_PACKAGES=(sbsigntool libc6 libssl3 libuuid1)
+
+# stage_sbsign ROOT: stages it into ROOT (SBSIGN_PACKAGES fetched first, with fetch_debs).
+stage_sbsign() {
+  stage_tools "$1" "sbsigntool usr/bin/sbsign usr/bin/sbsign" ""
+  stage_libraries "$1" "${SBSIGN_PACKAGES[@]}"
+}

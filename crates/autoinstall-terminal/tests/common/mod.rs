@@ -107,7 +107,7 @@ impl Env {
     }
 
     /// One host of the demo fleet's expression, as `demo_hosts` builds them, with more
-    /// arguments to the expression.
+    /// arguments to the expression (a `kernel` of its own among them, if it says one).
     pub fn demo_host(&self, host: &str, args: &[(&str, &str)]) -> String {
         let kernel = self.path("kernel");
         if !kernel.exists() {
@@ -125,10 +125,10 @@ impl Env {
             )
             .unwrap();
         }
-        let mut all = vec![
-            ("kernel", kernel.to_str().unwrap()),
-            ("systemdBoot", sdboot.to_str().unwrap()),
-        ];
+        let mut all = vec![("systemdBoot", sdboot.to_str().unwrap())];
+        if !args.iter().any(|(k, _)| *k == "kernel") {
+            all.push(("kernel", kernel.to_str().unwrap()));
+        }
         all.extend_from_slice(args);
         build_fixture("demo-fleet/default.nix", Some(host), &all)
     }

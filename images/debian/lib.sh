@@ -370,6 +370,12 @@ dropbear-bin usr/sbin/dropbear usr/sbin/dropbear
 dropbear-bin usr/bin/dropbearkey usr/bin/dropbearkey
 "
 
+# stage_dropbear ROOT: stages them into ROOT (DROPBEAR_PACKAGES fetched first, with fetch_debs).
+stage_dropbear() {
+  stage_tools "$1" "$DROPBEAR_TOOLS" ""
+  stage_libraries "$1" "${DROPBEAR_PACKAGES[@]}"
+}
+
 # --- sbsign, a Secure Boot signer --------------------------------------------------------------
 # What the demo host demo-sb's boot loader step signs its boot files with (as lanzaboote does):
 # Debian's sbsign and its libraries. Run it as ROOT/usr/lib64/ld-linux-x86-64.so.2

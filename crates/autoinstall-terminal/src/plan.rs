@@ -381,9 +381,11 @@ pub fn make_plan(
         .map_err(|e| format!("{e}\nnothing was touched"))?;
     // Every tool the plan needs is here, or nothing is touched. (After kexec, here is the
     // installer environment, not the running system that plans for it.)
-    for t in devices.tools().into_iter().filter(|_| !opts.after_kexec) {
-        machine::format::tool(t)
-            .map_err(|e| format!("the plan needs {t}: {e}; nothing was touched"))?;
+    if !opts.after_kexec {
+        for t in devices.tools() {
+            machine::format::tool(t)
+                .map_err(|e| format!("the plan needs {t}: {e}; nothing was touched"))?;
+        }
     }
     let this_machine = crate::unlock::Machine::probe();
     let no_one_to_ask = if opts.yes {

@@ -18,6 +18,52 @@ fi
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 note() { echo "${0##*/}: $*" >&2; }
 
+# --- the architecture packages are for ---------------------------------------------------------
+# set_deb_arch amd64|arm64: the Debian architecture that fetch_debs fetches for (amd64 until
+# called) and the names that follow from it: DEB_TRIPLET (the multiarch library directory),
+# DEB_LOADER (the dynamic loader's file name), DEB_LOADER_LINK (where PT_INTERP looks for it,
+# relative to a merged-/usr root, and what that link points to), EFI_ARCH (the suffix of EFI
+# file names: BOOTX64.EFI, BOOTAA64.EFI), RUST_TARGET.
+# shellcheck disable=SC2034 # read by the scripts that source this file
+set_deb_arch() {
+  case "$1" in
+    amd64)
+      DEB_TRIPLET=x86_64-linux-gnu DEB_LOADER=ld-linux-x86-64.so.2 EFI_ARCH=x64
+      DEB_LOADER_LINK="usr/lib64/ld-linux-x86-64.so.2 ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+      RUST_TARGET=x86_64-unknown-linux-gnu
+      ;;
+    arm64)
+      DEB_TRIPLET=aarch64-linux-gnu DEB_LOADER=ld-linux-aarch64.so.1 EFI_ARCH=aa64
+      DEB_LOADER_LINK="usr/lib/ld-linux-aarch64.so.1 aarch64-linux-gnu/ld-linux-aarch64.so.1"
+      RUST_TARGET=aarch64-unknown-linux-gnu
+      ;;
+    *) die "unknown architecture $1 (amd64 or arm64)" ;;
+  esac
+  DEB_ARCH=$1
+  storage_modules
+}
+
+# deb_names PKG...: the package names as apt is asked for them: PKG:ARCH when the packages are
+# for another architecture than this machine's (which apt must then know: ensure_deb_arch).
+deb_names() {
+  if [[ "$DEB_ARCH" == "$(dpkg --print-architecture)" ]]; then
+    printf '%s\n' "$@"
+  else
+    printf '%s\n' "${@/%/:$DEB_ARCH}"
+  fi
+}
+
+# ensure_deb_arch: apt knows DEB_ARCH's packages (dpkg --add-architecture, then apt-get update
+# once). Idempotent; nothing is installed for that architecture.
+ensure_deb_arch() {
+  [[ "$DEB_ARCH" != "$(dpkg --print-architecture)" ]] || return 0
+  dpkg --print-foreign-architectures | grep -qx "$DEB_ARCH" && return 0
+  ((EUID == 0)) || die "apt does not know $DEB_ARCH packages: run as root, or dpkg --add-architecture $DEB_ARCH && apt-get update"
+  note "adding the $DEB_ARCH architecture to apt (dpkg --add-architecture $DEB_ARCH; apt-get update)"
+  dpkg --add-architecture "$DEB_ARCH" || die "dpkg --add-architecture $DEB_ARCH failed"
+  apt-get update -qq || die "apt-get update failed"
+}
+
 # A fresh machine has no package lists: fetch them once (nothing else needs apt-get update).
 ensure_apt_lists() {
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && return
@@ -81,7 +127,7 @@ apt_cached() {
 # in the current one.
 print_uris() { (cd "$DEB_CACHE/empty" && apt-get download --print-uris "$@"); }
 
-# The versioned kernel package behind the linux-image-amd64 meta-package (or $KERNEL_PACKAGE).
+# The versioned kernel package behind the linux-image-DEB_ARCH meta-package (or $KERNEL_PACKAGE).
 kernel_package() {
   if [[ -n "${KERNEL_PACKAGE:-}" ]]; then
     echo "$KERNEL_PACKAGE"
@@ -90,9 +136,10 @@ kernel_package() {
   local pkg
   ensure_apt_lists
   # (|| true: an apt failure shows as no answer, reported below rather than by set -e.)
-  pkg=$(apt_cached apt-cache depends linux-image-amd64 |
-    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ && !p { print $2; p = 1 }') || true
-  [[ -n "$pkg" ]] || die "cannot resolve linux-image-amd64 (run apt-get update?)"
+  ensure_deb_arch
+  pkg=$(apt_cached apt-cache depends "$(deb_names "linux-image-$DEB_ARCH")" |
+    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ && !p { sub(/:.*/, "", $2); print $2; p = 1 }') || true
+  [[ -n "$pkg" ]] || die "cannot resolve linux-image-$DEB_ARCH (run apt-get update?)"
   echo "$pkg"
 }
 
@@ -106,7 +153,10 @@ fetch_debs() {
   local -a want=()
   mkdir -p "$DEB_CACHE/debs" "$DEB_CACHE/trees" "$DEB_CACHE/empty"
   # One apt call tells the file names and hashes of the candidates without downloading.
-  uris=$(apt_cached print_uris "$@") || die "apt-get download --print-uris $* failed"
+  ensure_deb_arch
+  local -a names
+  mapfile -t names < <(deb_names "$@")
+  uris=$(apt_cached print_uris "${names[@]}") || die "apt-get download --print-uris ${names[*]} failed"
   while read -r line; do
     # 'URI' FILE SIZE SHA256:HEX
     [[ "$line" == \'* ]] || continue
@@ -122,6 +172,7 @@ fetch_debs() {
   if ((${#want[@]})); then
     note "downloading ${want[*]}"
     # Sandbox::User=root: the cache belongs to root, so apt's _apt user could not write it.
+    mapfile -t want < <(deb_names "${want[@]}")
     (cd "$DEB_CACHE/debs" && apt-get -q -o APT::Sandbox::User=root download "${want[@]}" \
       >/dev/null) || die "apt-get download ${want[*]} failed"
   fi
@@ -215,30 +266,35 @@ systemd        lib/systemd/systemd-cryptsetup usr/sbin/systemd-cryptsetup
 # cryptenroll, its cryptsetup and libcryptsetup's token plugin) loads the TPM2 stack with
 # dlopen, and tss2's loader the device TCTI: the TPM2 enrolment at install and the TPM2
 # unlock in stage 1. Their own NEEDED libraries are found by stage_libraries' walk. The token
-# plugin goes where libcryptsetup looks for it, /lib/x86_64-linux-gnu/cryptsetup (the
+# plugin goes where libcryptsetup looks for it, /lib/TRIPLET/cryptsetup (the
 # installer's /lib is a link to usr/lib; the demo stage 1's is a directory), and without it
 # systemd-cryptsetup does not try the TPM2 at all.
 # shellcheck disable=SC2034
 STORAGE_DATA="
-libgcc-s1 lib/x86_64-linux-gnu/libgcc_s.so.1 usr/lib/x86_64-linux-gnu/libgcc_s.so.1
-systemd usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so
-libtss2-esys-3.0.2-0 usr/lib/x86_64-linux-gnu/libtss2-esys.so.0 usr/lib/x86_64-linux-gnu/libtss2-esys.so.0
-libtss2-rc0 usr/lib/x86_64-linux-gnu/libtss2-rc.so.0 usr/lib/x86_64-linux-gnu/libtss2-rc.so.0
-libtss2-mu0 usr/lib/x86_64-linux-gnu/libtss2-mu.so.0 usr/lib/x86_64-linux-gnu/libtss2-mu.so.0
-libtss2-tctildr0 usr/lib/x86_64-linux-gnu/libtss2-tctildr.so.0 usr/lib/x86_64-linux-gnu/libtss2-tctildr.so.0
-libtss2-tcti-device0 usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0 usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0
+libgcc-s1 lib/@TRIPLET@/libgcc_s.so.1 usr/lib/@TRIPLET@/libgcc_s.so.1
+systemd usr/lib/@TRIPLET@/cryptsetup/libcryptsetup-token-systemd-tpm2.so lib/@TRIPLET@/cryptsetup/libcryptsetup-token-systemd-tpm2.so
+libtss2-esys-3.0.2-0 usr/lib/@TRIPLET@/libtss2-esys.so.0 usr/lib/@TRIPLET@/libtss2-esys.so.0
+libtss2-rc0 usr/lib/@TRIPLET@/libtss2-rc.so.0 usr/lib/@TRIPLET@/libtss2-rc.so.0
+libtss2-mu0 usr/lib/@TRIPLET@/libtss2-mu.so.0 usr/lib/@TRIPLET@/libtss2-mu.so.0
+libtss2-tctildr0 usr/lib/@TRIPLET@/libtss2-tctildr.so.0 usr/lib/@TRIPLET@/libtss2-tctildr.so.0
+libtss2-tcti-device0 usr/lib/@TRIPLET@/libtss2-tcti-device.so.0 usr/lib/@TRIPLET@/libtss2-tcti-device.so.0
 "
 # Kernel modules (module_closure adds what they depend on): device-mapper with the targets LVM
 # uses (linear and striped are in dm_mod; thin pools, snapshots, mirrors, RAID LVs), dm-crypt
 # with the ciphers LUKS2 uses by default (aes-xts-plain64; aes_generic and sha256 are built
-# in, aesni_intel is the fast path on real CPUs and fails to load under QEMU's TCG, which is
-# expected), AF_ALG for cryptsetup's keyslot encryption, and md with its RAID levels.
+# in, aesni_intel (aes_ce_blk on arm64) is the fast path on real CPUs and fails to load under
+# QEMU's TCG, which is expected), AF_ALG for cryptsetup's keyslot encryption, and md with its
+# RAID levels. Set by set_deb_arch.
 # shellcheck disable=SC2034
-STORAGE_MODULES=(
-  dm_mod dm_crypt dm_thin_pool dm_persistent_data dm_bufio dm_snapshot dm_mirror dm_raid
-  xts essiv ecb cbc aesni_intel algif_skcipher af_alg
-  md_mod raid0 raid1 raid10 raid456
-)
+storage_modules() {
+  local aes=aesni_intel
+  [[ "$DEB_ARCH" != arm64 ]] || aes=aes_ce_blk
+  STORAGE_MODULES=(
+    dm_mod dm_crypt dm_thin_pool dm_persistent_data dm_bufio dm_snapshot dm_mirror dm_raid
+    xts essiv ecb cbc "$aes" algif_skcipher af_alg
+    md_mod raid0 raid1 raid10 raid456
+  )
+}
 
 # storage_aliases: the ALIASES lines (PATH-IN-ROOT TARGET) for LVM's command names, read from
 # the lvm2 package itself (every symlink to lvm in its sbin: pvcreate, vgchange, lvs...), so
@@ -272,7 +328,7 @@ storage_config_files() {
 # stage_tools ROOT TOOLS ALIASES: copies files out of unpacked packages (fetch_debs) into the
 # tree ROOT. TOOLS holds lines "PACKAGE PATH-IN-PACKAGE PATH-IN-ROOT" (symlinks followed);
 # ALIASES lines "PATH-IN-ROOT TARGET" (symlinks, TARGET written as it is). Blank lines are
-# skipped. Fails naming the package that lacks a file.
+# skipped; @TRIPLET@ in TOOLS stands for DEB_TRIPLET. Fails naming the package that lacks a file.
 stage_tools() {
   local root=$1 pkg src dst link target
   while read -r pkg src dst; do
@@ -281,7 +337,7 @@ stage_tools() {
     [[ -f "${DEB_TREE[$pkg]}/$src" ]] || die "$pkg has no $src"
     mkdir -p "$(dirname "$root/$dst")"
     cp -L "${DEB_TREE[$pkg]}/$src" "$root/$dst"
-  done <<<"$2"
+  done <<<"${2//@TRIPLET@/$DEB_TRIPLET}"
   while read -r link target; do
     [[ -n "$link" ]] || continue
     mkdir -p "$(dirname "$root/$link")"
@@ -291,9 +347,9 @@ stage_tools() {
 
 # stage_libraries ROOT PACKAGE...: walks the NEEDED entries of every ELF file under ROOT/usr/bin
 # and ROOT/usr/sbin, recursively, and copies each library (under its soname) from the unpacked
-# PACKAGEs into ROOT/usr/lib/x86_64-linux-gnu until nothing new is needed; when any file is
-# dynamically linked, also the loader and its /lib64 path (ROOT/usr/lib64; ROOT/lib64 must
-# lead there). No host ldd: what goes in comes from the same Debian packages as the tools.
+# PACKAGEs into ROOT/usr/lib/DEB_TRIPLET until nothing new is needed; when any file is
+# dynamically linked, also the loader and the link PT_INTERP names (DEB_LOADER_LINK: for
+# x86-64 ROOT/usr/lib64, so ROOT/lib64 must lead there). No host ldd: what goes in comes from the same Debian packages as the tools.
 # Fails naming a library that none of the PACKAGEs provides, and the script to fix.
 stage_libraries() {
   local root=$1 p d f so src dynamic=0
@@ -301,7 +357,7 @@ stage_libraries() {
   local -A lib_src=()
   for p in "$@"; do
     [[ -n "${DEB_TREE[$p]:-}" ]] || die "stage_libraries: package $p was not fetched"
-    for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu/systemd; do
+    for d in "lib/$DEB_TRIPLET" "usr/lib/$DEB_TRIPLET" "usr/lib/$DEB_TRIPLET/systemd"; do
       [[ -d "${DEB_TREE[$p]}/$d" ]] || continue
       for f in "${DEB_TREE[$p]}/$d"/*.so*; do
         [[ -e "$f" ]] || continue
@@ -309,12 +365,12 @@ stage_libraries() {
       done
     done
   done
-  local libdir="$root/usr/lib/x86_64-linux-gnu"
-  mkdir -p "$libdir" "$root/usr/lib64"
+  local libdir="$root/usr/lib/$DEB_TRIPLET" link=${DEB_LOADER_LINK% *}
+  mkdir -p "$libdir" "$root/$(dirname "$link")"
   local queue=()
   while IFS= read -r -d '' f; do
     [[ "$(head -c 4 "$f" | tr -d '\0')" == $'\x7fELF' ]] && queue+=("$f")
-  done < <(find "$root/usr/bin" "$root/usr/sbin" "$root/usr/lib/x86_64-linux-gnu" -type f -print0 2>/dev/null)
+  done < <(find "$root/usr/bin" "$root/usr/sbin" "$libdir" -type f -print0 2>/dev/null)
   while ((${#queue[@]})); do
     f=${queue[0]}
     queue=("${queue[@]:1}")
@@ -330,11 +386,9 @@ stage_libraries() {
     done
   done
   if ((dynamic)); then
-    # PT_INTERP of x86-64 binaries is /lib64/ld-linux-x86-64.so.2.
-    [[ -n "${lib_src[ld-linux-x86-64.so.2]:-}" ]] || die "no ld-linux-x86-64.so.2 (is libc6 among the packages?)"
-    [[ -e "$libdir/ld-linux-x86-64.so.2" ]] ||
-      cp -L "${lib_src[ld-linux-x86-64.so.2]}" "$libdir/ld-linux-x86-64.so.2"
-    ln -sfn ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/usr/lib64/ld-linux-x86-64.so.2"
+    [[ -n "${lib_src[$DEB_LOADER]:-}" ]] || die "no $DEB_LOADER (is libc6 among the packages?)"
+    [[ -e "$libdir/$DEB_LOADER" ]] || cp -L "${lib_src[$DEB_LOADER]}" "$libdir/$DEB_LOADER"
+    ln -sfn "${DEB_LOADER_LINK#* }" "$root/$link"
   fi
 }
 
@@ -388,3 +442,5 @@ stage_sbsign() {
   stage_tools "$1" "sbsigntool usr/bin/sbsign usr/bin/sbsign" ""
   stage_libraries "$1" "${SBSIGN_PACKAGES[@]}"
 }
+
+set_deb_arch amd64

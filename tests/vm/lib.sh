@@ -43,7 +43,7 @@ make_run_dir() {
   RUN_DIR=$(mktemp -d "$base/$1.XXXXXX")
 }
 
-# start_vm LOG TIMEOUT QEMU-ARGS...: starts qemu-system-x86_64 in the background under
+# start_vm LOG TIMEOUT QEMU-ARGS...: starts $QEMU (qemu-system-x86_64 unless set) in the background under
 # `timeout`, its console (stdio: -nographic) appended to LOG and its input read from a FIFO
 # that stays open on fd 7 (send_console writes there). Sets VM_PID. No KVM here: TCG only.
 start_vm() {
@@ -57,7 +57,7 @@ start_vm() {
   rm -f "$fifo"
   : >"$LOG"
   VM_START=$SECONDS
-  timeout -k 5 "$limit" qemu-system-x86_64 "$@" <&7 >>"$LOG" 2>&1 &
+  timeout -k 5 "$limit" "${QEMU:-qemu-system-x86_64}" "$@" <&7 >>"$LOG" 2>&1 &
   VM_PID=$!
   trap 'stop_vm; stop_nginx' EXIT
 }

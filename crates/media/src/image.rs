@@ -107,16 +107,38 @@ impl Opener for ImagePath {
 /// The boot loader on an image's ESP, for `inspect`: the signed chain (shim and GRUB, which
 /// boot with Secure Boot on) or systemd-boot; none if the image has no ESP.
 pub fn boot_loader(path: &Path) -> Option<&'static str> {
-    let img = Image::open(path).ok()?;
-    let esp = img.fat(img.esp).ok()?;
-    let boot = esp.list("EFI/BOOT").ok()?;
+    let boot = removable_loaders(path)?;
     Some(
-        if boot.iter().any(|n| n.eq_ignore_ascii_case("grubx64.efi")) {
+        if boot.iter().any(|n| {
+            let n = n.to_ascii_lowercase();
+            n.starts_with("grub") && n.ends_with(".efi")
+        }) {
             "shim and GRUB, signed (boots with Secure Boot on)"
         } else {
             "systemd-boot (Secure Boot must be off)"
         },
     )
+}
+
+/// The files of an image's `EFI/BOOT`, where the firmware looks for a removable medium's loader.
+fn removable_loaders(path: &Path) -> Option<Vec<String>> {
+    let img = Image::open(path).ok()?;
+    let esp = img.fat(img.esp).ok()?;
+    esp.list("EFI/BOOT").ok()
+}
+
+/// The architectures whose machines boot the image (`EFI/BOOT/BOOTX64.EFI`: x86-64), as Nix
+/// names their platforms; empty without an ESP.
+pub fn boot_platforms(path: &Path) -> Vec<&'static str> {
+    let boot = removable_loaders(path).unwrap_or_default();
+    crate::esp::Arch::ALL
+        .into_iter()
+        .filter(|a| {
+            let want = format!("BOOT{}.EFI", a.efi());
+            boot.iter().any(|n| n.eq_ignore_ascii_case(&want))
+        })
+        .map(|a| a.nix_platform())
+        .collect()
 }
 
 /// The installer's kernel command line on an image's ESP (`options` of its loader entry),

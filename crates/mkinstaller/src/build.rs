@@ -7,7 +7,7 @@ use std::fs;
 use std::time::Instant;
 
 use manifest::document::{HostEntry, Kind, Manifest, Mode, FORMAT_NAME, FORMAT_VERSION};
-use media::esp::{esp_tree, kernel_options, InstallerEnv};
+use media::esp::{esp_tree, kernel_options, EnvBoot};
 use media::ids;
 use media::narcache::{CachedNar, NarCache};
 use media::payload::{payload_tree, PayloadPath};
@@ -74,13 +74,11 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     if let Source::Online { url } = &opts.source {
         return crate::online::build_online_boot(opts, url, started, ui);
     }
-    // A cache site boots nothing: it needs no installer environment.
-    let env = match opts.format {
-        OutputFormat::Cache => None,
-        OutputFormat::Usb | OutputFormat::Iso | OutputFormat::Netboot | OutputFormat::Kexec => {
-            Some(InstallerEnv::load(&opts.installer)?.with_boot_loader(opts.boot_loader)?)
-        }
-    };
+    // A cache site boots nothing: it needs no installer environment. The ones given are
+    // checked before the fleet is planned, and completed for its hosts' architectures after.
+    if opts.format != OutputFormat::Cache {
+        crate::envs::load_given(&opts.installers, opts.boot_loader)?;
+    }
     let key = match &opts.sign_key {
         None => None,
         Some(file) => {
@@ -95,6 +93,21 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         }
     };
     let planned = plan_fleet(opts, ui)?;
+    let envs = match opts.format {
+        OutputFormat::Cache => Vec::new(),
+        OutputFormat::Usb | OutputFormat::Iso => {
+            crate::envs::for_fleet(&opts.installers, opts.boot_loader, &planned)?
+        }
+        OutputFormat::Netboot | OutputFormat::Kexec => {
+            let what = if opts.format == OutputFormat::Netboot {
+                "netboot files"
+            } else {
+                "a kexec bundle"
+            };
+            let envs = crate::envs::for_fleet(&opts.installers, opts.boot_loader, &planned)?;
+            vec![crate::envs::single(envs, what)?]
+        }
+    };
     let passphrase = crate::seal::passphrase(opts, &planned)?;
 
     // Closures: the union in one query, its metadata in another, and each host's closure
@@ -225,19 +238,19 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
             media::netboot::EMBEDDED_PAYLOAD_DIR.to_string()
         }
     };
-    let options = env.as_ref().map(|env| {
-        kernel_options(
+    let boots: Vec<EnvBoot> = envs
+        .iter()
+        .map(|env| EnvBoot {
             env,
-            &format!("autoinstall.payload={payload_spec}"),
-            &opts.kernel_args,
-        )
-    });
-    let esp = match (&env, &options) {
-        (Some(env), Some(options))
-            if !matches!(opts.format, OutputFormat::Netboot | OutputFormat::Kexec) =>
-        {
-            esp_tree(env, &title, options)?
-        }
+            options: kernel_options(
+                env,
+                &format!("autoinstall.payload={payload_spec}"),
+                &opts.kernel_args,
+            ),
+        })
+        .collect();
+    let esp = match opts.format {
+        OutputFormat::Usb | OutputFormat::Iso => esp_tree(&boots, &title)?,
         _ => media::fat32::Tree::new(),
     };
     let mut payload = payload_tree(&manifest, &paths, &payload_files, key.as_ref());
@@ -254,24 +267,19 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         }
         OutputFormat::Iso => {
             let mut tree = payload.clone();
-            if let (Some(env), Some(options)) = (&env, &options) {
-                media::esp::add_cd_boot(&mut tree, env, &title, options)?;
-            }
-            let mbr = env.as_ref().and_then(|e| e.bios_hybrid.as_deref());
+            media::esp::add_cd_boot(&mut tree, &boots, &title)?;
+            let mbr = envs.iter().find_map(|e| e.bios_hybrid.as_deref());
             Some(write_iso(
                 opts, &esp, &tree, &volume_id, &seed, timestamp, mbr, ui,
             )?)
         }
         OutputFormat::Kexec if opts.plan_kit => Some(crate::outputs::write_plan_kit(
-            opts,
-            env.as_ref().expect("kexec loads the environment"),
-            &payload,
-            timestamp,
+            opts, &envs[0], &payload, timestamp,
         )?),
         OutputFormat::Netboot | OutputFormat::Kexec => {
             let nb = media::netboot::Netboot {
-                env: env.as_ref().expect("netboot loads the environment"),
-                options: options.as_deref().expect("netboot has options"),
+                env: &envs[0],
+                options: &boots[0].options,
                 title: &title,
                 embedded: Some(&payload),
                 mtime: timestamp.max(1) as u32,
@@ -299,7 +307,7 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
         &usb_ids,
         existing.as_deref(),
         size,
-        env.as_ref().and_then(|e| e.bios.as_ref()),
+        envs.iter().find_map(|e| e.bios.as_ref()),
         ui,
     )?;
     Ok(Summary {

@@ -9,6 +9,8 @@ use crate::options::{BootLoaderArg, OutputFormat};
 
 /// Default installer environment: where images/debian/build puts it.
 pub const DEFAULT_INSTALLER: &str = "/var/lib/nixos-autoinstall/installer";
+/// Default installer environment for arm64 machines: `images/debian/build --arch arm64`.
+pub const DEFAULT_INSTALLER_ARM64: &str = "/var/lib/nixos-autoinstall/installer-arm64";
 
 fn parse_size(s: &str) -> Result<u64, String> {
     util::size::parse(s)
@@ -159,9 +161,13 @@ pub struct BuildArgs {
     pub size: Option<u64>,
     /// The installer environment (kernel, initrd, cmdline, systemd-bootx64.efi) [default:
     /// $MKINSTALLER_INSTALLER (the flake's wrapper sets it to the NixOS one), else
-    /// /var/lib/nixos-autoinstall/installer, where images/debian/build puts it]
+    /// /var/lib/nixos-autoinstall/installer, where images/debian/build puts it]. Once per
+    /// architecture for a stick or ISO that boots several: with hosts built for
+    /// aarch64-linux, the arm64 one (systemd-bootaa64.efi) [default:
+    /// $MKINSTALLER_INSTALLER_ARM64, else /var/lib/nixos-autoinstall/installer-arm64, from
+    /// images/debian/build --arch arm64]
     #[arg(long, value_name = "DIR")]
-    pub installer: Option<PathBuf>,
+    pub installer: Vec<PathBuf>,
     /// Cache of compressed NARs, reused across builds [default: $XDG_CACHE_HOME/mkinstaller]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

@@ -152,11 +152,13 @@ fn build_options(
         output,
         format,
         size: a.size,
-        installer: a
-            .installer
-            .clone()
-            .or_else(|| std::env::var_os("MKINSTALLER_INSTALLER").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_INSTALLER)),
+        installers: if a.installer.is_empty() {
+            vec![std::env::var_os("MKINSTALLER_INSTALLER")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_INSTALLER))]
+        } else {
+            a.installer.clone()
+        },
         cache_dir: a
             .cache_dir
             .clone()

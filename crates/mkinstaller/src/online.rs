@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use media::esp::{esp_tree, kernel_options, InstallerEnv};
+use media::esp::{esp_tree, kernel_options, EnvBoot};
 use media::ids;
 use sha2::{Digest, Sha256};
 
@@ -25,17 +25,25 @@ pub fn build_online_boot(
     if opts.format == OutputFormat::Cache {
         return Err("--online makes boot media that fetch from a cache site; make the site itself with --mass HOSTS.TOML --format cache -o DIR".into());
     }
-    let env = InstallerEnv::load(&opts.installer)?.with_boot_loader(opts.boot_loader)?;
-    let options = kernel_options(&env, &format!("autoinstall.url={url}"), &opts.kernel_args);
+    // Every environment given: a stick for the online installer boots each architecture the
+    // site serves.
+    let envs = crate::envs::load_given(&opts.installers, opts.boot_loader)?;
+    let boots: Vec<EnvBoot> = envs
+        .iter()
+        .map(|env| EnvBoot {
+            env,
+            options: kernel_options(env, &format!("autoinstall.url={url}"), &opts.kernel_args),
+        })
+        .collect();
     let title = format!("NixOS autoinstall (online: {url})");
-    let seed = Sha256::digest(options.as_bytes());
+    let seed = Sha256::digest(boots[0].options.as_bytes());
     let timestamp = source_date_epoch();
     let empty = media::fat32::Tree::new();
     let mut refreshed = None;
     let bytes = match opts.format {
         OutputFormat::Usb => {
             let size = output_size(opts)?;
-            let esp = esp_tree(&env, &title, &options)?;
+            let esp = esp_tree(&boots, &title)?;
             let existing = crate::refresh::existing(opts, ui);
             let ids = usb_ids(existing.as_deref(), opts.rewrite, &seed, timestamp);
             let (bytes, r) = write_usb(
@@ -45,17 +53,17 @@ pub fn build_online_boot(
                 &ids,
                 existing.as_deref(),
                 size,
-                env.bios.as_ref(),
+                envs.iter().find_map(|e| e.bios.as_ref()),
                 ui,
             )?;
             refreshed = r;
             bytes
         }
         OutputFormat::Iso => {
-            let esp = esp_tree(&env, &title, &options)?;
+            let esp = esp_tree(&boots, &title)?;
             let volume_id = format!("AIONLINE_{:08X}", ids::volume_id(&seed, "iso"));
             let mut tree = media::fat32::Tree::new();
-            media::esp::add_cd_boot(&mut tree, &env, &title, &options)?;
+            media::esp::add_cd_boot(&mut tree, &boots, &title)?;
             write_iso(
                 opts,
                 &esp,
@@ -63,14 +71,19 @@ pub fn build_online_boot(
                 &volume_id,
                 &seed,
                 timestamp,
-                env.bios_hybrid.as_deref(),
+                envs.iter().find_map(|e| e.bios_hybrid.as_deref()),
                 ui,
             )?
         }
         OutputFormat::Netboot | OutputFormat::Kexec => {
+            if boots.len() > 1 {
+                return Err(crate::envs::single(envs.clone(), "netboot files")
+                    .expect_err("several environments")
+                    .into());
+            }
             let nb = media::netboot::Netboot {
-                env: &env,
-                options: &options,
+                env: &envs[0],
+                options: &boots[0].options,
                 title: &title,
                 embedded: None,
                 mtime: timestamp.max(1) as u32,

@@ -148,7 +148,8 @@ pub struct BuildOptions {
     pub output: PathBuf,
     pub format: OutputFormat,
     pub size: Option<u64>,
-    pub installer: PathBuf,
+    /// The installer environments given (one per architecture; `envs`).
+    pub installers: Vec<PathBuf>,
     pub cache_dir: PathBuf,
     pub profiles_dir: Option<PathBuf>,
     pub level: i32,

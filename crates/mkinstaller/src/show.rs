@@ -26,11 +26,14 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
             summary: &'a media::summary::Summary,
             kernel_options: Option<String>,
             boot_loader: Option<&'static str>,
+            /// The platforms whose machines boot it (one installer environment each).
+            boots_on: Vec<&'static str>,
         }
         let shown = Shown {
             summary: &s,
             kernel_options: options,
             boot_loader: media::image::boot_loader(image),
+            boots_on: media::image::boot_platforms(image),
         };
         let text = serde_json::to_string_pretty(&shown).expect("serialises");
         return util::out::stdout(&format!("{text}\n"));
@@ -72,6 +75,10 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
     );
     if let Some(b) = media::image::boot_loader(image) {
         say!("boot loader: {b}");
+    }
+    let platforms = media::image::boot_platforms(image);
+    if !platforms.is_empty() {
+        say!("boots on: {} machines", platforms.join(" and "));
     }
     if let Some(o) = &options {
         say!("installer kernel command line: {o}");

@@ -200,6 +200,23 @@ pub fn stand_in_installer(dir: &Path) -> PathBuf {
     env
 }
 
+/// A stand-in arm64 installer environment (images/debian/build --arch arm64 makes the real
+/// one): its files named as the real ones, their bytes made up (this machine has no arm64
+/// systemd-boot), for tests that write images and do not boot them.
+pub fn stand_in_installer_arm64(dir: &Path) -> PathBuf {
+    let env = dir.join("installer-arm64");
+    fs::create_dir_all(&env).unwrap();
+    fs::write(
+        env.join("systemd-bootaa64.efi"),
+        pseudo_random(120 << 10, 3),
+    )
+    .unwrap();
+    fs::write(env.join("kernel"), pseudo_random(8 << 20, 4)).unwrap();
+    fs::write(env.join("initrd"), pseudo_random(20 << 20, 5)).unwrap();
+    fs::write(env.join("cmdline"), "console=tty0 console=ttyAMA0,115200\n").unwrap();
+    env
+}
+
 /// Incompressible bytes, the same for the same seed.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -8,8 +8,11 @@
 
   outputs = { self, nixpkgs, disko }:
     let
-      systems = [ "x86_64-linux" ];
+      # The tools and the installer environment build for both; the checks (VM tests under
+      # OVMF) and the development shell are the x86-64 machine's.
+      systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f system nixpkgs.legacyPackages.${system});
+      forX86 = f: nixpkgs.lib.genAttrs [ "x86_64-linux" ] (system: f system nixpkgs.legacyPackages.${system});
       version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).workspace.package.version;
 
       # One binary of the workspace, with its shell completions and man page (both made by
@@ -72,7 +75,7 @@
       formatter = forAllSystems (_system: pkgs: pkgs.nixfmt-rfc-style);
 
       # What building and the tests need (tests/setup installs the same on Debian).
-      devShells = forAllSystems (_system: pkgs: {
+      devShells = forX86 (_system: pkgs: {
         default = pkgs.mkShell {
           packages = with pkgs; [
             cargo rustc clippy rustfmt cargo-fuzz
@@ -111,7 +114,7 @@
         default = mkinstaller;
       });
 
-      checks = forAllSystems (system: pkgs:
+      checks = forX86 (system: pkgs:
         let
           # Two small fleet hosts: real NixOS systems with the default profile's labels.
           host = name: serial: nixpkgs.lib.nixosSystem {

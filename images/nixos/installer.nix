@@ -6,7 +6,7 @@
 # Import it into a NixOS configuration and set `autoinstall.installer.package`; the flake does
 # both (nixosModules.installer, packages.installer-env). `config.system.build.autoinstallEnv`
 # is the directory mkinstaller takes as --installer: kernel, initrd, cmdline,
-# systemd-bootx64.efi.
+# systemd-bootx64.efi (systemd-bootaa64.efi on aarch64-linux).
 { config, lib, pkgs, modulesPath, ... }:
 let
   cfg = config.autoinstall.installer;
@@ -177,7 +177,9 @@ in
       mkdir $out
       ln -s ${config.system.build.kernel}/${config.system.boot.loader.kernelFile} $out/kernel
       ln -s ${config.system.build.netbootRamdisk}/initrd $out/initrd
-      ln -s ${pkgs.systemd}/lib/systemd/boot/efi/systemd-bootx64.efi $out/systemd-bootx64.efi
+      # systemd-bootx64.efi, systemd-bootaa64.efi: the name tells mkinstaller the architecture.
+      ln -s ${pkgs.systemd}/lib/systemd/boot/efi/systemd-boot${pkgs.stdenv.hostPlatform.efiArch}.efi \
+        $out/systemd-boot${pkgs.stdenv.hostPlatform.efiArch}.efi
       echo "init=${config.system.build.toplevel}/init ${toString config.boot.kernelParams}" > $out/cmdline
     '';
   };

@@ -33,20 +33,29 @@ let
   fleet = import ./fleet.nix { inherit nixosConfigurations defaults; };
   hostsToml = pkgs.writeText "hosts.toml" fleet.toml;
   toplevels = map (n: nixosConfigurations.${n}.config.system.build.toplevel) fleet.hosts;
-  env = (lib.nixosSystem {
-    inherit system;
+  # The installer environment for one platform.
+  envFor = platform: (lib.nixosSystem {
+    system = platform;
     modules = [
       self.nixosModules.installer
-      { autoinstall.installer = { package = self.packages.${system}.autoinstall-terminal; } // installer; }
+      { autoinstall.installer = { package = self.packages.${platform}.autoinstall-terminal; } // installer; }
     ];
   }).config.system.build.autoinstallEnv;
+  # One per platform the hosts are built for (a mixed fleet's stick boots x86-64 and aarch64
+  # machines; building the aarch64 one on an x86-64 builder needs an aarch64 builder or
+  # boot.binfmt.emulatedSystems), else `system`'s.
+  hostPlatforms = lib.unique (map
+    (n: nixosConfigurations.${n}.config.nixpkgs.hostPlatform.system or system)
+    fleet.hosts);
+  envs = map envFor (if online == null && hostPlatforms != [ ] then hostPlatforms else [ system ]);
+  env = builtins.head envs;
   source = if online == null then [ "--mass" "${hostsToml}" ] else [ "--online" online ];
 in
 assert lib.assertOneOf "lib.mkInstaller format" format [ "usb" "iso" "cache" "netboot" ];
 pkgs.runCommand name
 {
   nativeBuildInputs = [ self.packages.${system}.mkinstaller-unwrapped pkgs.nix ];
-  passthru = { inherit hostsToml env; };
+  passthru = { inherit hostsToml env envs; };
 }
   ''
     export NIX_STATE_DIR=$TMPDIR/state NIX_REMOTE=local HOME=$TMPDIR
@@ -55,6 +64,7 @@ pkgs.runCommand name
     unset SOURCE_DATE_EPOCH
     ${lib.optionalString (online == null)
       "nix-store --load-db < ${pkgs.closureInfo { rootPaths = toplevels; }}/registration"}
-    mkinstaller ${lib.escapeShellArgs source} --format ${format} -o $out --installer ${env} \
+    mkinstaller ${lib.escapeShellArgs source} --format ${format} -o $out \
+      ${lib.escapeShellArgs (lib.concatMap (e: [ "--installer" "${e}" ]) envs)} \
       --cache-dir $TMPDIR/cache --quiet ${lib.escapeShellArgs extraArgs}
   ''

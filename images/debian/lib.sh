@@ -117,8 +117,9 @@ apt_cached() {
   file="$DEB_CACHE/apt-answers/$key"
   if [[ ! -f "$file" ]]; then
     mkdir -p "$DEB_CACHE/apt-answers"
-    "$@" >"$file.tmp" 2>&1 || { cat "$file.tmp" >&2; rm -f "$file.tmp"; return 1; }
-    mv -f "$file.tmp" "$file"
+    # (A file of this process's own first: builds run side by side.)
+    "$@" >"$file.$$" 2>&1 || { cat "$file.$$" >&2; rm -f "$file.$$"; return 1; }
+    mv -f "$file.$$" "$file"
   fi
   cat "$file"
 }

@@ -14,7 +14,8 @@ use common::*;
 use testkit::run;
 
 /// A tool staged from Debian's packages by images/debian/lib.sh's `function`, after
-/// fetching the packages its array `packages` names (as the demo fleet's build does).
+/// fetching the packages its array `packages` names (as the demo fleet's build does, holding
+/// the download cache's lock: tests/run builds the installer environment meanwhile).
 fn stage(env: &Env, packages: &str, function: &str) -> PathBuf {
     let dir = env.path(function);
     let repo = testkit::repo_root();
@@ -23,7 +24,7 @@ fn stage(env: &Env, packages: &str, function: &str) -> PathBuf {
         &[
             "-c",
             &format!(
-                r#"source "$1/images/debian/lib.sh" && fetch_debs "${{{packages}[@]}}" >&2 && {function} "$2""#
+                r#"source "$1/images/debian/lib.sh" && mkdir -p "$DEB_CACHE" && exec 9>"$DEB_CACHE/lock" && flock 9 && fetch_debs "${{{packages}[@]}}" >&2 && {function} "$2""#
             ),
             "_",
             repo.to_str().unwrap(),

@@ -24,8 +24,14 @@ const ATTRIBUTES: u32 = 0x7;
 /// LOAD_OPTION_ACTIVE.
 const ACTIVE: u32 = 0x1;
 /// What firmware boots from an ESP when no entry names a loader: the removable-media path,
-/// which systemd-boot and GRUB install on every ESP they set up.
-pub const FALLBACK_LOADER: &str = "\\EFI\\BOOT\\BOOTX64.EFI";
+/// which systemd-boot and GRUB install on every ESP they set up. Its name is the machine's
+/// architecture's (the UEFI spec's BOOTX64.EFI, BOOTAA64.EFI): the installer's own, as it
+/// runs natively.
+pub const FALLBACK_LOADER: &str = if cfg!(target_arch = "aarch64") {
+    "\\EFI\\BOOT\\BOOTAA64.EFI"
+} else {
+    "\\EFI\\BOOT\\BOOTX64.EFI"
+};
 
 /// An ESP as the firmware finds it: by its GPT partition's GUID, number, start and length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,9 +76,10 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     }
     // A cache site boots nothing: it needs no installer environment. The ones given are
     // checked before the fleet is planned, and completed for its hosts' architectures after.
-    if opts.format != OutputFormat::Cache {
-        crate::envs::load_given(&opts.installers, opts.boot_loader)?;
-    }
+    let given = match opts.format {
+        OutputFormat::Cache => Vec::new(),
+        _ => crate::envs::load_given(&opts.installers, opts.boot_loader)?,
+    };
     let key = match &opts.sign_key {
         None => None,
         Some(file) => {
@@ -94,20 +95,15 @@ fn build_output(opts: &BuildOptions, ui: &Ui) -> Result<Summary, Error> {
     };
     let planned = plan_fleet(opts, ui)?;
     let envs = match opts.format {
-        OutputFormat::Cache => Vec::new(),
-        OutputFormat::Usb | OutputFormat::Iso => {
-            crate::envs::for_fleet(&opts.installers, opts.boot_loader, &planned)?
-        }
-        OutputFormat::Netboot | OutputFormat::Kexec => {
-            let what = if opts.format == OutputFormat::Netboot {
-                "netboot files"
-            } else {
-                "a kexec bundle"
-            };
-            let envs = crate::envs::for_fleet(&opts.installers, opts.boot_loader, &planned)?;
-            vec![crate::envs::single(envs, what)?]
-        }
+        OutputFormat::Cache => given,
+        _ => crate::envs::for_fleet(given, opts.boot_loader, &planned)?,
     };
+    // Netboot files and kexec bundles boot one environment: refused before anything is done.
+    match opts.format {
+        OutputFormat::Netboot => _ = crate::envs::single(&envs, "netboot files")?,
+        OutputFormat::Kexec => _ = crate::envs::single(&envs, "a kexec bundle")?,
+        _ => {}
+    }
     let passphrase = crate::seal::passphrase(opts, &planned)?;
 
     // Closures: the union in one query, its metadata in another, and each host's closure

@@ -43,15 +43,14 @@ pub fn load_given(dirs: &[PathBuf], boot_loader: BootLoader) -> Result<Vec<Insta
     Ok(envs)
 }
 
-/// The environments for `planned`'s hosts: those given, and for each architecture a host is
-/// built for that none of them boots, the default one for it (or a refusal saying how to make
-/// it). A host of a platform no environment can boot is refused.
+/// `given` completed for `planned`'s hosts: for each architecture a host is built for that
+/// none of them boots, the default environment for it (or a refusal saying how to make it). A
+/// host of a platform no environment can boot is refused.
 pub fn for_fleet(
-    dirs: &[PathBuf],
+    mut envs: Vec<InstallerEnv>,
     boot_loader: BootLoader,
     planned: &Planned,
 ) -> Result<Vec<InstallerEnv>, String> {
-    let mut envs = load_given(dirs, boot_loader)?;
     for host in &planned.hosts {
         let Some(platform) = host.system.as_deref() else {
             continue;
@@ -87,10 +86,10 @@ pub fn for_fleet(
 
 /// The one environment of `envs` that netboot files or a kexec bundle (`what`) boot: they
 /// carry one kernel, so several are refused.
-pub fn single(envs: Vec<InstallerEnv>, what: &str) -> Result<InstallerEnv, String> {
-    match <[InstallerEnv; 1]>::try_from(envs) {
-        Ok([env]) => Ok(env),
-        Err(envs) => Err(format!(
+pub fn single<'a>(envs: &'a [InstallerEnv], what: &str) -> Result<&'a InstallerEnv, String> {
+    match envs {
+        [env] => Ok(env),
+        _ => Err(format!(
             "{what} boot one architecture, not {}: make them once per architecture (--host, a hosts.toml of one architecture, or one --installer); a USB stick or ISO boots them all",
             envs.iter()
                 .map(|e| e.arch.debian())

@@ -76,13 +76,8 @@ pub fn build_online_boot(
             )?
         }
         OutputFormat::Netboot | OutputFormat::Kexec => {
-            if boots.len() > 1 {
-                return Err(crate::envs::single(envs.clone(), "netboot files")
-                    .expect_err("several environments")
-                    .into());
-            }
             let nb = media::netboot::Netboot {
-                env: &envs[0],
+                env: crate::envs::single(&envs, "netboot files")?,
                 options: &boots[0].options,
                 title: &title,
                 embedded: None,

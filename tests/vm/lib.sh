@@ -43,6 +43,15 @@ make_run_dir() {
   RUN_DIR=$(mktemp -d "$base/$1.XXXXXX")
 }
 
+# keep_logs_only: after a pass, everything a test wrote besides its logs and reports goes
+# (sticks, disks, caches, copies of environments: hundreds of MB each), so that a whole run
+# fits in the disk space a CI machine has free. A failing test keeps all for a look. -xdev:
+# never into a file system still mounted below (a chroot's /dev, say).
+keep_logs_only() {
+  find "$RUN_DIR" -xdev -mindepth 1 \( -type f ! -name '*.log' ! -name '*.txt' ! -name '*.json' -delete \) \
+    -o \( -type d -empty -delete \)
+}
+
 # start_vm LOG TIMEOUT QEMU-ARGS...: starts $QEMU (qemu-system-x86_64 unless set) in the background under
 # `timeout`, its console (stdio: -nographic) appended to LOG and its input read from a FIFO
 # that stays open on fd 7 (send_console writes there). Sets VM_PID. No KVM here: TCG only.

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use manifest::document::{HostEntry, Sealed};
+use manifest::document::{HostEntry, Sealed, SealedToTpm};
 
 use crate::install::Options;
 use crate::plan::{KeySource, Plan};
@@ -175,12 +175,17 @@ fn open_sealed(
         ));
     }
     let bytes = source.read_checked(&sealed.source, sealed.size, &sealed.sha256, &what)?;
+    let from_tpm = match &sealed.tpm {
+        Some(t) => Some(tpm_passphrase(t, &what)?),
+        None => None,
+    };
     let mut tries = 0;
     let mut bundle = loop {
-        let passphrase = match &opts.secrets_passphrase {
-            Some(p) => p.clone(),
+        let passphrase = match (&from_tpm, &opts.secrets_passphrase) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => p.clone(),
             // An empty line (or none: the console closed) is a try like a wrong one.
-            None => ui
+            (None, None) => ui
                 .secret(&format!(
                     "fleet passphrase for the secrets of host {}: ",
                     host.name
@@ -190,6 +195,11 @@ fn open_sealed(
         tries += 1;
         match secrets::open(&bytes, &passphrase, &host.name, fleet) {
             Ok(b) => break b,
+            Err(secrets::OpenError::WrongPassphrase) if from_tpm.is_some() => {
+                return Err(format!(
+                    "the key this machine's TPM gave back does not open {what} (altered on the stick?); nothing was touched"
+                ))
+            }
             Err(secrets::OpenError::WrongPassphrase)
                 if opts.secrets_passphrase.is_none() && tries < TRIES =>
             {
@@ -232,4 +242,49 @@ fn open_sealed(
         return Err(format!("{what}: {e}; nothing was touched"));
     }
     Ok(bundle)
+}
+
+/// The key that opens secrets sealed to this machine's TPM: its ActivateCredential of the
+/// manifest's credential. Only the TPM the machine enrolled with gives it; any other, or no
+/// TPM, stops the install before anything is written.
+fn tpm_passphrase(t: &SealedToTpm, what: &str) -> Result<String, String> {
+    let stop = |why: String| format!("{what}: {why}; nothing was touched");
+    let decode = |text: &str, part: &str, most: usize| {
+        let bytes =
+            util::hex::decode(text).map_err(|e| stop(format!("the manifest's TPM {part}: {e}")))?;
+        if bytes.len() > most {
+            return Err(stop(format!(
+                "the manifest's TPM {part} is {} bytes, more than the {most} it can be",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    };
+    // The credential blob: a SHA-256 HMAC and a credential of at most 32 bytes; the secret:
+    // the seed encrypted to an RSA key of at most 4096 bits.
+    let blob = decode(&t.blob, "credential", 2 + 32 + 2 + 32)?;
+    let secret = decode(&t.secret, "secret", 512)?;
+    if !machine::tpm::present() {
+        return Err(stop(format!(
+            "they are sealed to the TPM of the machine that enrolled (endorsement key sha256:{}), and this machine has no TPM",
+            t.ek_sha256
+        )));
+    }
+    let mut tpm = machine::tpm::Tpm::open().map_err(|e| stop(e.to_string()))?;
+    let mine = tpm
+        .identity()
+        .map_err(|e| stop(format!("reading this machine's TPM: {e}")))?
+        .ek_sha256();
+    if mine != t.ek_sha256 {
+        return Err(stop(format!(
+            "they are sealed to another machine's TPM (endorsement key sha256:{}), and this one's is sha256:{mine}: a host's secrets open only on the machine it enrolled",
+            t.ek_sha256
+        )));
+    }
+    let mut key = tpm
+        .activate(&blob, &secret)
+        .map_err(|e| stop(e.to_string()))?;
+    let passphrase = secrets::tpm::passphrase(&key);
+    key.fill(0);
+    Ok(passphrase)
 }

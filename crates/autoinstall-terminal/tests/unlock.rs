@@ -168,46 +168,6 @@ fn a_key_file_volume_keeps_its_key_beside_the_recovery_key() {
     assert!(opens_with(&img, b"the host's own key file"));
 }
 
-/// A software TPM 2.0 (swtpm) on a socket, stopped on drop; systemd's tools reach it through
-/// `SYSTEMD_TPM2_DEVICE=swtpm:path=…` (the installer's own machines have /dev/tpmrm0).
-struct Swtpm {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-}
-
-impl Swtpm {
-    fn start(dir: &Path) -> Swtpm {
-        let state = dir.join("tpm");
-        std::fs::create_dir_all(&state).unwrap();
-        let socket = state.join("sock");
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .arg("--server")
-            .arg(format!("type=unixio,path={}", socket.display()))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}.ctrl", socket.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("swtpm runs (tests/setup installs it)");
-        let start = std::time::Instant::now();
-        while !(socket.exists() && Path::new(&format!("{}.ctrl", socket.display())).exists()) {
-            assert!(start.elapsed().as_secs() < 30, "swtpm made no socket");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Swtpm { child, socket }
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The TPM2 enrolment as the installer makes it, with systemd-cryptenroll and a real
 /// (software) TPM: a `systemd-tpm2` token for PCR 7 on its own keyslot, the recovery key on
 /// another, and the key made for the install gone. Opening it with the TPM at boot is the VM
@@ -215,7 +175,7 @@ impl Drop for Swtpm {
 #[test]
 fn tpm2_enrolment_leaves_a_systemd_token_and_the_recovery_key() {
     let dir = tempfile::tempdir().unwrap();
-    let tpm = Swtpm::start(dir.path());
+    let tpm = testkit::Swtpm::start(dir.path());
     let install_key = b"made only for the install, 32 b.";
     let (img, key_file) = volume(dir.path(), install_key);
     std::fs::set_permissions(

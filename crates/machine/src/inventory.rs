@@ -24,8 +24,12 @@ pub fn collect(disks: &[DiskFacts], cpu: Cpu, memory_bytes: u64) -> Inventory {
     inv.memory_bytes = memory_bytes;
     if let Some(t) = &mut inv.tpm {
         if t.version == "2.0" {
-            match crate::tpm::ek_sha256() {
-                Ok(h) => t.ek_sha256 = h,
+            match crate::tpm::Tpm::open().and_then(|mut tpm| tpm.identity()) {
+                Ok(id) => {
+                    t.ek_sha256 = id.ek_sha256();
+                    t.ek_public = util::hex::encode(&id.ek_modulus);
+                    t.activation_name = util::hex::encode(&id.activation_name);
+                }
                 Err(e) => t.ek_error = Some(e.to_string()),
             }
         }
@@ -149,6 +153,8 @@ fn tpm(class: &Path) -> Option<Tpm> {
             _ => "unknown".into(),
         },
         ek_sha256: String::new(),
+        ek_public: String::new(),
+        activation_name: String::new(),
         ek_error: None,
     })
 }

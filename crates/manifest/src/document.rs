@@ -192,6 +192,20 @@ pub struct Sealed {
     pub luks_keys: Vec<String>,
     /// How many extra files it holds.
     pub files: usize,
+    /// Sealed to the host's TPM rather than to the fleet's passphrase: what that TPM's
+    /// ActivateCredential takes to give back the key that opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<SealedToTpm>,
+}
+
+/// The credential (`secrets::tpm`) that opens a bundle sealed to one machine's TPM, in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedToTpm {
+    /// Of the endorsement key it is sealed to: names the TPM in messages.
+    pub ek_sha256: String,
+    pub blob: String,
+    pub secret: String,
 }
 
 /// A file copied into the installed system as it is, e.g. an SSH host key.

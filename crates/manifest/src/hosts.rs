@@ -95,6 +95,9 @@ pub enum Secrets {
     Passphrase,
     /// In the clear: whoever holds the stick holds them.
     Clear,
+    /// Sealed to each host's TPM (its `tpm`, recorded when the machine enrolled): only that
+    /// machine opens them, with nothing typed.
+    Tpm,
 }
 
 /// What the installer does where a layout unlocks a LUKS volume with the TPM2 and the
@@ -242,6 +245,9 @@ pub struct Host {
     /// `bin/switch-to-configuration`, `kernel` and `init`, and the installer installs its boot
     /// loader. `bootable = false`: a bare closure, installed without one.
     pub bootable: bool,
+    /// The machine's TPM (`tpm = { ek = "…", activation = "…" }`, as `mkinstaller reports
+    /// --pending` prints it), for `secrets = "tpm"`.
+    pub tpm: Option<secrets::tpm::Target>,
     /// Where the host is defined, for later messages.
     pub line: usize,
 }
@@ -300,6 +306,27 @@ struct HostFile {
     disk: Option<Spanned<String>>,
     extra_files: Option<String>,
     bootable: Option<bool>,
+    tpm: Option<Spanned<TpmFile>>,
+}
+
+/// A host's TPM as an enrolment recorded it: the endorsement key's RSA modulus and the
+/// activation key's name, in hex.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TpmFile {
+    ek: String,
+    activation: String,
+}
+
+impl TpmFile {
+    fn target(&self) -> Result<secrets::tpm::Target, String> {
+        let ek = util::hex::decode(&self.ek).map_err(|e| format!("tpm.ek: {e}"))?;
+        let name =
+            util::hex::decode(&self.activation).map_err(|e| format!("tpm.activation: {e}"))?;
+        secrets::tpm::Target::new(ek, name).map_err(|e| {
+            format!("tpm: {e}; copy the tpm line `mkinstaller reports --pending` prints for the machine")
+        })
+    }
 }
 
 impl Fleet {
@@ -395,6 +422,14 @@ impl Fleet {
                     return Err(at(d.span(), format!("host {name:?}: disk {:?} must be a path under /dev, e.g. /dev/disk/by-id/…", d.get_ref())));
                 }
             }
+            let tpm = match &h.tpm {
+                Some(t) => Some(
+                    t.get_ref()
+                        .target()
+                        .map_err(|e| at(t.span(), format!("host {name:?}: {e}")))?,
+                ),
+                None => None,
+            };
             hosts.push(Host {
                 name,
                 serials: host_serials,
@@ -409,6 +444,7 @@ impl Fleet {
                 disk: h.disk.as_ref().map(|d| d.get_ref().clone()),
                 extra_files: h.extra_files.as_ref().map(|e| base.join(e)),
                 bootable: h.bootable.unwrap_or(true),
+                tpm,
                 line,
             });
         }

@@ -107,6 +107,11 @@ pub struct Tpm {
     /// CreatePrimary with the TCG's default EK template gives it), hex; empty when it could
     /// not be read.
     pub ek_sha256: String,
+    /// The endorsement key's RSA modulus, hex (empty when not read): with the activation
+    /// key's name, what hosts.toml's `tpm` takes to seal the host's secrets to this TPM.
+    pub ek_public: String,
+    /// The name of the activation key the TPM derives in its endorsement hierarchy, hex.
+    pub activation_name: String,
     /// Why the key could not be read, if it could not.
     pub ek_error: Option<String>,
 }

@@ -94,6 +94,7 @@ pub fn plan_fleet(opts: &BuildOptions, ui: &Ui) -> Result<Planned, Error> {
                     disk: None,
                     extra_files: None,
                     bootable: !not_bootable,
+                    tpm: None,
                     line: 0,
                 }],
             };

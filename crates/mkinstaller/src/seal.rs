@@ -6,7 +6,7 @@
 
 use std::fs;
 
-use manifest::document::{ExtraFile, LuksKey, Sealed, SECRETS_DIR};
+use manifest::document::{ExtraFile, LuksKey, Sealed, SealedToTpm, SECRETS_DIR};
 use manifest::hosts::Secrets;
 use media::payload::PayloadFile;
 use sha2::{Digest, Sha256};
@@ -35,6 +35,7 @@ pub fn passphrase(opts: &BuildOptions, planned: &Planned) -> Result<Option<Strin
         .any(|p| p.host.extra_files.is_some() || !p.key_files.is_empty());
     match (planned.defaults.secrets, &opts.secrets_passphrase_file) {
         (Some(Secrets::Passphrase), None) if !any => Ok(None),
+        (Some(Secrets::Tpm), None) => Ok(None),
         (Some(Secrets::Passphrase), None) => Err(format!(
             "{}: secrets = \"passphrase\" seals the hosts' secrets to the fleet's passphrase: give it with --secrets-passphrase-file FILE (nothing was written)",
             file.display()
@@ -111,47 +112,99 @@ pub fn host_secrets(
             })
         }
         (Some(Secrets::Passphrase), Some(passphrase)) => {
-            let read = |f: &PayloadFile| {
-                fs::read(&f.source).map_err(|e| format!("{at}: {}: {e}", f.source.display()))
-            };
-            let mut bundle_files = Vec::new();
-            for (e, f) in extra.iter().zip(&files) {
-                bundle_files.push(secrets::File {
-                    target: e.target.clone(),
-                    mode: e.mode,
-                    data: read(f)?,
-                });
-            }
-            let mut keys = Vec::new();
-            for (k, f) in p.luks_keys.iter().zip(&p.key_files) {
-                keys.push(secrets::Key {
-                    name: k.name.clone(),
-                    data: read(f)?,
-                });
-            }
-            let names = keys.iter().map(|k| k.name.clone()).collect();
-            let count = bundle_files.len();
-            let bundle = secrets::Bundle::new(
-                &h.name,
-                planned.defaults.fleet.as_deref(),
-                bundle_files,
-                keys,
-            );
+            let (bundle, sealed) = bundle(planned, p, &extra, &files, &at)?;
             let bytes = bundle
                 .seal(passphrase, secrets::WORK_FACTOR)
                 .map_err(|e| format!("{at}: {e}"))?;
-            let sealed = Sealed {
-                source: format!("{SECRETS_DIR}/{}.age", h.name),
-                sha256: format!("{:x}", Sha256::digest(&bytes)),
-                size: bytes.len() as u64,
-                luks_keys: names,
-                files: count,
+            Ok(HostSecrets {
+                sealed: Some(sealed.of(bytes, None)),
+                ..HostSecrets::default()
+            })
+        }
+        (Some(Secrets::Tpm), _) => {
+            let Some(target) = &h.tpm else {
+                return Err(format!(
+                    "{at} has {what}, and secrets = \"tpm\" seals them to the host's TPM, but the host has no tpm = {{ ek = …, activation = … }}: boot the machine once from a stick with on-unknown-serial = \"enrol\" and copy the block `mkinstaller reports --pending` prints (nothing was written)"
+                )
+                .into());
+            };
+            let (bundle, sealed) = bundle(planned, p, &extra, &files, &at)?;
+            let (bytes, credential) = bundle
+                .seal_to_tpm(target)
+                .map_err(|e| format!("{at}: {e}"))?;
+            let tpm = SealedToTpm {
+                ek_sha256: target.ek_sha256(),
+                blob: util::hex::encode(&credential.blob),
+                secret: util::hex::encode(&credential.secret),
             };
             Ok(HostSecrets {
-                sealed: Some((sealed, bytes)),
+                sealed: Some(sealed.of(bytes, Some(tpm))),
                 ..HostSecrets::default()
             })
         }
         (Some(Secrets::Passphrase), None) => unreachable!("passphrase() requires the file"),
     }
+}
+
+/// What a sealed bundle holds, before it is sealed: the manifest's entry is made from this
+/// and the sealed bytes.
+struct Unsealed {
+    source: String,
+    luks_keys: Vec<String>,
+    files: usize,
+}
+
+impl Unsealed {
+    fn of(self, bytes: Vec<u8>, tpm: Option<SealedToTpm>) -> (Sealed, Vec<u8>) {
+        let sealed = Sealed {
+            source: self.source,
+            sha256: format!("{:x}", Sha256::digest(&bytes)),
+            size: bytes.len() as u64,
+            luks_keys: self.luks_keys,
+            files: self.files,
+            tpm,
+        };
+        (sealed, bytes)
+    }
+}
+
+/// Host `p`'s extra files and LUKS keys in one bundle, read from their files.
+fn bundle(
+    planned: &Planned,
+    p: &PlannedHost,
+    extra: &[ExtraFile],
+    files: &[PayloadFile],
+    at: &str,
+) -> Result<(secrets::Bundle, Unsealed), Error> {
+    let h = &p.host;
+    let read = |f: &PayloadFile| {
+        fs::read(&f.source).map_err(|e| format!("{at}: {}: {e}", f.source.display()))
+    };
+    let mut bundle_files = Vec::new();
+    for (e, f) in extra.iter().zip(files) {
+        bundle_files.push(secrets::File {
+            target: e.target.clone(),
+            mode: e.mode,
+            data: read(f)?,
+        });
+    }
+    let mut keys = Vec::new();
+    for (k, f) in p.luks_keys.iter().zip(&p.key_files) {
+        keys.push(secrets::Key {
+            name: k.name.clone(),
+            data: read(f)?,
+        });
+    }
+    let unsealed = Unsealed {
+        source: format!("{SECRETS_DIR}/{}.age", h.name),
+        luks_keys: keys.iter().map(|k| k.name.clone()).collect(),
+        files: bundle_files.len(),
+    };
+    let bundle = secrets::Bundle::new(
+        &h.name,
+        planned.defaults.fleet.as_deref(),
+        bundle_files,
+        keys,
+    );
+    Ok((bundle, unsealed))
 }

@@ -257,3 +257,108 @@ fn extra_files_from_the_store_are_installed_for_root_only() {
         ]
     );
 }
+
+/// `secrets = "tpm"`: each host's secrets sealed to its own TPM (two swtpm instances stand
+/// for two machines; their keys read as the installer's enrolment reads them). No byte of a
+/// secret is on the stick or the site; the credential in the manifest comes back only from
+/// the host's own TPM, and the key it gives opens that host's secrets; a host without a
+/// recorded TPM is refused before anything is written.
+#[test]
+fn secrets_sealed_to_each_hosts_tpm_open_on_that_machine_only() {
+    use machine::tpm::Tpm;
+    use std::os::unix::net::UnixStream;
+    let env = Env::new();
+    let (tpm_1, tpm_2) = (
+        testkit::Swtpm::start(&env.path("tpm-1")),
+        testkit::Swtpm::start(&env.path("tpm-2")),
+    );
+    let connect = |t: &testkit::Swtpm| Tpm::new(UnixStream::connect(&t.socket).unwrap());
+    let tpm_line = |t: &testkit::Swtpm| {
+        let id = connect(t).identity().unwrap();
+        format!(
+            "tpm = {{ ek = \"{}\", activation = \"{}\" }}\n",
+            util::hex::encode(&id.ek_modulus),
+            util::hex::encode(&id.activation_name)
+        )
+    };
+    let hosts = fleet_with_secrets(&env, Some("tpm"));
+    let h = hosts.to_str().unwrap();
+    let img = env.path("t.img");
+    let o = img.to_str().unwrap();
+    refused(
+        &env,
+        &["--mass", h, "-o", o],
+        "secrets = \"tpm\" seals them to the host's TPM, but the host has no tpm = {",
+        &img,
+    );
+    let text = fs::read_to_string(&hosts).unwrap();
+    let bad = text.replacen(
+        "name = \"host-1\"\n",
+        "name = \"host-1\"\ntpm = { ek = \"00ff\", activation = \"000b\" }\n",
+        1,
+    );
+    fs::write(&hosts, bad).unwrap();
+    refused(
+        &env,
+        &["--mass", h, "-o", o],
+        "an RSA 2048 key's modulus",
+        &img,
+    );
+    let text = text
+        .replacen(
+            "name = \"host-1\"\n",
+            &format!("name = \"host-1\"\n{}", tpm_line(&tpm_1)),
+            1,
+        )
+        .replacen(
+            "name = \"host-2\"\n",
+            &format!("name = \"host-2\"\n{}", tpm_line(&tpm_2)),
+            1,
+        );
+    fs::write(&hosts, text).unwrap();
+    env.ok(&["--mass", h, "-o", o, "-q"]);
+    let site = env.path("site");
+    env.ok(&[
+        "--mass",
+        h,
+        "--format",
+        "cache",
+        "-o",
+        site.to_str().unwrap(),
+        "-q",
+    ]);
+    let mut every_byte = fs::read(&img).unwrap();
+    for f in testkit::list_files(&site) {
+        every_byte.extend(fs::read(site.join(&f)).unwrap());
+    }
+    for secret in [HOST_KEY, LUKS_KEY] {
+        assert!(
+            !every_byte
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
+            "{secret:?} is on the stick or the site in the clear"
+        );
+    }
+
+    let manifest = manifest::Manifest::parse(
+        &fs::read_to_string(site.join("autoinstall/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let opened = |host: &str, tpm: &testkit::Swtpm| {
+        let sealed = manifest.host(host).unwrap().sealed.clone().unwrap();
+        let c = sealed.tpm.expect("sealed to the TPM");
+        let decode = |s: &str| util::hex::decode(s).unwrap();
+        let key = connect(tpm).activate(&decode(&c.blob), &decode(&c.secret))?;
+        let bytes = fs::read(site.join(&sealed.source)).unwrap();
+        Ok::<_, std::io::Error>(
+            secrets::open(&bytes, &secrets::tpm::passphrase(&key), host, None).unwrap(),
+        )
+    };
+    let one = opened("host-1", &tpm_1).unwrap();
+    assert_eq!(one.files[0].data, HOST_KEY.as_bytes());
+    let two = opened("host-2", &tpm_2).unwrap();
+    assert_eq!(two.luks_keys[0].data, LUKS_KEY.as_bytes());
+    // Swapped: each machine's TPM refuses the other host's credential.
+    assert!(opened("host-1", &tpm_2).is_err());
+    assert!(opened("host-2", &tpm_1).is_err());
+}

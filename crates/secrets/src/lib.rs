@@ -8,6 +8,7 @@
 //! escrows the recovery keys installers make.
 
 pub mod recovery;
+pub mod tpm;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

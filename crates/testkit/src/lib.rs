@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// The repository's top directory.
 pub fn repo_root() -> PathBuf {
@@ -469,5 +469,48 @@ impl NarBuilder {
     }
     pub fn bytes(&self) -> Vec<u8> {
         self.0.clone()
+    }
+}
+
+/// A software TPM 2.0 (swtpm) on a socket, stopped on drop; systemd's tools reach it through
+/// `SYSTEMD_TPM2_DEVICE=swtpm:path=…`, our own TPM code through the socket (the installer's
+/// machines have /dev/tpmrm0).
+pub struct Swtpm {
+    child: std::process::Child,
+    /// The TPM's command channel: raw TPM 2.0 commands in, answers out.
+    pub socket: PathBuf,
+}
+
+impl Swtpm {
+    /// Starts one with its state in `dir/tpm` (the same TPM again from the same `dir`).
+    pub fn start(dir: &Path) -> Swtpm {
+        let state = dir.join("tpm");
+        std::fs::create_dir_all(&state).unwrap();
+        let socket = state.join("sock");
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state.display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}.ctrl", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm runs (tests/setup installs it)");
+        let start = std::time::Instant::now();
+        while !(socket.exists() && Path::new(&format!("{}.ctrl", socket.display())).exists()) {
+            assert!(start.elapsed().as_secs() < 30, "swtpm made no socket");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Swtpm { child, socket }
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -2,8 +2,9 @@
 //! on all cores and stops at the first error, `io` holds the `Read` adapters (counting,
 //! progress, limits, noting failures), `size` parses and prints sizes as people write them, `mountinfo` reads what the kernel says
 //! is mounted and swapped on (one parser, one unescaping rule), `time` turns Unix times into
-//! calendar dates, `out` writes standard output that may be a closed pipe.
+//! calendar dates, `out` writes standard output that may be a closed pipe, `hex` encodes bytes.
 
+pub mod hex;
 pub mod io;
 pub mod mountinfo;
 pub mod out;

@@ -1,7 +1,7 @@
 //! `reports --pending`: the machines that enrolled (`on-unknown-serial = "enrol"`) and were not
 //! installed since, as `[[host]]` blocks to paste into hosts.toml: the serial filled in, the
-//! disk the rules chose named, the TPM's endorsement key and the hardware recorded as
-//! comments; the admin gives each a name and a system.
+//! disk the rules chose named, the TPM's keys (to seal the host's secrets to), the hardware
+//! recorded as comments; the admin gives each a name and a system.
 
 use super::Found;
 
@@ -42,6 +42,13 @@ pub fn blocks(found: &[Found]) -> String {
         out += &format!("name = {:?}\n", host_name(&serial));
         out += &format!("serials = [{serial:?}]\n");
         out += "system = \"/nix/store/…\"  # fill in: this machine's system\n";
+        if let Some(t) = inv.tpm.as_ref().filter(|t| !t.ek_public.is_empty()) {
+            out += "# its TPM: with secrets = \"tpm\", the host's secrets are sealed to it\n";
+            out += &format!(
+                "tpm = {{ ek = {:?}, activation = {:?} }}\n",
+                t.ek_public, t.activation_name
+            );
+        }
         match r
             .pending
             .as_ref()

@@ -51,8 +51,10 @@ pub struct HostSummary {
     /// How many disks the layout takes, and its LUKS devices with a key on the medium.
     pub disks: usize,
     pub luks_keys: usize,
-    /// Its extra files and LUKS keys are sealed to the fleet's passphrase.
+    /// Its extra files and LUKS keys are sealed (to the fleet's passphrase, or its TPM).
     pub sealed: bool,
+    /// Sealed to the host's TPM (`secrets = "tpm"`).
+    pub sealed_to_tpm: bool,
     /// Its layout's LUKS volumes that the TPM2 unlocks.
     pub tpm2_volumes: usize,
     /// The platform its system is built for (`x86_64-linux`), if the stick says.
@@ -94,6 +96,7 @@ pub fn summarise(p: &dyn Payload) -> io::Result<Summary> {
             disks: h.layout.devices.disks.len(),
             luks_keys: h.luks_keys.len() + h.sealed.as_ref().map_or(0, |s| s.luks_keys.len()),
             sealed: h.sealed.is_some(),
+            sealed_to_tpm: h.sealed.as_ref().is_some_and(|s| s.tpm.is_some()),
             tpm2_volumes: h
                 .layout
                 .devices

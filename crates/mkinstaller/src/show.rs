@@ -134,7 +134,11 @@ pub fn inspect(image: &Path, all: bool, json: bool) -> Result<(), String> {
                 } else {
                     ""
                 }
-                + if h.sealed { ", secrets sealed" } else { "" }
+                + match (h.sealed, h.sealed_to_tpm) {
+                    (true, true) => ", secrets sealed to its TPM",
+                    (true, false) => ", secrets sealed",
+                    _ => "",
+                }
                 + &h.system
                     .as_ref()
                     .map(|s| format!(", {s}"))

@@ -317,6 +317,15 @@ fn secrets_sealed_to_each_hosts_tpm_open_on_that_machine_only() {
         );
     fs::write(&hosts, text).unwrap();
     env.ok(&["--mass", h, "-o", o, "-q"]);
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", o, "--json"])).unwrap();
+    let host = |n: &str| common::inspect_host(&v, n);
+    assert_eq!(
+        (&host("host-1")["sealed_to_tpm"], &host("host-3")["sealed"]),
+        (&true.into(), &false.into())
+    );
+    assert!(env
+        .ok(&["inspect", o])
+        .contains("secrets sealed to its TPM"));
     let site = env.path("site");
     env.ok(&[
         "--mass",

@@ -3,8 +3,9 @@
 //! twice on the console, or random bytes for a volume the TPM2 or the recovery key unlocks. Each is written to a file only root can read, under /run (a tmpfs:
 //! never on a disk), for cryptsetup's `--key-file`, and removed when the keys are dropped,
 //! whatever happens. The sealed secrets are opened here, before the first write, with the
-//! fleet's passphrase (a file, or three tries on the console); their extra files are kept
-//! in memory for the extra-files step.
+//! fleet's passphrase (a file, or three tries on the console) or, sealed to the machine's
+//! TPM, with the key its ActivateCredential gives back; their extra files are kept in memory
+//! for the extra-files step.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};

@@ -68,6 +68,22 @@ fn refused(env: &Env, args: &[&str], says: &str, output: &Path) {
     );
 }
 
+/// No byte run of any of `secrets` in the stick image `img` or any file of the site `site`.
+fn assert_no_plaintext(img: &Path, site: &Path, secrets: &[&str]) {
+    let mut every_byte = fs::read(img).unwrap();
+    for f in testkit::list_files(site) {
+        every_byte.extend(fs::read(site.join(&f)).unwrap());
+    }
+    for secret in secrets {
+        assert!(
+            !every_byte
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
+            "{secret:?} is on the stick or the site in the clear"
+        );
+    }
+}
+
 #[test]
 fn a_fleet_with_secrets_must_say_how_they_travel() {
     let env = Env::new();
@@ -145,18 +161,7 @@ fn sealed_secrets_leave_no_plaintext_on_a_stick_or_a_site() {
         "--secrets-passphrase-file",
         &pass,
     ]);
-    let mut every_byte = fs::read(&img).unwrap();
-    for f in testkit::list_files(&site) {
-        every_byte.extend(fs::read(site.join(&f)).unwrap());
-    }
-    for secret in [HOST_KEY, LUKS_KEY, PASSPHRASE] {
-        assert!(
-            !every_byte
-                .windows(secret.len())
-                .any(|w| w == secret.as_bytes()),
-            "{secret:?} is on the stick or the site in the clear"
-        );
-    }
+    assert_no_plaintext(&img, &site, &[HOST_KEY, LUKS_KEY, PASSPHRASE]);
     assert!(!site.join("autoinstall/extra-files").exists());
     assert!(!site.join("autoinstall/luks-keys").exists());
 
@@ -336,18 +341,7 @@ fn secrets_sealed_to_each_hosts_tpm_open_on_that_machine_only() {
         site.to_str().unwrap(),
         "-q",
     ]);
-    let mut every_byte = fs::read(&img).unwrap();
-    for f in testkit::list_files(&site) {
-        every_byte.extend(fs::read(site.join(&f)).unwrap());
-    }
-    for secret in [HOST_KEY, LUKS_KEY] {
-        assert!(
-            !every_byte
-                .windows(secret.len())
-                .any(|w| w == secret.as_bytes()),
-            "{secret:?} is on the stick or the site in the clear"
-        );
-    }
+    assert_no_plaintext(&img, &site, &[HOST_KEY, LUKS_KEY]);
 
     let manifest = manifest::Manifest::parse(
         &fs::read_to_string(site.join("autoinstall/manifest.json")).unwrap(),

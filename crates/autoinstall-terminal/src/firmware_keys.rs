@@ -76,6 +76,34 @@ pub fn enrol(keys: &SecureBootKeys, source: &Source) -> Result<String, String> {
     )
 }
 
+/// PCR 7 of the next boot, once `keys` are enrolled: this boot's event log replayed with
+/// them (`machine::tpm::next_boot_pcr7`).
+pub fn next_boot_pcr7(keys: &SecureBootKeys, source: &Source) -> Result<[u8; 32], String> {
+    use machine::tpm::eventlog::{auth_payload, NewKeys};
+    let read = |f: &PayloadRef, name: &str| {
+        let bytes = source.read_checked(
+            &f.source,
+            f.size,
+            &f.sha256,
+            &format!("the fleet's Secure Boot {name}"),
+        )?;
+        auth_payload(&bytes)
+            .map(<[u8]>::to_vec)
+            .map_err(|e| format!("the fleet's {name}: {e}"))
+    };
+    let (pk, kek, db) = (
+        read(&keys.pk, "PK")?,
+        read(&keys.kek, "KEK")?,
+        read(&keys.db, "db")?,
+    );
+    machine::tpm::next_boot_pcr7(&NewKeys {
+        pk: &pk,
+        kek: &kek,
+        db: &db,
+    })
+    .map_err(|e| format!("predicting the next boot's PCR 7: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

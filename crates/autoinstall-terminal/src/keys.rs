@@ -271,19 +271,8 @@ fn tpm_passphrase(t: &SealedToTpm, what: &str) -> Result<String, String> {
             t.ek_sha256
         )));
     }
-    let mut tpm = machine::tpm::Tpm::open().map_err(|e| stop(e.to_string()))?;
-    let mine = tpm
-        .identity()
-        .map_err(|e| stop(format!("reading this machine's TPM: {e}")))?
-        .ek_sha256();
-    if mine != t.ek_sha256 {
-        return Err(stop(format!(
-            "they are sealed to another machine's TPM (endorsement key sha256:{}), and this one's is sha256:{mine}: a host's secrets open only on the machine it enrolled",
-            t.ek_sha256
-        )));
-    }
-    let mut key = tpm
-        .activate(&blob, &secret)
+    let mut key = machine::tpm::Tpm::open()
+        .and_then(|mut tpm| tpm.activate(&t.ek_sha256, &blob, &secret))
         .map_err(|e| stop(e.to_string()))?;
     let passphrase = secrets::tpm::passphrase(&key);
     key.fill(0);

@@ -67,6 +67,11 @@ pub struct KeyPlan {
     pub from: KeySource,
     /// Enrolled with this machine's TPM2, sealed to these PCRs.
     pub tpm2: Option<Vec<u8>>,
+    /// PCR 7 as the next boot will measure it, when the fleet's Secure Boot keys are
+    /// enrolled at the end of this install (they change it): sealed to this rather than to
+    /// this boot's.
+    #[serde(serialize_with = "hex_digest")]
+    pub pcr7_next_boot: Option<[u8; 32]>,
     /// A recovery key is made here and escrowed to the fleet's recipients.
     pub recovery: bool,
     /// A TPM2 that refuses the enrolment leaves the volume to its recovery key alone
@@ -74,15 +79,25 @@ pub struct KeyPlan {
     pub recovery_if_tpm_refuses: bool,
 }
 
+fn hex_digest<S: serde::Serializer>(d: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&util::hex::encode(d)),
+        None => s.serialize_none(),
+    }
+}
+
 impl KeyPlan {
     /// How the installed system unlocks it, for the plan and the report.
     pub fn unlocks(&self) -> String {
         let mut ways = Vec::new();
         if let Some(pcrs) = &self.tpm2 {
-            ways.push(format!(
-                "the TPM2 (PCR {})",
-                pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join("+")
-            ));
+            let list = pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join("+");
+            const NEXT: &str = "as the next boot under the fleet's Secure Boot keys measures it";
+            ways.push(match (self.pcr7_next_boot.is_some(), pcrs.as_slice()) {
+                (false, _) => format!("the TPM2 (PCR {list})"),
+                (true, [7]) => format!("the TPM2 (PCR 7 {NEXT})"),
+                (true, _) => format!("the TPM2 (PCR {list}, 7 {NEXT})"),
+            });
         }
         match self.from {
             KeySource::Payload | KeySource::Sealed => ways.push("its key file".into()),
@@ -395,15 +410,30 @@ pub fn make_plan(
     } else {
         None
     };
-    let luks_keys = devices
-        .build
-        .iter()
-        .filter_map(|b| match b {
-            Build::Luks { name, tpm2, .. } => Some((name.clone(), tpm2.as_ref())),
-            _ => None,
-        })
+    let secure_boot_keys = crate::firmware_keys::plan(m, machine::efi::setup_mode())
+        .map_err(|e| format!("{e}; nothing was touched"))?;
+    let luks = devices.build.iter().filter_map(|b| match b {
+        Build::Luks { name, tpm2, .. } => Some((name.clone(), tpm2.as_ref())),
+        _ => None,
+    });
+    // The fleet's keys change PCR 7 from the next boot on: a volume sealed to it is sealed
+    // to the value predicted for that boot, or nothing is touched.
+    let next_pcr7 = match (&secure_boot_keys, &m.secure_boot) {
+        (Some(crate::firmware_keys::KeysPlan::Enrol), Some(keys))
+            if this_machine.tpm
+                && luks.clone().any(|(_, t)| t.is_some_and(|t| t.pcrs.contains(&7))) =>
+        {
+            Some(crate::firmware_keys::next_boot_pcr7(keys, source).map_err(|e| {
+                format!(
+                    "a LUKS device is to be sealed to PCR 7, which the fleet's Secure Boot keys, enrolled at the end of this install, change: {e}; seal to other PCRs (tpm2-pcrs=), or enrol the keys in the firmware setup first; nothing was touched"
+                )
+            })?)
+        }
+        _ => None,
+    };
+    let luks_keys = luks
         .map(|(name, tpm2)| {
-            crate::unlock::key_plan(name, tpm2, host, m, this_machine, no_one_to_ask)
+            crate::unlock::key_plan(name, tpm2, host, m, this_machine, no_one_to_ask, next_pcr7)
                 .map_err(|e| format!("{e}; nothing was touched"))
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -470,8 +500,7 @@ pub fn make_plan(
         luks_keys,
         fleet: m.fleet.clone(),
         already_installed,
-        secure_boot_keys: crate::firmware_keys::plan(m, machine::efi::setup_mode())
-            .map_err(|e| format!("{e}; nothing was touched"))?,
+        secure_boot_keys,
         after_install: m.after_install,
     })
 }

@@ -33,7 +33,8 @@ impl Machine {
 }
 
 /// The key plan of LUKS volume `name`. `no_one_to_ask` says why no passphrase can be typed
-/// (`--yes`, no terminal), if so.
+/// (`--yes`, no terminal), if so; `next_pcr7` is PCR 7 as the next boot will measure it,
+/// when the fleet's Secure Boot keys are enrolled at the end of this install.
 pub fn key_plan(
     name: String,
     tpm2: Option<&Tpm2>,
@@ -41,7 +42,9 @@ pub fn key_plan(
     m: &Manifest,
     machine: Machine,
     no_one_to_ask: Option<&str>,
+    next_pcr7: Option<[u8; 32]>,
 ) -> Result<KeyPlan, String> {
+    let next_pcr7 = next_pcr7.filter(|_| tpm2.is_some_and(|t| t.pcrs.contains(&7)));
     let tpm_present = machine.tpm;
     let recovery = !m.recovery_recipients.is_empty();
     let payload = host.luks_keys.iter().any(|k| k.name == name);
@@ -75,7 +78,8 @@ pub fn key_plan(
                 "LUKS device {name} unlocks with the TPM2, and the stick names no recovery recipients to escrow its recovery key to"
             ))
         }
-        Some(t) if tpm_present && machine.shim && t.pcrs.contains(&7) => {
+        // Predicted, PCR 7 does not depend on what this boot measured after the firmware.
+        Some(t) if tpm_present && machine.shim && t.pcrs.contains(&7) && next_pcr7.is_none() => {
             return Err(format!(
                 "LUKS device {name} is to be sealed to PCR 7, and this installer was started by shim (the stick's Secure Boot chain), which extends PCR 7: sealed now, the volume would not unseal when the installed system boots; write the stick with --boot-loader systemd-boot (Secure Boot off for the install), or seal to other PCRs (tpm2-pcrs=)"
             ))
@@ -101,6 +105,7 @@ pub fn key_plan(
         recovery_if_tpm_refuses: tpm2.is_some() && m.without_tpm == WithoutTpm::RecoveryKey,
         name,
         from,
+        pcr7_next_boot: next_pcr7.filter(|_| tpm2.is_some()),
         tpm2,
         recovery,
     })
@@ -160,7 +165,11 @@ pub fn enrol(
     if let Some(pcrs) = &k.tpm2 {
         // A TPM present at the plan can still refuse now (lockout, a full NV, a firmware
         // fault): the fleet's without-tpm decides, as for a machine without one.
-        match machine::luks::enrol_tpm2(device, key_file, pcrs) {
+        let enrolled = match k.pcr7_next_boot {
+            Some(pcr7) => machine::luks::enrol_tpm2_predicted(device, key_file, pcrs, pcr7),
+            None => machine::luks::enrol_tpm2(device, key_file, pcrs),
+        };
+        match enrolled {
             Ok(()) => {}
             Err(e) if k.recovery_if_tpm_refuses && escrowed.is_some() => {
                 unlocked_by = format!(
@@ -195,6 +204,15 @@ mod tests {
     const RECIPIENT: &str = "age17w7qc3fptjd5x7a3nev48wlk8st72jpg8z7uh8l0k978h2qhwd4qckxdsq";
 
     fn plan(without_tpm: WithoutTpm, machine: Machine, someone: bool) -> Result<KeyPlan, String> {
+        plan_with(without_tpm, machine, someone, None)
+    }
+
+    fn plan_with(
+        without_tpm: WithoutTpm,
+        machine: Machine,
+        someone: bool,
+        next_pcr7: Option<[u8; 32]>,
+    ) -> Result<KeyPlan, String> {
         let mut m = crate::testing::manifest(UnknownSerial::Refuse);
         m.recovery_recipients = vec![RECIPIENT.into()];
         m.without_tpm = without_tpm;
@@ -207,6 +225,7 @@ mod tests {
             &m,
             machine,
             (!someone).then_some("--yes"),
+            next_pcr7,
         )
     }
 
@@ -260,5 +279,21 @@ mod tests {
         };
         let e = plan(WithoutTpm::Refuse, shim, true).unwrap_err();
         assert!(e.contains("--boot-loader systemd-boot"), "{e}");
+        // Predicted for the next boot (the fleet's keys enrolled at the end), what shim
+        // measured in this one does not matter.
+        let k = plan_with(WithoutTpm::Refuse, shim, true, Some([7; 32])).unwrap();
+        assert_eq!(k.pcr7_next_boot, Some([7; 32]));
+    }
+
+    #[test]
+    fn a_predicted_pcr_7_is_sealed_to_and_said() {
+        let k = plan_with(WithoutTpm::RecoveryKey, TPM, false, Some([7; 32])).unwrap();
+        assert_eq!(
+            k.unlocks(),
+            "the TPM2 (PCR 7 as the next boot under the fleet's Secure Boot keys measures it), the escrowed recovery key"
+        );
+        // No TPM: the fleet's without-tpm, and nothing to seal to.
+        let k = plan_with(WithoutTpm::RecoveryKey, NO_TPM, false, Some([7; 32])).unwrap();
+        assert_eq!((k.tpm2, k.pcr7_next_boot), (None, None));
     }
 }

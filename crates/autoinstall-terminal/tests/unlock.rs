@@ -40,30 +40,7 @@ fn opens_with(volume: &Path, key: &[u8]) -> bool {
 
 /// A LUKS2 header in a file, formatted with `key`.
 fn volume(dir: &Path, key: &[u8]) -> (std::path::PathBuf, std::path::PathBuf) {
-    let img = dir.join("volume.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    let key_file = dir.join("install.key");
-    std::fs::write(&key_file, key).unwrap();
-    assert!(cryptsetup(
-        &[
-            "luksFormat",
-            "--batch-mode",
-            "--type",
-            "luks2",
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-file",
-            key_file.to_str().unwrap(),
-            img.to_str().unwrap(),
-        ],
-        None
-    ));
-    (img, key_file)
+    testkit::luks_volume(dir, key)
 }
 
 /// `unlock::enrol` of volume `name` (in `img`, opened by `key_file`) as `from` with `tpm2`,
@@ -104,6 +81,7 @@ fn try_enrol(
         name: name.into(),
         from,
         tpm2,
+        pcr7_next_boot: None,
         recovery: true,
         recovery_if_tpm_refuses,
     };

@@ -1,12 +1,15 @@
 //! Enrolment of a LUKS2 volume after it is made (the syscall side of
 //! autoinstall-terminal's `unlock`): another key (the recovery key), the TPM2 through
 //! systemd-cryptenroll (its `systemd-tpm2` token is what systemd-cryptsetup reads at boot,
-//! on the installed NixOS as anywhere), and the removal of a key that was only for the
+//! on the installed NixOS as anywhere) or, to PCR values predicted for the next boot, by
+//! our own TPM code and the same token, and the removal of a key that was only for the
 //! install. Keys go to the tools on standard input or in files under /run, never on a
 //! command line.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::Path;
+
+use crate::tpm::{seal, Tpm};
 
 use crate::stack::{path_arg, run_with};
 
@@ -15,7 +18,12 @@ use crate::stack::{path_arg, run_with};
 /// systemd-cryptenroll does for its recovery keys) costs it nothing and spares the
 /// installer argon2's memory.
 pub fn add_key(device: &Path, key_file: &Path, new_key: &[u8]) -> io::Result<()> {
-    let args: Vec<String> = [
+    add_key_at(device, key_file, new_key, None)
+}
+
+/// [`add_key`] into keyslot `slot` if given.
+fn add_key_at(device: &Path, key_file: &Path, new_key: &[u8], slot: Option<u32>) -> io::Result<()> {
+    let mut args: Vec<String> = [
         "luksAddKey",
         "--batch-mode",
         "--pbkdf",
@@ -31,6 +39,9 @@ pub fn add_key(device: &Path, key_file: &Path, new_key: &[u8]) -> io::Result<()>
     ]
     .map(String::from)
     .to_vec();
+    if let Some(slot) = slot {
+        args.splice(1..1, ["--key-slot".to_string(), slot.to_string()]);
+    }
     run_with(
         &format!("adding a key to LUKS volume {}", device.display()),
         "cryptsetup",
@@ -60,6 +71,84 @@ pub fn enrol_tpm2(device: &Path, key_file: &Path, pcrs: &[u8]) -> io::Result<()>
         None,
     )
     .map(drop)
+}
+
+/// Seals a new key of `device` (opened by `key_file`) to `tpm` and the PCR `values` given
+/// (index and SHA-256 value: those the next boot will have, not this one's), as a keyslot
+/// with the `systemd-tpm2` token systemd-cryptenroll would have written for them.
+pub fn enrol_tpm2_to<T: Read + Write>(
+    tpm: &mut Tpm<T>,
+    device: &Path,
+    key_file: &Path,
+    values: &[(u8, [u8; 32])],
+) -> io::Result<()> {
+    let what = format!(
+        "sealing a key of LUKS volume {} to the TPM2",
+        device.display()
+    );
+    let mut secret: [u8; 32] = media::ids::random_bytes(&what)?;
+    let policy = seal::policy_pcr(values);
+    let blob = tpm.seal(&policy, &secret);
+    let mut passphrase = seal::passphrase(&secret).into_bytes();
+    secret.fill(0);
+    let added = blob.and_then(|blob| {
+        let slot = free_keyslot(device)?;
+        add_key_at(device, key_file, &passphrase, Some(slot))?;
+        Ok((slot, blob))
+    });
+    passphrase.fill(0);
+    let (slot, blob) = added.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
+    let pcrs: Vec<u8> = values.iter().map(|(i, _)| *i).collect();
+    let token = seal::token(slot, &blob, &pcrs, &policy);
+    run_with(
+        &format!("adding the TPM2 token to LUKS volume {}", device.display()),
+        "cryptsetup",
+        &[
+            "token".to_string(),
+            "import".into(),
+            "--json-file".into(),
+            "-".into(),
+            path_arg(device),
+        ],
+        Some(token.as_bytes()),
+    )
+    .map(drop)
+}
+
+/// [`enrol_tpm2_to`] this machine's TPM, with `pcrs` as they are now but PCR 7 as
+/// `pcr7` (predicted for the next boot).
+pub fn enrol_tpm2_predicted(
+    device: &Path,
+    key_file: &Path,
+    pcrs: &[u8],
+    pcr7: [u8; 32],
+) -> io::Result<()> {
+    let mut tpm = Tpm::open()?;
+    let values = pcrs
+        .iter()
+        .map(|&i| Ok((i, if i == 7 { pcr7 } else { tpm.pcr(i)? })))
+        .collect::<io::Result<Vec<_>>>()?;
+    enrol_tpm2_to(&mut tpm, device, key_file, &values)
+}
+
+/// The lowest keyslot of `device` that holds no key (LUKS2 has 32).
+fn free_keyslot(device: &Path) -> io::Result<u32> {
+    let out = run_with(
+        &format!("reading the LUKS2 header of {}", device.display()),
+        "cryptsetup",
+        &[
+            "luksDump".to_string(),
+            "--dump-json-metadata".into(),
+            path_arg(device),
+        ],
+        None,
+    )?;
+    let meta: serde_json::Value = serde_json::from_slice(&out)
+        .map_err(|e| io::Error::other(format!("cryptsetup's JSON metadata: {e}")))?;
+    let used = meta["keyslots"].as_object().cloned().unwrap_or_default();
+    (0..32)
+        .find(|n| !used.contains_key(&n.to_string()))
+        .ok_or_else(|| io::Error::other(format!("{} has no free keyslot", device.display())))
 }
 
 /// Removes the keyslot that `key_file` opens.

@@ -27,27 +27,46 @@ fn a_credential_sealed_to_a_tpm_opens_on_that_tpm_only() {
     assert_eq!(target.ek_sha256(), id.ek_sha256());
     let key = *b"the key that opens host secrets!";
     let c = make_credential(&target, &key).unwrap();
-    assert_eq!(connect(&swtpm).activate(&c.blob, &c.secret).unwrap(), key);
-    // As the installer does it: the identity read first, then the credential, on one
-    // connection and without a resource manager (what was loaded is flushed between).
+    let ek = id.ek_sha256();
+    assert_eq!(
+        connect(&swtpm).activate(&ek, &c.blob, &c.secret).unwrap(),
+        key
+    );
+    // Twice on one connection, without a resource manager: what was loaded is flushed
+    // between.
     let mut tpm = connect(&swtpm);
     assert_eq!(tpm.identity().unwrap(), id);
-    assert_eq!(tpm.activate(&c.blob, &c.secret).unwrap(), key);
+    assert_eq!(tpm.activate(&ek, &c.blob, &c.secret).unwrap(), key);
+    assert_eq!(tpm.activate(&ek, &c.blob, &c.secret).unwrap(), key);
     drop(tpm);
 
     // One bit changed in either part: refused, never another key.
     let mut blob = c.blob.clone();
     blob[40] ^= 1;
-    let e = connect(&swtpm).activate(&blob, &c.secret).unwrap_err();
+    let e = connect(&swtpm).activate(&ek, &blob, &c.secret).unwrap_err();
     assert!(e.to_string().contains("activating the credential"), "{e}");
     let mut secret = c.secret.clone();
     secret[100] ^= 1;
-    assert!(connect(&swtpm).activate(&c.blob, &secret).is_err());
+    assert!(connect(&swtpm).activate(&ek, &c.blob, &secret).is_err());
 
     // Another machine's TPM.
     drop(swtpm);
     let swtpm = testkit::Swtpm::start(&other);
-    assert_ne!(connect(&swtpm).identity().unwrap(), id);
-    let e = connect(&swtpm).activate(&c.blob, &c.secret).unwrap_err();
-    assert!(e.to_string().contains("sealed to another TPM"), "{e}");
+    let theirs = connect(&swtpm).identity().unwrap();
+    assert_ne!(theirs, id);
+    let e = connect(&swtpm)
+        .activate(&ek, &c.blob, &c.secret)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "sealed to another machine's TPM (endorsement key sha256:{ek}), and this one's is sha256:{}",
+            theirs.ek_sha256()
+        )),
+        "{e}"
+    );
+    // Even told its own EK, that TPM cannot open a credential made for the first.
+    let e = connect(&swtpm)
+        .activate(&theirs.ek_sha256(), &c.blob, &c.secret)
+        .unwrap_err();
+    assert!(e.to_string().contains("activating the credential"), "{e}");
 }

@@ -84,8 +84,8 @@ pub enum BootLoaderArg {
     Auto,
     /// Debian's signed shim and GRUB: boots with Secure Boot on, under the vendors' keys.
     Signed,
-    /// systemd-boot, unsigned: Secure Boot off; for TPM2 layouts sealed to PCR 7, which shim
-    /// extends.
+    /// systemd-boot, unsigned: Secure Boot off; for TPM2 layouts sealed to PCR 7 (shim
+    /// extends it, and GRUB gives the kernel no event log to predict it from).
     SystemdBoot,
 }
 

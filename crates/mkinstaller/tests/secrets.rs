@@ -351,7 +351,7 @@ fn secrets_sealed_to_each_hosts_tpm_open_on_that_machine_only() {
         let sealed = manifest.host(host).unwrap().sealed.clone().unwrap();
         let c = sealed.tpm.expect("sealed to the TPM");
         let decode = |s: &str| util::hex::decode(s).unwrap();
-        let key = connect(tpm).activate(&decode(&c.blob), &decode(&c.secret))?;
+        let key = connect(tpm).activate(&c.ek_sha256, &decode(&c.blob), &decode(&c.secret))?;
         let bytes = fs::read(site.join(&sealed.source)).unwrap();
         Ok::<_, std::io::Error>(
             secrets::open(&bytes, &secrets::tpm::passphrase(&key), host, None).unwrap(),

@@ -514,3 +514,34 @@ impl Drop for Swtpm {
         let _ = self.child.wait();
     }
 }
+
+/// A LUKS2 header in `dir/volume.img` (32 MiB, no device-mapper needed), formatted with `key`,
+/// which is left in `dir/install.key` (mode 0600): the image and the key file.
+pub fn luks_volume(dir: &Path, key: &[u8]) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let img = dir.join("volume.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let key_file = dir.join("install.key");
+    std::fs::write(&key_file, key).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let status = Command::new("cryptsetup")
+        .args([
+            "luksFormat",
+            "--batch-mode",
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+        ])
+        .args(["--pbkdf-force-iterations", "1000", "--key-file"])
+        .arg(&key_file)
+        .arg(&img)
+        .stdin(Stdio::null())
+        .status()
+        .expect("cryptsetup runs (tests/setup installs cryptsetup-bin)");
+    assert!(status.success(), "cryptsetup luksFormat {}", img.display());
+    (img, key_file)
+}

@@ -5,11 +5,15 @@
 //!   activation key (`wire::Primary::Activation`), which the TPM derives again on every call,
 //!   so an enrolled machine's record says which TPM it has and how to seal to it;
 //! - the installer gives back a credential sealed to that TPM at build (the `secrets`
-//!   crate's MakeCredential) with TPM2_ActivateCredential: only that TPM can.
+//!   crate's MakeCredential) with TPM2_ActivateCredential: only that TPM can;
+//! - the installer seals a LUKS key to PCR values it predicted (`seal`, `eventlog`) where
+//!   systemd-cryptenroll could only seal to the values of this boot.
 //!
 //! Objects and sessions loaded are flushed when the [`Tpm`] is dropped: a TPM holds only a
 //! few at once.
 
+pub mod eventlog;
+pub mod seal;
 mod wire;
 
 use std::fs::{File, OpenOptions};
@@ -37,8 +41,12 @@ pub struct Identity {
 
 impl Identity {
     pub fn ek_sha256(&self) -> String {
-        format!("{:x}", Sha256::digest(&self.ek_modulus))
+        modulus_sha256(&self.ek_modulus)
     }
+}
+
+fn modulus_sha256(modulus: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(modulus))
 }
 
 /// A TPM on a command channel: the device, or (in tests) swtpm's socket.
@@ -129,6 +137,7 @@ impl<T: Read + Write> Tpm<T> {
         let what = match which {
             Primary::Ek => "creating the endorsement key",
             Primary::Activation => "creating the activation key",
+            Primary::Storage => "creating the storage key (owner hierarchy: is its password set?)",
         };
         let answer = self.transact(what, &wire::create_primary(which))?;
         let created = wire::parse_create_primary(&answer)?;
@@ -155,10 +164,18 @@ impl<T: Read + Write> Tpm<T> {
         }
     }
 
-    /// TPM2_ActivateCredential: the credential sealed to this TPM (`blob` and `secret` as
-    /// `secrets::tpm::Credential` holds them). Fails if this is another TPM.
-    pub fn activate(&mut self, blob: &[u8], secret: &[u8]) -> io::Result<Vec<u8>> {
+    /// TPM2_ActivateCredential: the credential sealed to the TPM whose EK's modulus hashes to
+    /// `ek_sha256` (`blob` and `secret` as `secrets::tpm::Credential` holds them). Fails,
+    /// saying so, if this is another TPM. (The EK is made once: on a hardware TPM an RSA
+    /// CreatePrimary can take seconds.)
+    pub fn activate(&mut self, ek_sha256: &str, blob: &[u8], secret: &[u8]) -> io::Result<Vec<u8>> {
         let ek = self.create_primary(Primary::Ek)?;
+        let mine = modulus_sha256(wire::rsa_modulus(&ek.public)?);
+        if mine != ek_sha256 {
+            return Err(io::Error::other(format!(
+                "they are sealed to another machine's TPM (endorsement key sha256:{ek_sha256}), and this one's is sha256:{mine}: a host's secrets open only on the machine it enrolled"
+            )));
+        }
         let activation = self.create_primary(Primary::Activation)?;
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&std::process::id().to_be_bytes().repeat(2));
@@ -175,8 +192,30 @@ impl<T: Read + Write> Tpm<T> {
         let answer = self.transact(
             "activating the credential (it was sealed to another TPM, or altered)",
             &wire::activate_credential(activation.handle, ek.handle, session, blob, secret),
-        )?;
-        wire::parse_activate_credential(&answer)
+        );
+        // Room for the next command on a TPM that holds three objects or so.
+        self.flush_loaded();
+        wire::parse_activate_credential(&answer?)
+    }
+}
+
+impl<T: Read + Write> Tpm<T> {
+    /// PCR `index`'s value in the SHA-256 bank.
+    pub fn pcr(&mut self, index: u8) -> io::Result<[u8; 32]> {
+        let answer = self.transact(&format!("reading PCR {index}"), &wire::pcr_read(index))?;
+        wire::parse_pcr_read(&answer)
+    }
+
+    /// Seals `secret` under the owner hierarchy's ECC primary to `policy` (from
+    /// [`seal::policy_pcr`]): the `tpm2-blob` of a `systemd-tpm2` token.
+    pub fn seal(&mut self, policy: &[u8; 32], secret: &[u8]) -> io::Result<Vec<u8>> {
+        let parent = self.create_primary(Primary::Storage)?;
+        let answer = self.transact(
+            "sealing the key",
+            &wire::create_sealed(parent.handle, policy, secret),
+        );
+        self.flush_loaded();
+        wire::parse_create(&answer?)
     }
 }
 
@@ -184,6 +223,57 @@ impl<T: Read + Write> Drop for Tpm<T> {
     fn drop(&mut self) {
         self.flush_loaded();
     }
+}
+
+/// Where the kernel gives the firmware's event log.
+const EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+
+/// This boot's event log, securityfs mounted first if it is not (the installer
+/// environment's init mounts only what it needs).
+fn read_event_log() -> io::Result<Vec<u8>> {
+    use nix::mount::{mount, MsFlags};
+    let security = std::path::Path::new("/sys/kernel/security");
+    if !security.join("tpm0").exists() {
+        // Already mounted, or no securityfs: the read below says so.
+        let _ = mount(
+            Some("securityfs"),
+            security,
+            Some("securityfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
+    }
+    let mut log = Vec::new();
+    File::open(EVENT_LOG)
+        .and_then(|f| f.take(eventlog::MAX_LOG as u64 + 1).read_to_end(&mut log))
+        .map_err(|e| {
+            let why = match e.kind() {
+                io::ErrorKind::NotFound => {
+                    "the kernel was given none: GRUB, the stick's default boot loader, does not pass it on (a stick written with --boot-loader systemd-boot does)".to_string()
+                }
+                _ => e.to_string(),
+            };
+            io::Error::new(e.kind(), format!("reading the firmware's TPM event log ({EVENT_LOG}): {why}"))
+        })?;
+    Ok(log)
+}
+
+/// The PCR 7 the next boot will have once the fleet's `keys` are enrolled (see
+/// [`eventlog::predict_pcr7`]), from this boot's event log, which must first replay to
+/// the TPM's PCR 7 as it stands: a log that does not is not the firmware's account of this
+/// boot, and predicts nothing.
+pub fn next_boot_pcr7(keys: &eventlog::NewKeys) -> io::Result<[u8; 32]> {
+    let events = eventlog::parse(&read_event_log()?).map_err(io::Error::other)?;
+    let now = Tpm::open()?.pcr(7)?;
+    let replayed = eventlog::replay(&events, 7);
+    if replayed != now {
+        return Err(io::Error::other(format!(
+            "the firmware's event log does not account for PCR 7 (it replays to {}, the TPM holds {})",
+            util::hex::encode(&replayed),
+            util::hex::encode(&now)
+        )));
+    }
+    eventlog::predict_pcr7(&events, keys).map_err(io::Error::other)
 }
 
 /// The SHA-256 (hex) of the EK's RSA modulus.

@@ -1,7 +1,8 @@
 //! TPM 2.0 commands written and their answers read byte by byte (TPM 2.0 Part 3; structures
 //! from Part 2), the few this installer needs: CreatePrimary in the endorsement hierarchy
 //! (the EK, and the activation key), StartAuthSession and PolicySecret for the EK's policy,
-//! ActivateCredential, FlushContext. Pure: bytes in, bytes out.
+//! ActivateCredential; CreatePrimary in the owner hierarchy, Create and PCR_Read to seal a
+//! LUKS key as systemd does; FlushContext. Pure: bytes in, bytes out.
 
 use std::io;
 
@@ -10,11 +11,15 @@ use sha2::{Digest, Sha256};
 const TPM_ST_NO_SESSIONS: u16 = 0x8001;
 const TPM_ST_SESSIONS: u16 = 0x8002;
 const TPM_CC_CREATE_PRIMARY: u32 = 0x0000_0131;
+const TPM_CC_CREATE: u32 = 0x0000_0153;
+const TPM_CC_PCR_READ: u32 = 0x0000_017E;
+pub(crate) const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
 const TPM_CC_ACTIVATE_CREDENTIAL: u32 = 0x0000_0147;
 const TPM_CC_POLICY_SECRET: u32 = 0x0000_0151;
 const TPM_CC_FLUSH_CONTEXT: u32 = 0x0000_0165;
 const TPM_CC_START_AUTH_SESSION: u32 = 0x0000_0176;
 const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
+const TPM_RH_OWNER: u32 = 0x4000_0001;
 const TPM_RH_NULL: u32 = 0x4000_0007;
 const TPM_RS_PW: u32 = 0x4000_0009;
 const TPM_SE_POLICY: u8 = 0x01;
@@ -24,11 +29,14 @@ const TPM_ALG_AES: u16 = 0x0006;
 const TPM_ALG_CFB: u16 = 0x0043;
 const TPM_ALG_NULL: u16 = 0x0010;
 const TPM_ALG_ECC: u16 = 0x0023;
+const TPM_ALG_KEYEDHASH: u16 = 0x0008;
 const TPM_ECC_NIST_P256: u16 = 0x0003;
 /// fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt.
 const EK_ATTRIBUTES: u32 = 0x0003_00B2;
 /// fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | decrypt.
 const ACTIVATION_ATTRIBUTES: u32 = 0x0003_0072;
+/// fixedTPM | fixedParent: a sealed object that only its policy opens (no userWithAuth).
+const SEALED_ATTRIBUTES: u32 = 0x0000_0012;
 /// PolicySecret(TPM_RH_ENDORSEMENT): the EK template's authPolicy.
 const EK_POLICY: [u8; 32] = [
     0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
@@ -86,12 +94,16 @@ fn ek_template() -> Vec<u8> {
     p
 }
 
-/// The activation key's template: an ECC P-256 restricted decryption key in the endorsement
-/// hierarchy, usable with an empty password (userWithAuth). TPM2_ActivateCredential needs
-/// an object besides the EK whose name the credential is bound to, and the EK itself does
-/// not serve (its admin role asks for a policy it cannot meet twice); this one is derived
-/// from the endorsement seed, so it is the same key, with the same name, on every call.
-fn activation_template() -> Vec<u8> {
+/// An ECC P-256 restricted decryption key usable with an empty password (userWithAuth),
+/// AES-128-CFB for its children. Two uses:
+/// - in the endorsement hierarchy, the activation key: TPM2_ActivateCredential needs an
+///   object besides the EK whose name the credential is bound to, and the EK itself does
+///   not serve (its admin role asks for a policy it cannot meet twice); derived from the
+///   endorsement seed, it is the same key, with the same name, on every call;
+/// - in the owner hierarchy, the parent of a sealed LUKS key: systemd (252 and later, for
+///   tokens without `tpm2_srk`) derives this very key to unseal a `systemd-tpm2` token
+///   whose `tpm2-primary-alg` is "ecc".
+fn ecc_primary_template() -> Vec<u8> {
     let mut p = Vec::new();
     p.extend(TPM_ALG_ECC.to_be_bytes());
     p.extend(TPM_ALG_SHA256.to_be_bytes());
@@ -108,17 +120,25 @@ fn activation_template() -> Vec<u8> {
     p
 }
 
-/// Which primary key of the endorsement hierarchy to create.
+/// Which primary key to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Primary {
+    /// The endorsement key.
     Ek,
+    /// The activation key (endorsement hierarchy).
     Activation,
+    /// The parent of sealed LUKS keys (owner hierarchy).
+    Storage,
 }
 
-/// TPM2_CreatePrimary(TPM_RH_ENDORSEMENT, the key's template), with an empty password.
+/// TPM2_CreatePrimary(the key's hierarchy, its template), with an empty password.
 pub fn create_primary(which: Primary) -> Vec<u8> {
     let mut b = Vec::new();
-    b.extend(TPM_RH_ENDORSEMENT.to_be_bytes());
+    let hierarchy = match which {
+        Primary::Ek | Primary::Activation => TPM_RH_ENDORSEMENT,
+        Primary::Storage => TPM_RH_OWNER,
+    };
+    b.extend(hierarchy.to_be_bytes());
     auth_area(&mut b, &[session(TPM_RS_PW)]);
     // inSensitive: TPM2B_SENSITIVE_CREATE { userAuth: empty, data: empty }.
     b.extend(4u16.to_be_bytes());
@@ -126,7 +146,7 @@ pub fn create_primary(which: Primary) -> Vec<u8> {
     b.extend(0u16.to_be_bytes());
     let public = match which {
         Primary::Ek => ek_template(),
-        Primary::Activation => activation_template(),
+        Primary::Activation | Primary::Storage => ecc_primary_template(),
     };
     tpm2b(&mut b, &public);
     b.extend(0u16.to_be_bytes()); // outsideInfo
@@ -176,6 +196,51 @@ pub fn activate_credential(
     tpm2b(&mut b, blob);
     tpm2b(&mut b, secret);
     command(TPM_ST_SESSIONS, TPM_CC_ACTIVATE_CREDENTIAL, &b)
+}
+
+/// A TPML_PCR_SELECTION of `pcrs` in the SHA-256 bank (three bytes of bitmap: PCRs 0-23).
+pub fn pcr_selection(pcrs: &[u8]) -> Vec<u8> {
+    let mut map = [0u8; 3];
+    for &p in pcrs {
+        map[usize::from(p / 8)] |= 1 << (p % 8);
+    }
+    let mut b = 1u32.to_be_bytes().to_vec();
+    b.extend(TPM_ALG_SHA256.to_be_bytes());
+    b.push(3);
+    b.extend(map);
+    b
+}
+
+/// TPM2_PCR_Read of one PCR (`index` < 24) in the SHA-256 bank.
+pub fn pcr_read(index: u8) -> Vec<u8> {
+    command(
+        TPM_ST_NO_SESSIONS,
+        TPM_CC_PCR_READ,
+        &pcr_selection(&[index]),
+    )
+}
+
+/// TPM2_Create under `parent` (by an empty password): a keyed-hash object sealing `secret`
+/// that only a session meeting `policy` unseals.
+pub fn create_sealed(parent: u32, policy: &[u8; 32], secret: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(parent.to_be_bytes());
+    auth_area(&mut b, &[session(TPM_RS_PW)]);
+    // inSensitive: TPM2B_SENSITIVE_CREATE { userAuth: empty, data: the secret }.
+    b.extend((4 + secret.len() as u16).to_be_bytes());
+    b.extend(0u16.to_be_bytes());
+    tpm2b(&mut b, secret);
+    let mut p = Vec::new();
+    p.extend(TPM_ALG_KEYEDHASH.to_be_bytes());
+    p.extend(TPM_ALG_SHA256.to_be_bytes());
+    p.extend(SEALED_ATTRIBUTES.to_be_bytes());
+    tpm2b(&mut p, policy);
+    p.extend(TPM_ALG_NULL.to_be_bytes()); // scheme
+    tpm2b(&mut p, &[0u8; 32]); // unique: the TPM fills it
+    tpm2b(&mut b, &p);
+    b.extend(0u16.to_be_bytes()); // outsideInfo
+    b.extend(0u32.to_be_bytes()); // creationPCR: no selections
+    command(TPM_ST_SESSIONS, TPM_CC_CREATE, &b)
 }
 
 pub fn flush(handle: u32) -> Vec<u8> {
@@ -260,6 +325,37 @@ pub fn rsa_modulus(public: &[u8]) -> io::Result<&[u8]> {
     Ok(modulus)
 }
 
+/// The PCR's value from PCR_Read's answer (one PCR, SHA-256).
+pub fn parse_pcr_read(a: &[u8]) -> io::Result<[u8; 32]> {
+    let mut r = Answer::new(a);
+    r.u32()?; // pcrUpdateCounter
+    let selections = r.u32()?;
+    for _ in 0..selections {
+        r.take(2)?;
+        let n = r.take(1)?[0] as usize;
+        r.take(n)?;
+    }
+    if r.u32()? != 1 {
+        return Err(bad("PCR_Read gave no value (is the SHA-256 bank active?)"));
+    }
+    r.tpm2b()?
+        .try_into()
+        .map_err(|_| bad("a PCR value that is not 32 bytes"))
+}
+
+/// The sealed object from Create's answer: its TPM2B_PRIVATE and TPM2B_PUBLIC, each with
+/// its size, one after the other (what a `systemd-tpm2` token's `tpm2-blob` holds).
+pub fn parse_create(a: &[u8]) -> io::Result<Vec<u8>> {
+    let mut r = Answer::new(a);
+    r.u32()?; // parameterSize
+    let private = r.tpm2b()?;
+    let public = r.tpm2b()?;
+    let mut blob = Vec::with_capacity(4 + private.len() + public.len());
+    tpm2b(&mut blob, private);
+    tpm2b(&mut blob, public);
+    Ok(blob)
+}
+
 /// The session handle from StartAuthSession's answer.
 pub fn parse_start_auth_session(a: &[u8]) -> io::Result<u32> {
     Answer::new(a).u32()
@@ -327,6 +423,6 @@ mod tests {
         assert_eq!(c.name[2..], Sha256::digest(&public)[..]);
         assert!(parse_create_primary(&a[..a.len() - 2]).is_err());
         assert!(parse_create_primary(&a[..12]).is_err());
-        assert!(rsa_modulus(&activation_template()).is_err());
+        assert!(rsa_modulus(&ecc_primary_template()).is_err());
     }
 }

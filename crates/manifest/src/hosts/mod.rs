@@ -1,7 +1,6 @@
 //! `hosts.toml`: the fleet. Strict (unknown keys are errors), versioned, and every refusal
 //! names the file, line and column.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -9,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::location::{from_toml, LocatedError};
-use crate::serial;
+
+mod host;
+use host::HostFile;
 
 /// The hosts.toml format version this build reads.
 pub const HOSTS_VERSION: u32 = 1;
@@ -291,44 +292,6 @@ struct DefaultsFile {
     secure_boot: Option<SecureBootFile>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct HostFile {
-    name: Spanned<String>,
-    #[serde(default)]
-    serials: Vec<Spanned<String>>,
-    system: Option<Spanned<String>>,
-    flake: Option<Spanned<String>>,
-    profile: Option<String>,
-    disko: Option<String>,
-    #[serde(default)]
-    luks_keys: std::collections::BTreeMap<String, String>,
-    disk: Option<Spanned<String>>,
-    extra_files: Option<String>,
-    bootable: Option<bool>,
-    tpm: Option<Spanned<TpmFile>>,
-}
-
-/// A host's TPM as an enrolment recorded it: the endorsement key's RSA modulus and the
-/// activation key's name, in hex.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TpmFile {
-    ek: String,
-    activation: String,
-}
-
-impl TpmFile {
-    fn target(&self) -> Result<secrets::tpm::Target, String> {
-        let ek = util::hex::decode(&self.ek).map_err(|e| format!("tpm.ek: {e}"))?;
-        let name =
-            util::hex::decode(&self.activation).map_err(|e| format!("tpm.activation: {e}"))?;
-        secrets::tpm::Target::new(ek, name).map_err(|e| {
-            format!("tpm: {e}; copy the tpm line `mkinstaller reports --pending` prints for the machine")
-        })
-    }
-}
-
 impl Fleet {
     /// Parses and validates hosts.toml. `file` is its path (for messages and to resolve
     /// relative paths such as `extra-files`).
@@ -350,103 +313,16 @@ impl Fleet {
         let default_disko = raw.defaults.disko.as_ref().map(|d| base.join(d));
 
         let mut hosts = Vec::new();
-        let mut names: HashMap<String, usize> = HashMap::new();
-        let mut serials: HashMap<String, (String, usize)> = HashMap::new();
+        let mut seen = host::Seen::default();
         for h in &raw.host {
-            let span = h.span();
-            let h = h.get_ref();
-            let name = h.name.get_ref().clone();
-            check_host_name(&name).map_err(|e| at(h.name.span(), e))?;
-            let line = crate::location::line_col(text, span.start).0;
-            if let Some(first) = names.insert(name.clone(), line) {
-                return Err(at(
-                    h.name.span(),
-                    format!("host {name:?} is defined twice (first on line {first})"),
-                ));
-            }
-            let mut host_serials = Vec::new();
-            for s in &h.serials {
-                let normal = serial::normalise(s.get_ref());
-                if let Some(why) = serial::junk_reason(&normal) {
-                    return Err(at(
-                        s.span(),
-                        format!(
-                            "host {name:?}: {why}; it cannot identify a machine, so it is refused"
-                        ),
-                    ));
-                }
-                let key = serial::key(&normal);
-                let this_line = crate::location::line_col(text, s.span().start).0;
-                if let Some((other, other_line)) = serials.insert(key, (name.clone(), this_line)) {
-                    return Err(at(
-                        s.span(),
-                        format!("serial {normal:?} is given to both {other:?} (line {other_line}) and {name:?}; a serial must name one host"),
-                    ));
-                }
-                host_serials.push(normal);
-            }
-            let system = match (&h.system, &h.flake) {
-                (Some(s), None) => SystemSource::StorePath(
-                    nixstore::StorePath::parse(s.get_ref())
-                        .map_err(|e| at(s.span(), format!("host {name:?}: {e}")))?,
-                ),
-                (None, Some(f)) => {
-                    if !f.get_ref().contains('#') {
-                        return Err(at(
-                            f.span(),
-                            format!(
-                                "host {name:?}: flake {:?} must be REF#NAME, e.g. \".#{name}\"",
-                                f.get_ref()
-                            ),
-                        ));
-                    }
-                    SystemSource::Flake(f.get_ref().clone())
-                }
-                (Some(s), Some(_)) => {
-                    return Err(at(
-                        s.span(),
-                        format!("host {name:?} has both system and flake; give one"),
-                    ))
-                }
-                (None, None) => {
-                    return Err(at(
-                        span,
-                        format!(
-                            "host {name:?} needs system = \"/nix/store/…\" or flake = \".#{name}\""
-                        ),
-                    ))
-                }
-            };
-            if let Some(d) = &h.disk {
-                if !d.get_ref().starts_with("/dev/") {
-                    return Err(at(d.span(), format!("host {name:?}: disk {:?} must be a path under /dev, e.g. /dev/disk/by-id/…", d.get_ref())));
-                }
-            }
-            let tpm = match &h.tpm {
-                Some(t) => Some(
-                    t.get_ref()
-                        .target()
-                        .map_err(|e| at(t.span(), format!("host {name:?}: {e}")))?,
-                ),
-                None => None,
-            };
-            hosts.push(Host {
-                name,
-                serials: host_serials,
-                system,
-                profile: h.profile.clone().unwrap_or_else(|| default_profile.clone()),
-                disko: h.disko.as_ref().map(|d| base.join(d)),
-                luks_keys: h
-                    .luks_keys
-                    .iter()
-                    .map(|(n, f)| (n.clone(), base.join(f)))
-                    .collect(),
-                disk: h.disk.as_ref().map(|d| d.get_ref().clone()),
-                extra_files: h.extra_files.as_ref().map(|e| base.join(e)),
-                bootable: h.bootable.unwrap_or(true),
-                tpm,
-                line,
-            });
+            hosts.push(host::parse(
+                h,
+                &mut seen,
+                &at,
+                text,
+                base,
+                &default_profile,
+            )?);
         }
         if hosts.is_empty() {
             return Err(LocatedError::whole(file, "no [[host]] is defined"));
@@ -458,7 +334,7 @@ impl Fleet {
                 "refuse" => UnknownSerial::Refuse,
                 "enrol" | "enroll" => UnknownSerial::Enrol,
                 other => match other.strip_prefix("host:") {
-                    Some(h) if names.contains_key(h) => UnknownSerial::Host(h.to_string()),
+                    Some(h) if seen.names.contains_key(h) => UnknownSerial::Host(h.to_string()),
                     Some(h) => {
                         return Err(at(
                             p.span(),
@@ -611,105 +487,4 @@ pub fn serial_label(serial: &str, max: usize) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"version = 1
-
-[defaults]
-profile = "uefi-ext4"
-on-unknown-serial = "host:dev-2"
-after-install = "poweroff"
-confirm-seconds = 5
-
-[[host]]
-name = "dev-1"
-serials = ["PF3ABC12", " PF3ABC13 "]
-system = "/nix/store/dbv3hzd4a1yasfn0ld098wdrg2bzvd8l-nixos-system-dev-1"
-extra-files = "secrets/dev-1"
-
-[[host]]
-name = "dev-2"
-serials = ["XY-0002"]
-flake = ".#dev-2"
-profile = "uefi-btrfs"
-disk = "/dev/disk/by-id/nvme-foo"
-"#;
-
-    fn parse(text: &str) -> Result<Fleet, LocatedError> {
-        Fleet::parse(Path::new("/etc/fleet/hosts.toml"), text)
-    }
-
-    #[test]
-    fn parses_a_fleet() {
-        let f = parse(&GOOD.replace(
-            "confirm-seconds = 5",
-            "confirm-seconds = 5\nreinstall = \"never\"",
-        ))
-        .unwrap();
-        assert_eq!(f.hosts.len(), 2);
-        assert_eq!(f.hosts[0].serials, ["PF3ABC12", "PF3ABC13"]);
-        assert_eq!(
-            f.hosts[0].extra_files.as_deref(),
-            Some(Path::new("/etc/fleet/secrets/dev-1"))
-        );
-        assert_eq!(f.hosts[1].system, SystemSource::Flake(".#dev-2".into()));
-        assert_eq!(f.hosts[1].profile, "uefi-btrfs");
-        assert_eq!(
-            f.defaults.on_unknown_serial,
-            UnknownSerial::Host("dev-2".into())
-        );
-        assert_eq!(f.defaults.after_install, AfterInstall::Poweroff);
-        assert_eq!(f.defaults.reinstall, Reinstall::Never);
-        assert_eq!(parse(GOOD).unwrap().defaults.reinstall, Reinstall::Ask);
-    }
-
-    fn refused(text: &str, line: usize, needle: &str) {
-        let e = parse(text).unwrap_err();
-        assert_eq!(e.line, line, "{e}");
-        assert!(e.message.contains(needle), "{e}");
-        assert!(e.to_string().starts_with("/etc/fleet/hosts.toml:"), "{e}");
-    }
-
-    #[test]
-    fn refusals_name_the_line() {
-        refused(&GOOD.replace("[defaults]", "[defaults"), 3, "");
-        refused(
-            &GOOD.replace("confirm-seconds = 5", "confirm-second = 5"),
-            7,
-            "confirm-second",
-        );
-        refused(
-            &GOOD.replace("XY-0002", "To Be Filled By O.E.M."),
-            17,
-            "placeholder",
-        );
-        refused(
-            &GOOD.replace("XY-0002", "  default STRING"),
-            17,
-            "placeholder",
-        );
-        refused(
-            &GOOD.replace("XY-0002", "pf3abc12"),
-            17,
-            "both \"dev-1\" (line 11)",
-        );
-        refused(
-            &GOOD.replace("name = \"dev-2\"", "name = \"dev-1\""),
-            16,
-            "defined twice",
-        );
-        refused(
-            &GOOD.replace("/nix/store/dbv3", "/nix/store/dbv"),
-            12,
-            "not a valid Nix store path",
-        );
-        refused(&GOOD.replace("host:dev-2", "host:dev-3"), 5, "not defined");
-        refused(
-            &GOOD.replace("version = 1", "version = 2"),
-            1,
-            "not supported",
-        );
-        refused(&GOOD.replace("flake = \".#dev-2\"", ""), 15, "needs system");
-    }
-}
+mod tests;

@@ -77,8 +77,12 @@ pub fn enrol(keys: &SecureBootKeys, source: &Source) -> Result<String, String> {
 }
 
 /// PCR 7 of the next boot, once `keys` are enrolled: this boot's event log replayed with
-/// them (`machine::tpm::next_boot_pcr7`).
-pub fn next_boot_pcr7(keys: &SecureBootKeys, source: &Source) -> Result<[u8; 32], String> {
+/// them (`machine::tpm::next_boot_pcr7`). The inner error: the TPM refused (the fleet's
+/// without-tpm decides); the outer: no prediction can be made (a refusal).
+pub fn next_boot_pcr7(
+    keys: &SecureBootKeys,
+    source: &Source,
+) -> Result<Result<[u8; 32], String>, String> {
     use machine::tpm::eventlog::{auth_payload, NewKeys};
     let read = |f: &PayloadRef, name: &str| {
         let bytes = source.read_checked(
@@ -96,12 +100,15 @@ pub fn next_boot_pcr7(keys: &SecureBootKeys, source: &Source) -> Result<[u8; 32]
         read(&keys.kek, "KEK")?,
         read(&keys.db, "db")?,
     );
-    machine::tpm::next_boot_pcr7(&NewKeys {
+    match machine::tpm::next_boot_pcr7(&NewKeys {
         pk: &pk,
         kek: &kek,
         db: &db,
-    })
-    .map_err(|e| format!("predicting the next boot's PCR 7: {e}"))
+    }) {
+        Ok(v) => Ok(Ok(v)),
+        Err(machine::tpm::PredictError::Tpm(e)) => Ok(Err(e.to_string())),
+        Err(e) => Err(format!("predicting the next boot's PCR 7: {e}")),
+    }
 }
 
 #[cfg(test)]

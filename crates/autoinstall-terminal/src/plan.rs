@@ -402,7 +402,7 @@ pub fn make_plan(
                 .map_err(|e| format!("the plan needs {t}: {e}; nothing was touched"))?;
         }
     }
-    let this_machine = crate::unlock::Machine::probe();
+    let mut this_machine = crate::unlock::Machine::probe();
     let no_one_to_ask = if opts.yes {
         Some("--yes")
     } else if !ui.interactive {
@@ -421,13 +421,26 @@ pub fn make_plan(
     let next_pcr7 = match (&secure_boot_keys, &m.secure_boot) {
         (Some(crate::firmware_keys::KeysPlan::Enrol), Some(keys))
             if this_machine.tpm
-                && luks.clone().any(|(_, t)| t.is_some_and(|t| t.pcrs.contains(&7))) =>
+                && luks
+                    .clone()
+                    .any(|(_, t)| t.is_some_and(|t| t.pcrs.contains(&7))) =>
         {
-            Some(crate::firmware_keys::next_boot_pcr7(keys, source).map_err(|e| {
+            match crate::firmware_keys::next_boot_pcr7(keys, source).map_err(|e| {
                 format!(
                     "a LUKS device is to be sealed to PCR 7, which the fleet's Secure Boot keys, enrolled at the end of this install, change: {e}; seal to other PCRs (tpm2-pcrs=), or enrol the keys in the firmware setup first; nothing was touched"
                 )
-            })?)
+            })? {
+                Ok(v) => Some(v),
+                // A TPM that refuses: the fleet's without-tpm, as for a machine without one.
+                Err(why) => {
+                    ui.say(&format!(
+                        "the TPM refused to give PCR 7 ({why}): the fleet's without-tpm applies"
+                    ));
+                    this_machine.tpm = false;
+                    this_machine.tpm_refused = true;
+                    None
+                }
+            }
         }
         _ => None,
     };

@@ -21,6 +21,9 @@ pub struct Machine {
     pub tpm: bool,
     /// shim started this boot (and extended PCR 7).
     pub shim: bool,
+    /// The TPM is there but refused to be read at the plan: planned as a machine without
+    /// one.
+    pub tpm_refused: bool,
 }
 
 impl Machine {
@@ -28,6 +31,7 @@ impl Machine {
         Machine {
             tpm: machine::tpm::present(),
             shim: machine::efi::booted_through_shim(),
+            tpm_refused: false,
         }
     }
 }
@@ -88,7 +92,12 @@ pub fn key_plan(
         Some(_) => match m.without_tpm {
             WithoutTpm::Refuse => {
                 return Err(format!(
-                    "LUKS device {name} unlocks with the TPM2, this machine has no TPM (no /dev/tpmrm0 or /dev/tpm0: is it enabled in the firmware setup?), and the fleet says without-tpm = \"refuse\""
+                    "LUKS device {name} unlocks with the TPM2, {}, and the fleet says without-tpm = \"refuse\"",
+                    if machine.tpm_refused {
+                        "this machine's TPM refused to be read (above)"
+                    } else {
+                        "this machine has no TPM (no /dev/tpmrm0 or /dev/tpm0: is it enabled in the firmware setup?)"
+                    }
                 ))
             }
             WithoutTpm::Passphrase => (
@@ -232,10 +241,12 @@ mod tests {
     const TPM: Machine = Machine {
         tpm: true,
         shim: false,
+        tpm_refused: false,
     };
     const NO_TPM: Machine = Machine {
         tpm: false,
         shim: false,
+        tpm_refused: false,
     };
 
     #[test]
@@ -262,6 +273,13 @@ mod tests {
             e.contains("this machine has no TPM") && e.contains("without-tpm = \"refuse\""),
             "{e}"
         );
+        // A TPM that refused to be read at the plan is met the same way, and said.
+        let refused = Machine {
+            tpm_refused: true,
+            ..NO_TPM
+        };
+        let e = plan(WithoutTpm::Refuse, refused, true).unwrap_err();
+        assert!(e.contains("this machine's TPM refused to be read"), "{e}");
         let k = plan(WithoutTpm::Passphrase, NO_TPM, true).unwrap();
         assert_eq!((k.from, k.tpm2.is_none()), (KeySource::Prompt, true));
         let e = plan(WithoutTpm::Passphrase, NO_TPM, false).unwrap_err();
@@ -276,6 +294,7 @@ mod tests {
         let shim = Machine {
             tpm: true,
             shim: true,
+            tpm_refused: false,
         };
         let e = plan(WithoutTpm::Refuse, shim, true).unwrap_err();
         assert!(e.contains("--boot-loader systemd-boot"), "{e}");

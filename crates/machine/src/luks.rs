@@ -100,7 +100,7 @@ pub fn enrol_tpm2_to<T: Read + Write>(
     let (slot, blob) = added.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
     let pcrs: Vec<u8> = values.iter().map(|(i, _)| *i).collect();
     let token = seal::token(slot, &blob, &pcrs, &policy);
-    run_with(
+    let imported = run_with(
         &format!("adding the TPM2 token to LUKS volume {}", device.display()),
         "cryptsetup",
         &[
@@ -111,8 +111,34 @@ pub fn enrol_tpm2_to<T: Read + Write>(
             path_arg(device),
         ],
         Some(token.as_bytes()),
-    )
-    .map(drop)
+    );
+    if let Err(e) = imported {
+        // A keyslot without its token opens nothing: take it out again.
+        let killed = run_with(
+            &format!(
+                "removing keyslot {slot} of LUKS volume {}",
+                device.display()
+            ),
+            "cryptsetup",
+            &[
+                "luksKillSlot".to_string(),
+                "--batch-mode".into(),
+                "--key-file".into(),
+                path_arg(key_file),
+                path_arg(device),
+                slot.to_string(),
+            ],
+            None,
+        );
+        return Err(io::Error::new(
+            e.kind(),
+            match killed {
+                Ok(_) => format!("{e} (its keyslot {slot} removed again)"),
+                Err(k) => format!("{e}; and {k}"),
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// [`enrol_tpm2_to`] this machine's TPM, with `pcrs` as they are now but PCR 7 as
@@ -145,7 +171,12 @@ fn free_keyslot(device: &Path) -> io::Result<u32> {
     )?;
     let meta: serde_json::Value = serde_json::from_slice(&out)
         .map_err(|e| io::Error::other(format!("cryptsetup's JSON metadata: {e}")))?;
-    let used = meta["keyslots"].as_object().cloned().unwrap_or_default();
+    let used = meta["keyslots"].as_object().ok_or_else(|| {
+        io::Error::other(format!(
+            "the LUKS2 header of {} lists no keyslots",
+            device.display()
+        ))
+    })?;
     (0..32)
         .find(|n| !used.contains_key(&n.to_string()))
         .ok_or_else(|| io::Error::other(format!("{} has no free keyslot", device.display())))

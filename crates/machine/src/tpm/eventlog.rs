@@ -99,14 +99,20 @@ pub fn parse(log: &[u8]) -> Result<Vec<Event>, String> {
     if banks == 0 || banks > 16 {
         return Err(format!("the event log names {banks} digest banks"));
     }
-    let mut sizes = Vec::new();
+    let mut sizes: Vec<(u16, usize)> = Vec::new();
     for _ in 0..banks {
-        sizes.push((s.u16()?, s.u16()? as usize));
+        let (alg, n) = (s.u16()?, s.u16()? as usize);
+        if sizes.iter().any(|&(a, _)| a == alg) {
+            return Err(format!("the event log names bank {alg:#x} twice"));
+        }
+        if alg == TPM_ALG_SHA256 && n != 32 {
+            return Err(format!(
+                "the event log's SHA-256 digests are {n} bytes, not 32"
+            ));
+        }
+        sizes.push((alg, n));
     }
-    if !sizes
-        .iter()
-        .any(|&(alg, n)| alg == TPM_ALG_SHA256 && n == 32)
-    {
+    if !sizes.iter().any(|&(alg, _)| alg == TPM_ALG_SHA256) {
         return Err("the event log has no SHA-256 bank".into());
     }
     let mut events = Vec::new();
@@ -129,7 +135,8 @@ pub fn parse(log: &[u8]) -> Result<Vec<Event>, String> {
             };
             let d = r.take(n)?;
             if alg == TPM_ALG_SHA256 {
-                sha256 = Some(d.try_into().expect("32 bytes"));
+                sha256 =
+                    Some(<[u8; 32]>::try_from(d).map_err(|_| "a SHA-256 digest of another size")?);
             }
         }
         let size = r.u32()? as usize;
@@ -256,11 +263,13 @@ pub fn db_authority(db: &[u8]) -> Result<Vec<u8>, String> {
 /// SecureBoot, PK, KEK or db measured again with the value it will have (Secure Boot on,
 /// the fleet's keys), every other event up to the separator as it was, and after the
 /// separator the one authority event of the db certificate that verifies the boot files.
-/// Fails if this boot's log has no separator in PCR 7, or measured no such variables.
+/// Fails if this boot's log has no separator in PCR 7, does not measure each of the four
+/// variables exactly once before it, or measures one of them otherwise than as the SHA-256
+/// of its UEFI_VARIABLE_DATA (the new value's digest would then be computed wrong).
 pub fn predict_pcr7(events: &[Event], keys: &NewKeys) -> Result<[u8; 32], String> {
     let authority = db_authority(keys.db)?;
     let mut pcr = [0u8; 32];
-    let mut replaced = 0;
+    let mut replaced: Vec<String> = Vec::new();
     let mut separator = false;
     for e in events
         .iter()
@@ -280,7 +289,15 @@ pub fn predict_pcr7(events: &[Event], keys: &NewKeys) -> Result<[u8; 32], String
                 };
                 match new {
                     Some(data) => {
-                        replaced += 1;
+                        if replaced.contains(&name) {
+                            return Err(format!("PCR 7 measures variable {name} twice"));
+                        }
+                        if <[u8; 32]>::from(Sha256::digest(&e.data)) != e.sha256 {
+                            return Err(format!(
+                                "this firmware measures variable {name} other than as the digest of its UEFI_VARIABLE_DATA"
+                            ));
+                        }
+                        replaced.push(name.clone());
                         let m = variable_data(&guid, &name, data);
                         extend(&mut pcr, &Sha256::digest(m).into());
                     }
@@ -301,9 +318,10 @@ pub fn predict_pcr7(events: &[Event], keys: &NewKeys) -> Result<[u8; 32], String
     if !separator {
         return Err("this boot's event log has no separator in PCR 7".into());
     }
-    if replaced != 4 {
+    if replaced.len() != 4 {
         return Err(format!(
-            "this boot's event log measured {replaced} of SecureBoot, PK, KEK and db into PCR 7, not all four"
+            "this boot's event log measured {} of SecureBoot, PK, KEK and db into PCR 7, not all four",
+            replaced.len()
         ));
     }
     let m = variable_data(&IMAGE_SECURITY_DATABASE, "db", &authority);
@@ -405,6 +423,13 @@ mod tests {
         old[32] = b'X'; // "Spec ID Event03" no more
         assert!(parse(&old).unwrap_err().contains("Spec ID Event03"));
         // An event size that points past the end is an error, never a read out of bounds.
+        // SHA-256 named twice, or with another size (in place of SHA-1, the first bank):
+        // refused, never a panic.
+        let mut twice = whole.clone();
+        twice[60..64].copy_from_slice(&[0x0B, 0, 32, 0]);
+        assert!(parse(&twice).unwrap_err().contains("twice"));
+        twice[60..64].copy_from_slice(&[0x0B, 0, 48, 0]);
+        assert!(parse(&twice).unwrap_err().contains("48 bytes"));
         let mut huge = whole.clone();
         let n = huge.len();
         huge[n - 11 - 4..n - 11].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -449,6 +474,19 @@ mod tests {
         let two = esl_x509(owner, &[b"db cert", b"db cer2"]);
         let e = predict_pcr7(&events, &NewKeys { db: &two, ..keys }).unwrap_err();
         assert!(e.contains("2 entries"), "{e}");
+        // A variable measured twice, or not as the digest of its UEFI_VARIABLE_DATA.
+        let twice = parse(&log(&[
+            var(&GLOBAL_VARIABLE, "SecureBoot", &[0]),
+            var(&GLOBAL_VARIABLE, "SecureBoot", &[0]),
+            (7, EV_SEPARATOR, vec![0; 4]),
+        ]))
+        .unwrap();
+        assert!(predict_pcr7(&twice, &keys).unwrap_err().contains("twice"));
+        let mut other = parse(&setup_mode_log()).unwrap();
+        other[1].sha256 = Sha256::digest([0u8]).into();
+        assert!(predict_pcr7(&other, &keys)
+            .unwrap_err()
+            .contains("other than"));
         // A log without the variables (a firmware that measures none) predicts nothing.
         let bare = parse(&log(&[(7, EV_SEPARATOR, vec![0; 4])])).unwrap();
         assert!(predict_pcr7(&bare, &keys).unwrap_err().contains("0 of"));

@@ -1,6 +1,6 @@
 //! The machine's TPM 2.0, spoken to directly (`wire` writes the commands) through the
 //! kernel's resource manager (/dev/tpmrm0, else /dev/tpm0); no TPM library is needed in the
-//! installer environment. Two uses:
+//! installer environment. Three uses:
 //! - the inventory reads the endorsement key (EK, the TCG's default template) and the
 //!   activation key (`wire::Primary::Activation`), which the TPM derives again on every call,
 //!   so an enrolled machine's record says which TPM it has and how to seal to it;
@@ -210,10 +210,9 @@ impl<T: Read + Write> Tpm<T> {
     /// [`seal::policy_pcr`]): the `tpm2-blob` of a `systemd-tpm2` token.
     pub fn seal(&mut self, policy: &[u8; 32], secret: &[u8]) -> io::Result<Vec<u8>> {
         let parent = self.create_primary(Primary::Storage)?;
-        let answer = self.transact(
-            "sealing the key",
-            &wire::create_sealed(parent.handle, policy, secret),
-        );
+        let mut command = wire::create_sealed(parent.handle, policy, secret);
+        let answer = self.transact("sealing the key", &command);
+        command.fill(0);
         self.flush_loaded();
         wire::parse_create(&answer?)
     }
@@ -249,7 +248,7 @@ fn read_event_log() -> io::Result<Vec<u8>> {
         .map_err(|e| {
             let why = match e.kind() {
                 io::ErrorKind::NotFound => {
-                    "the kernel was given none: GRUB, the stick's default boot loader, does not pass it on (a stick written with --boot-loader systemd-boot does)".to_string()
+                    "the kernel was given none (GRUB, the stick's default boot loader, does not pass it on; a stick written with --boot-loader systemd-boot does)".to_string()
                 }
                 _ => e.to_string(),
             };
@@ -262,18 +261,39 @@ fn read_event_log() -> io::Result<Vec<u8>> {
 /// [`eventlog::predict_pcr7`]), from this boot's event log, which must first replay to
 /// the TPM's PCR 7 as it stands: a log that does not is not the firmware's account of this
 /// boot, and predicts nothing.
-pub fn next_boot_pcr7(keys: &eventlog::NewKeys) -> io::Result<[u8; 32]> {
-    let events = eventlog::parse(&read_event_log()?).map_err(io::Error::other)?;
-    let now = Tpm::open()?.pcr(7)?;
+pub fn next_boot_pcr7(keys: &eventlog::NewKeys) -> Result<[u8; 32], PredictError> {
+    let log = read_event_log().map_err(|e| PredictError::Log(e.to_string()))?;
+    let events = eventlog::parse(&log).map_err(PredictError::Log)?;
+    let now = Tpm::open()
+        .and_then(|mut tpm| tpm.pcr(7))
+        .map_err(PredictError::Tpm)?;
     let replayed = eventlog::replay(&events, 7);
     if replayed != now {
-        return Err(io::Error::other(format!(
+        return Err(PredictError::Log(format!(
             "the firmware's event log does not account for PCR 7 (it replays to {}, the TPM holds {})",
             util::hex::encode(&replayed),
             util::hex::encode(&now)
         )));
     }
-    eventlog::predict_pcr7(&events, keys).map_err(io::Error::other)
+    eventlog::predict_pcr7(&events, keys).map_err(PredictError::Log)
+}
+
+/// Why the next boot's PCR 7 could not be predicted.
+#[derive(Debug)]
+pub enum PredictError {
+    /// The event log is missing, malformed, or does not allow it.
+    Log(String),
+    /// The TPM could not be opened, or refused to be read.
+    Tpm(io::Error),
+}
+
+impl std::fmt::Display for PredictError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            PredictError::Log(e) => f.write_str(e),
+            PredictError::Tpm(e) => write!(f, "the TPM: {e}"),
+        }
+    }
 }
 
 /// The SHA-256 (hex) of the EK's RSA modulus.

@@ -19,6 +19,8 @@ use super::wire;
 pub fn policy_pcr(values: &[(u8, [u8; 32])]) -> [u8; 32] {
     let mut sorted = values.to_vec();
     sorted.sort_by_key(|(i, _)| *i);
+    // The selection is a bitmap: a PCR named twice is selected, and hashed, once.
+    sorted.dedup_by_key(|(i, _)| *i);
     let indices: Vec<u8> = sorted.iter().map(|(i, _)| *i).collect();
     let mut pcrs = Sha256::new();
     for (_, v) in &sorted {
@@ -42,6 +44,7 @@ pub fn passphrase(secret: &[u8]) -> String {
 pub fn token(keyslot: u32, blob: &[u8], pcrs: &[u8], policy: &[u8; 32]) -> String {
     let mut pcrs = pcrs.to_vec();
     pcrs.sort_unstable();
+    pcrs.dedup();
     serde_json::json!({
         "type": "systemd-tpm2",
         "keyslots": [keyslot.to_string()],
@@ -71,6 +74,11 @@ mod tests {
         let a = policy_pcr(&[(7, [1; 32]), (11, [2; 32])]);
         assert_eq!(a, policy_pcr(&[(11, [2; 32]), (7, [1; 32])]));
         assert_ne!(a, policy_pcr(&[(7, [2; 32]), (11, [1; 32])]));
+        // tpm2-pcrs=7+7 is PCR 7 once, as the TPM's bitmap has it.
+        assert_eq!(
+            policy_pcr(&[(7, [0; 32]), (7, [0; 32])]),
+            policy_pcr(&[(7, [0; 32])])
+        );
     }
 
     #[test]

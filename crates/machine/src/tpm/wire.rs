@@ -198,10 +198,11 @@ pub fn activate_credential(
     command(TPM_ST_SESSIONS, TPM_CC_ACTIVATE_CREDENTIAL, &b)
 }
 
-/// A TPML_PCR_SELECTION of `pcrs` in the SHA-256 bank (three bytes of bitmap: PCRs 0-23).
+/// A TPML_PCR_SELECTION of `pcrs` in the SHA-256 bank (three bytes of bitmap: PCRs 0-23;
+/// the manifest takes no others, and any past 23 are left out).
 pub fn pcr_selection(pcrs: &[u8]) -> Vec<u8> {
     let mut map = [0u8; 3];
-    for &p in pcrs {
+    for &p in pcrs.iter().filter(|&&p| p < 24) {
         map[usize::from(p / 8)] |= 1 << (p % 8);
     }
     let mut b = 1u32.to_be_bytes().to_vec();
@@ -223,7 +224,9 @@ pub fn pcr_read(index: u8) -> Vec<u8> {
 /// TPM2_Create under `parent` (by an empty password): a keyed-hash object sealing `secret`
 /// that only a session meeting `policy` unseals.
 pub fn create_sealed(parent: u32, policy: &[u8; 32], secret: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
+    // Sized once, so that no copy of the secret is left behind by a reallocation; the
+    // caller wipes the command, this wipes its body.
+    let mut b = Vec::with_capacity(128 + secret.len());
     b.extend(parent.to_be_bytes());
     auth_area(&mut b, &[session(TPM_RS_PW)]);
     // inSensitive: TPM2B_SENSITIVE_CREATE { userAuth: empty, data: the secret }.
@@ -240,7 +243,9 @@ pub fn create_sealed(parent: u32, policy: &[u8; 32], secret: &[u8]) -> Vec<u8> {
     tpm2b(&mut b, &p);
     b.extend(0u16.to_be_bytes()); // outsideInfo
     b.extend(0u32.to_be_bytes()); // creationPCR: no selections
-    command(TPM_ST_SESSIONS, TPM_CC_CREATE, &b)
+    let c = command(TPM_ST_SESSIONS, TPM_CC_CREATE, &b);
+    b.fill(0);
+    c
 }
 
 pub fn flush(handle: u32) -> Vec<u8> {

@@ -83,7 +83,7 @@ pub fn next_boot_pcr7(
     keys: &SecureBootKeys,
     source: &Source,
 ) -> Result<Result<[u8; 32], String>, String> {
-    use machine::tpm::eventlog::{auth_payload, NewKeys};
+    use machine::tpm::eventlog::NewKeys;
     let read = |f: &PayloadRef, name: &str| {
         let bytes = source.read_checked(
             &f.source,
@@ -91,7 +91,7 @@ pub fn next_boot_pcr7(
             &f.sha256,
             &format!("the fleet's Secure Boot {name}"),
         )?;
-        auth_payload(&bytes)
+        media::efi_auth::signature_list(&bytes)
             .map(<[u8]>::to_vec)
             .map_err(|e| format!("the fleet's {name}: {e}"))
     };

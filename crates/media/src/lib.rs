@@ -5,6 +5,7 @@
 pub mod bios;
 pub mod cpio;
 pub mod dirout;
+pub mod efi_auth;
 pub mod esp;
 pub mod fat32;
 pub mod fatread;

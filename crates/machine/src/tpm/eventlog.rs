@@ -204,23 +204,11 @@ fn variable_of(data: &[u8]) -> Option<([u8; 16], String)> {
 }
 
 /// The fleet's keys as the variables will hold them (the signature lists, without the
-/// .auth files' signing header).
+/// .auth files' signing header: `media::efi_auth::signature_list`).
 pub struct NewKeys<'a> {
     pub pk: &'a [u8],
     pub kek: &'a [u8],
     pub db: &'a [u8],
-}
-
-/// The content a time-based authenticated write stores: what follows the EFI_TIME and the
-/// WIN_CERTIFICATE of an .auth file.
-pub fn auth_payload(auth: &[u8]) -> Result<&[u8], String> {
-    let length = auth
-        .get(16..20)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
-        .ok_or("an .auth file shorter than its header")?;
-    auth.get(16 + length..)
-        .filter(|rest| !rest.is_empty())
-        .ok_or_else(|| "an .auth file whose certificate leaves no signature list".to_string())
 }
 
 /// The EFI_SIGNATURE_DATA (owner GUID and certificate) of db's one X.509 certificate: what
@@ -490,16 +478,5 @@ mod tests {
         // A log without the variables (a firmware that measures none) predicts nothing.
         let bare = parse(&log(&[(7, EV_SEPARATOR, vec![0; 4])])).unwrap();
         assert!(predict_pcr7(&bare, &keys).unwrap_err().contains("0 of"));
-    }
-
-    #[test]
-    fn an_auth_files_payload_is_its_signature_list() {
-        let mut auth = vec![0u8; 16];
-        auth.extend(30u32.to_le_bytes());
-        auth.extend([0u8; 26]);
-        auth.extend(b"the list");
-        assert_eq!(auth_payload(&auth).unwrap(), b"the list");
-        assert!(auth_payload(&auth[..46]).is_err());
-        assert!(auth_payload(&auth[..10]).is_err());
     }
 }
